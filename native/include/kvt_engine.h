@@ -1,0 +1,71 @@
+/* kvt_engine.h - the engine interface: an ordered map of byte keys to byte values
+ * stored through a kvt_pager. The B+tree and the fractal tree implement it; the db
+ * layer (db.c) owns everything else: directory, lock, WAL, recovery, batches,
+ * checkpoints and the reader/writer lock.
+ *
+ * Calling rules (guaranteed by the db layer, relied upon by engines):
+ *  - put/del/flush run with no concurrent call on the same engine;
+ *  - get/scan/check may run concurrently with each other, never with a writer;
+ *  - keys are 1..KVT_MAX_KEY bytes, values 0..KVT_MAX_VALUE bytes (checked by db.c).
+ */
+#ifndef KVT_ENGINE_H
+#define KVT_ENGINE_H
+#include "kvt_pager.h"
+
+#define KVT_ENGINE_ABI 1
+#define KVT_MAX_KEY   4096u
+#define KVT_MAX_VALUE (64u * 1024u * 1024u)
+
+typedef struct kvt_engine kvt_engine;
+
+typedef struct kvt_engine_config {
+    uint32_t page_size;        /* btree: page size */
+    uint32_t node_size;        /* fractal: internal-node buffer budget in bytes */
+    uint32_t basement_size;    /* fractal: basement node size (its pager page size) */
+    uint64_t cache_bytes;
+} kvt_engine_config;
+
+typedef struct kvt_engine_stats {
+    uint64_t height;           /* levels, a leaf-only tree is 1; 0 when empty */
+    uint64_t entries;          /* live keys (exact for btree, may be estimated) */
+    uint64_t nodes;            /* pages or nodes in the tree (may be estimated) */
+    uint64_t flushes;          /* fractal: buffer flushes done; btree: 0 */
+} kvt_engine_stats;
+
+/* Visitor for scan: return 0 to continue, 1 to stop, < 0 to abort with that error. */
+typedef int (*kvt_scan_fn)(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
+
+typedef struct kvt_engine_ops {
+    uint32_t abi;              /* KVT_ENGINE_ABI */
+    const char *name;          /* "btree", "fractal" */
+    uint32_t engine_id;        /* stored in the file's meta page */
+    /* Page size the pager must use for a new file, from the engine config. */
+    uint32_t (*page_size)(const kvt_engine_config *cfg);
+    /* Open on a pager; meta/meta_len are the engine bytes of the last checkpoint
+     * (meta_len 0: a new, empty tree). */
+    int  (*open)(kvt_pager *p, const kvt_engine_config *cfg, const uint8_t *meta,
+                 size_t meta_len, kvt_engine **out);
+    void (*close)(kvt_engine *e);
+    /* KVT_OK with the value in *out, or KVT_NOTFOUND. */
+    int  (*get)(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out);
+    int  (*put)(kvt_engine *e, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
+    /* existed may be NULL (blind delete: an engine may then skip the lookup). */
+    int  (*del)(kvt_engine *e, const uint8_t *k, size_t kl, int *existed);
+    /* Visit entries in key order from `from` (NULL: the first/last key): forward gives
+     * keys >= from (> from if !inclusive), reverse gives keys <= from (< if !inclusive)
+     * in descending order. */
+    int  (*scan)(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
+                 kvt_scan_fn fn, void *ctx);
+    /* Before a checkpoint: bring all state into pager pages and write the engine bytes
+     * (<= KVT_ENGINE_META_MAX) that open() needs to find it again. */
+    int  (*flush)(kvt_engine *e, uint8_t *meta, size_t *meta_len);
+    /* Full invariant walk (order, fill, structure) calling kvt_pager_check_ref for
+     * every page; KVT_ECORRUPT with kvt_seterr detail on damage. */
+    int  (*check)(kvt_engine *e);
+    void (*stats)(kvt_engine *e, kvt_engine_stats *out);
+} kvt_engine_ops;
+
+extern const kvt_engine_ops kvt_btree_ops;
+extern const kvt_engine_ops kvt_fractal_ops;
+
+#endif

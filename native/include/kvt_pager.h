@@ -1,0 +1,104 @@
+/* kvt_pager.h - fixed-size pages, a bounded buffer pool, copy-on-write checkpoints.
+ *
+ * File layout: pages 0 and 1 are the two meta pages (checkpoint headers, written
+ * alternately, each checksummed); every other page starts with a KVT_PAGE_HDR-byte
+ * header owned by the pager (crc32c, type, pgno, gen) and the engine owns the rest.
+ *
+ * Generations. Checkpoint number G (the "gen") is durable once its meta page is.
+ * Between checkpoints the pager is in gen G+1: a page whose header gen is G+1 was
+ * allocated after the last checkpoint and may be modified in place and written back
+ * (on eviction) any number of times; a page from an older gen is part of the last
+ * checkpoint and is never overwritten: kvt_pager_write() copies it to a new page
+ * (copy-on-write), gives the caller the new page number to store in the parent, and
+ * frees the old page only once the next checkpoint is durable. So the file always holds
+ * the last checkpoint intact, and recovery is: newest valid meta + redo of the WAL.
+ *
+ * Memory: the buffer pool holds at most cache_bytes of pages (plus pinned pages);
+ * clean pages are evicted LRU, dirty ones are written back first.
+ * Errors: a failed write or fsync latches the pager into a fatal state; every later
+ * call returns KVT_EFATAL (never retry: the OS may have dropped the data).
+ * Threads: kvt_pager_get/unpin may be called by many readers at once; all calls that
+ * modify (write/alloc/free/checkpoint) come from the single writer while no reader runs
+ * (the db layer's rwlock guarantees it).
+ */
+#ifndef KVT_PAGER_H
+#define KVT_PAGER_H
+#include "kvt_vfs.h"
+#include "kvt_util.h"
+
+typedef uint64_t kvt_pgno;
+#define KVT_PGNO_NONE 0          /* page 0 is a meta page, so 0 never names a data page */
+#define KVT_PAGE_HDR 32          /* bytes at the start of every page owned by the pager */
+#define KVT_ENGINE_META_MAX 256  /* engine bytes stored in each checkpoint header */
+
+/* Page types (byte 4 of the page). Engines use values >= 16. */
+#define KVT_PT_FREE      0
+#define KVT_PT_META      1
+#define KVT_PT_FREELIST  2
+#define KVT_PT_OVERFLOW  3
+
+typedef struct kvt_page {        /* a pinned page in the buffer pool */
+    kvt_pgno pgno;
+    uint8_t *data;               /* page_size bytes, data[0..KVT_PAGE_HDR) is the pager's */
+} kvt_page;
+
+typedef struct kvt_pager_config {
+    uint32_t page_size;          /* used when creating the file; a power of two, 4096..1 MiB */
+    uint32_t engine_id;          /* stored at creation; another non-zero id -> KVT_EENGINE */
+    uint64_t cache_bytes;
+    int direct_io, read_only;
+    kvt_io_stats *stats;         /* I/O counters of the data file; may be NULL */
+} kvt_pager_config;
+
+typedef struct kvt_pager_stats {
+    uint64_t cache_hits, cache_misses, evictions, writebacks;
+    uint64_t pages_total, pages_free, pages_pending_free, pages_dirty, pages_cached;
+    uint64_t checkpoints;
+} kvt_pager_stats;
+
+typedef struct kvt_pager kvt_pager;
+
+int  kvt_pager_open(kvt_vfs *vfs, const char *path, const kvt_pager_config *cfg, kvt_pager **out);
+int  kvt_pager_close(kvt_pager *p);          /* discards dirty pages: checkpoint first */
+uint32_t kvt_pager_page_size(const kvt_pager *p);
+uint32_t kvt_pager_engine_id(const kvt_pager *p);
+uint64_t kvt_pager_ckpt_gen(const kvt_pager *p);    /* gen of the checkpoint opened/last written */
+/* Engine bytes of the last checkpoint; *len 0 for a new file. */
+const uint8_t *kvt_pager_engine_meta(const kvt_pager *p, size_t *len);
+
+/* Pin page pgno (loading and verifying its checksum: KVT_ECORRUPT names file and page). */
+int  kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out);
+void kvt_pager_unpin(kvt_pager *p, kvt_page *pg);
+/* Make a pinned page writable and dirty. May replace *pg by a copy at a new pgno
+ * (the old one is unpinned): the caller must then store (*pg)->pgno in the parent. */
+int  kvt_pager_write(kvt_pager *p, kvt_page **pg);
+/* A new, zeroed, dirty, pinned page of the given type. */
+int  kvt_pager_alloc(kvt_pager *p, uint8_t type, kvt_page **out);
+/* The current state no longer references pgno (must not be pinned by the caller). */
+int  kvt_pager_free(kvt_pager *p, kvt_pgno pgno);
+static inline uint8_t kvt_page_type(const kvt_page *pg) { return pg->data[4]; }
+
+/* Write every dirty page, fsync, write the free-space map and the next meta page with
+ * engine_meta, fsync. On success the new gen is durable and deferred frees are released. */
+int  kvt_pager_checkpoint(kvt_pager *p, const void *engine_meta, size_t len);
+/* Bytes of the data file that a checkpoint would have to free/write (for triggers). */
+uint64_t kvt_pager_pending_free(const kvt_pager *p);
+
+/* Large values: a chain of KVT_PT_OVERFLOW pages, immutable once written. */
+int  kvt_blob_write(kvt_pager *p, const void *data, size_t len, kvt_pgno *first);
+int  kvt_blob_read(kvt_pager *p, kvt_pgno first, size_t len, kvt_buf *out);
+int  kvt_blob_free(kvt_pager *p, kvt_pgno first);
+int  kvt_blob_check(kvt_pager *p, kvt_pgno first, size_t len);   /* refs its pages */
+
+/* Consistency walk. Between begin and end the engine calls check_ref for every page its
+ * state references (each exactly once); end verifies that referenced, free, deferred-free
+ * and pager-internal pages partition the file, and re-reads each clean referenced page
+ * from disk to verify its checksum. */
+int  kvt_pager_check_begin(kvt_pager *p);
+int  kvt_pager_check_ref(kvt_pager *p, kvt_pgno pgno);
+int  kvt_pager_check_end(kvt_pager *p);
+
+void kvt_pager_get_stats(kvt_pager *p, kvt_pager_stats *out);
+const char *kvt_pager_path(const kvt_pager *p);
+
+#endif

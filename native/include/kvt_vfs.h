@@ -1,0 +1,80 @@
+/* kvt_vfs.h - the file-system layer: a struct of function pointers.
+ *
+ * Everything above this layer does I/O only through a kvt_file obtained from a kvt_vfs,
+ * so a test can swap the POSIX VFS for the fault-injecting one (kvt_fault_vfs_*), which
+ * fails the Nth write or fsync and, at a simulated crash, drops or tears every write not
+ * yet synced. Byte and fsync counters live here (kvt_io_stats), not in /proc, because
+ * the kernel's write_bytes over-counts buffered writes.
+ */
+#ifndef KVT_VFS_H
+#define KVT_VFS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVT_O_CREATE   0x1
+#define KVT_O_READONLY 0x2
+#define KVT_O_DIRECT   0x4   /* O_DIRECT: buffers, offsets, lengths aligned to 4096 */
+
+typedef struct kvt_io_stats {          /* updated with relaxed atomics */
+    uint64_t bytes_written, bytes_read, writes, reads, fsyncs;
+} kvt_io_stats;
+
+typedef struct kvt_file kvt_file;
+typedef struct kvt_io_methods {
+    int (*close)(kvt_file *f);
+    /* Reads up to n bytes at off; *got < n only at end of file. */
+    int (*read)(kvt_file *f, void *buf, size_t n, uint64_t off, size_t *got);
+    int (*write)(kvt_file *f, const void *buf, size_t n, uint64_t off);
+    int (*sync)(kvt_file *f);
+    int (*truncate)(kvt_file *f, uint64_t size);
+    int (*size)(kvt_file *f, uint64_t *out);
+    /* Non-blocking advisory lock of the whole file: KVT_ELOCKED when held elsewhere. */
+    int (*lock)(kvt_file *f, int exclusive);
+} kvt_io_methods;
+
+/* Base of every VFS's file object: implementations embed it as their first member. */
+struct kvt_file {
+    const kvt_io_methods *io;
+    kvt_io_stats *stats;               /* may be NULL; set by the owner after open */
+    char *path;                        /* for error messages; owned by the file */
+};
+
+typedef struct kvt_vfs kvt_vfs;
+struct kvt_vfs {
+    const char *name;
+    int (*open)(kvt_vfs *vfs, const char *path, int flags, kvt_file **out);
+    int (*mkdir)(kvt_vfs *vfs, const char *path);      /* ok if it exists */
+    int (*exists)(kvt_vfs *vfs, const char *path);     /* 1 yes, 0 no */
+    int (*sync_dir)(kvt_vfs *vfs, const char *path);
+    void *ctx;
+};
+
+kvt_vfs *kvt_vfs_posix(void);          /* static singleton */
+
+/* Wrappers that count into f->stats and map errno to KVT_EIO / KVT_ENOSPC. */
+int kvt_file_read(kvt_file *f, void *buf, size_t n, uint64_t off, size_t *got);
+int kvt_file_read_full(kvt_file *f, void *buf, size_t n, uint64_t off); /* short read -> KVT_ECORRUPT */
+int kvt_file_write(kvt_file *f, const void *buf, size_t n, uint64_t off);
+int kvt_file_sync(kvt_file *f);
+int kvt_file_truncate(kvt_file *f, uint64_t size);
+int kvt_file_size(kvt_file *f, uint64_t *out);
+int kvt_file_lock(kvt_file *f, int exclusive);
+int kvt_file_close(kvt_file *f);
+
+/* Fault-injecting VFS, wrapping the POSIX one. Ops for kvt_fault_set: */
+#define KVT_FAULT_WRITE 1
+#define KVT_FAULT_SYNC  2
+#define KVT_CRASH_DROP  0    /* unsynced writes vanish */
+#define KVT_CRASH_TEAR  1    /* unsynced writes keep a random 512-byte-aligned prefix, newest first torn */
+int  kvt_fault_vfs_new(kvt_vfs **out);
+void kvt_fault_vfs_free(kvt_vfs *vfs);
+/* Fail the nth (1-based, counted from this call) op of that kind with err
+ * (KVT_EIO or KVT_ENOSPC); persistent: every later one fails too. nth 0 disarms. */
+int  kvt_fault_set(kvt_vfs *vfs, int op, uint64_t nth, int persistent, int err);
+/* Simulated power loss: undo unsynced writes of every file opened through this VFS,
+ * then make every later call on those files fail with KVT_EIO (the handle is dead). */
+int  kvt_fault_crash(kvt_vfs *vfs, int mode, uint64_t seed);
+void kvt_fault_reset(kvt_vfs *vfs);    /* disarm, forget crash state, zero counters */
+uint64_t kvt_fault_count(kvt_vfs *vfs, int op);   /* ops of that kind seen so far */
+
+#endif

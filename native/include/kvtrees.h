@@ -1,0 +1,96 @@
+/* kvtrees.h - the public C API, the one the Python binding calls.
+ *
+ * A kvt_db is a directory holding data.kvt (pager file), wal.log (redo log) and LOCK.
+ * Handles are safe for one writer and many readers at once: each call takes the db's
+ * reader/writer lock itself, and no call holds Python's GIL (cffi releases it).
+ * The declarations between CDEF BEGIN and CDEF END are read verbatim by the cffi
+ * build (src/kvtrees/_build_ffi.py): keep them plain C (no macros, no attributes).
+ */
+#ifndef KVTREES_H
+#define KVTREES_H
+#include <stddef.h>
+#include <stdint.h>
+#include "kvt_error.h"
+#include "kvt_vfs.h"
+
+#define KVT_VERSION "0.1.0"
+
+/* CDEF BEGIN */
+typedef struct kvt_vfs kvt_vfs;
+typedef struct kvt_db kvt_db;
+typedef struct kvt_batch kvt_batch;
+typedef struct kvt_iter kvt_iter;
+
+typedef struct kvt_options {
+    const char *engine;          /* "btree" | "fractal"; NULL: the directory's, or btree if new */
+    uint64_t cache_size;         /* bytes of page cache (default 64 MiB) */
+    int sync_mode;               /* 0 commit, 1 interval, 2 none */
+    uint32_t sync_interval_ms;   /* for interval (default 100) */
+    uint32_t page_size;          /* btree page size (default 4096) */
+    uint32_t node_size;          /* fractal node buffer budget (default: see docs) */
+    uint32_t basement_size;      /* fractal basement size (default: see docs) */
+    int direct_io;
+    int read_only;
+    uint64_t wal_limit;          /* checkpoint once the log exceeds this many bytes */
+    kvt_vfs *vfs;                /* NULL: POSIX */
+} kvt_options;
+
+typedef struct kvt_stats {
+    uint64_t bytes_written, bytes_read, fsyncs;         /* data file + log, from the VFS */
+    uint64_t wal_bytes_written, data_bytes_written;
+    uint64_t cache_hits, cache_misses, evictions;
+    uint64_t height, entries, nodes, flushes;
+    uint64_t file_size, wal_size, pages_total, pages_free;
+    uint64_t checkpoints, commits;
+    uint64_t cache_size, page_size;
+} kvt_stats;
+
+const char *kvt_version(void);
+const char *kvt_strerror(int rc);
+const char *kvt_errmsg(void);
+uint32_t kvt_crc32c(uint32_t crc, const void *data, size_t n);
+
+void kvt_options_init(kvt_options *o);
+int  kvt_open(const char *dir, const kvt_options *o, kvt_db **out);
+int  kvt_close(kvt_db *db);               /* checkpoints (unless read-only/fatal), frees */
+const char *kvt_engine_name(kvt_db *db);
+
+/* KVT_OK: value copied to dst, *vlen set. KVT_NOTFOUND. KVT_EBUFSMALL: *vlen is the
+ * size needed, nothing copied: call again with a larger buffer. */
+int  kvt_get(kvt_db *db, const uint8_t *k, size_t kl, uint8_t *dst, size_t cap, size_t *vlen);
+int  kvt_put(kvt_db *db, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
+int  kvt_delete(kvt_db *db, const uint8_t *k, size_t kl, int *existed);
+
+/* Atomic batches: all or nothing, also across a crash. */
+int  kvt_batch_new(kvt_db *db, kvt_batch **out);
+int  kvt_batch_put(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
+int  kvt_batch_delete(kvt_batch *b, const uint8_t *k, size_t kl);
+size_t kvt_batch_count(kvt_batch *b);
+int  kvt_batch_commit(kvt_batch *b);      /* then empty, reusable */
+void kvt_batch_clear(kvt_batch *b);
+void kvt_batch_free(kvt_batch *b);
+
+/* Range iterator over [start, end) (NULL: unbounded), ascending or descending.
+ * It reads ahead in chunks, each under the read lock, and resumes after the last key
+ * returned: never out of order, never a key twice, safe while other threads write. */
+int  kvt_iter_new(kvt_db *db, const uint8_t *start, size_t sl, const uint8_t *end, size_t el,
+                  int reverse, kvt_iter **out);
+/* KVT_OK with pointers valid until the next call, or KVT_NOTFOUND at the end. */
+int  kvt_iter_next(kvt_iter *it, const uint8_t **k, size_t *kl, const uint8_t **v, size_t *vl);
+void kvt_iter_free(kvt_iter *it);
+
+int  kvt_checkpoint(kvt_db *db);
+int  kvt_sync(kvt_db *db);
+int  kvt_check(kvt_db *db);
+int  kvt_get_stats(kvt_db *db, kvt_stats *out);
+
+/* Test hooks: the fault-injecting VFS (see kvt_vfs.h). */
+int  kvt_fault_vfs_new(kvt_vfs **out);
+void kvt_fault_vfs_free(kvt_vfs *vfs);
+int  kvt_fault_set(kvt_vfs *vfs, int op, uint64_t nth, int persistent, int err);
+int  kvt_fault_crash(kvt_vfs *vfs, int mode, uint64_t seed);
+void kvt_fault_reset(kvt_vfs *vfs);
+uint64_t kvt_fault_count(kvt_vfs *vfs, int op);
+/* CDEF END */
+
+#endif

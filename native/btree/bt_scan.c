@@ -1,0 +1,132 @@
+/* bt_scan.c - ordered iteration, forward or reverse, from a start key.
+ *
+ * There are no sibling pointers (copy-on-write would force repointing neighbours), so
+ * the scan keeps the root-to-leaf path pinned with the child index taken at each branch
+ * and moves to the next/previous leaf by climbing to the first ancestor that has a
+ * further child and descending along its leftmost/rightmost edge. Read-only: it may
+ * run concurrently with get/check (never with a writer, see kvt_engine.h).
+ */
+#include "bt_int.h"
+
+typedef struct bt_cursor {
+    bt_tree *t;
+    kvt_page *pg[BT_MAX_HEIGHT];
+    uint32_t idx[BT_MAX_HEIGHT];
+    int reverse;
+    bt_scratch s;
+} bt_cursor;
+
+static void cursor_release(bt_cursor *c) {
+    for (uint32_t i = 0; i < c->t->height; i++)
+        if (c->pg[i]) kvt_pager_unpin(c->t->pager, c->pg[i]);
+    bt_scratch_free(&c->s);
+}
+
+static int pin_at(bt_cursor *c, kvt_pgno pgno, uint32_t lv) {
+    KVT_TRY(kvt_pager_get(c->t->pager, pgno, &c->pg[lv]));
+    int rc = bt_page_verify(c->t, c->pg[lv], lv + 1 == c->t->height);
+    if (rc < 0) { kvt_pager_unpin(c->t->pager, c->pg[lv]); c->pg[lv] = NULL; }
+    return rc;
+}
+
+/* Pin the children below level lv along idx, starting each new page at its edge. */
+static int descend_edge(bt_cursor *c, uint32_t lv) {
+    for (; lv + 1 < c->t->height; lv++) {
+        int rc;
+        kvt_pgno child = bt_child(c->t, c->pg[lv], c->idx[lv], &rc);
+        KVT_TRY(rc);
+        KVT_TRY(pin_at(c, child, lv + 1));
+        c->idx[lv + 1] = c->reverse ? bt_count(c->pg[lv + 1]->data) : 0;
+    }
+    return KVT_OK;
+}
+
+/* Position at from: route through branches, leave the leaf slot in idx[height-1]
+ * (for reverse, one past the slot to visit first). */
+static int seek(bt_cursor *c, const uint8_t *from, size_t fl, int inclusive) {
+    bt_tree *t = c->t;
+    uint32_t leaf = t->height - 1, i;
+    int eq;
+    KVT_TRY(pin_at(c, t->root, 0));
+    for (uint32_t lv = 0; lv < leaf; lv++) {
+        KVT_TRY(bt_route(t, c->pg[lv], from, fl, &c->s, &c->idx[lv]));
+        int rc;
+        kvt_pgno child = bt_child(t, c->pg[lv], c->idx[lv], &rc);
+        KVT_TRY(rc);
+        KVT_TRY(pin_at(c, child, lv + 1));
+    }
+    KVT_TRY(bt_search(t, c->pg[leaf], from, fl, &c->s, &i, &eq));
+    if (!c->reverse) c->idx[leaf] = i + (eq && !inclusive);
+    else c->idx[leaf] = i + (eq && inclusive);
+    return KVT_OK;
+}
+
+/* Move to the next (previous) leaf; KVT_NOTFOUND at the end of the tree. */
+static int next_leaf(bt_cursor *c) {
+    uint32_t lv = c->t->height - 1;
+    while (lv > 0) {
+        kvt_pager_unpin(c->t->pager, c->pg[lv]);
+        c->pg[lv] = NULL;
+        lv--;
+        if (!c->reverse && c->idx[lv] < bt_count(c->pg[lv]->data)) { c->idx[lv]++; break; }
+        if (c->reverse && c->idx[lv] > 0) { c->idx[lv]--; break; }
+        if (lv == 0) return KVT_NOTFOUND;
+    }
+    if (c->t->height == 1) return KVT_NOTFOUND;
+    return descend_edge(c, lv);
+}
+
+static int visit(bt_cursor *c, uint32_t i, kvt_scan_fn fn, void *ctx) {
+    bt_cell cell;
+    const uint8_t *k, *v;
+    bt_tree *t = c->t;
+    KVT_TRY(bt_cell_at(t, c->pg[t->height - 1], i, &cell));
+    KVT_TRY(bt_full_key(t, &cell, &c->s.a, &k));
+    if (cell.vblob) {
+        KVT_TRY(bt_read_value(t, &cell, &c->s.b));
+        v = c->s.b.data;
+    } else {
+        v = cell.val;
+    }
+    return fn(ctx, k, cell.klen, v, cell.vlen);
+}
+
+/* Visit the current leaf from its cursor slot; 1 when the visitor stopped. */
+static int scan_leaf(bt_cursor *c, kvt_scan_fn fn, void *ctx) {
+    uint32_t leaf = c->t->height - 1, n = bt_count(c->pg[leaf]->data);
+    if (!c->reverse) {
+        for (uint32_t i = c->idx[leaf]; i < n; i++) {
+            int r = visit(c, i, fn, ctx);
+            if (r) return r;
+        }
+    } else {
+        for (uint32_t i = c->idx[leaf] < n ? c->idx[leaf] : n; i > 0; i--) {
+            int r = visit(c, i - 1, fn, ctx);
+            if (r) return r;
+        }
+    }
+    return KVT_OK;
+}
+
+int bt_scan(bt_tree *t, const uint8_t *from, size_t fl, int inclusive, int reverse,
+            kvt_scan_fn fn, void *ctx) {
+    if (!t->root) return KVT_OK;
+    bt_cursor c = {.t = t, .reverse = reverse};
+    int rc;
+    if (from) {
+        rc = seek(&c, from, fl, inclusive);
+    } else {
+        rc = pin_at(&c, t->root, 0);
+        if (rc == KVT_OK) {
+            c.idx[0] = reverse ? bt_count(c.pg[0]->data) : 0;
+            rc = descend_edge(&c, 0);
+        }
+    }
+    while (rc == KVT_OK) {
+        rc = scan_leaf(&c, fn, ctx);
+        if (rc == KVT_OK) rc = next_leaf(&c);
+    }
+    cursor_release(&c);
+    if (rc == 1 || rc == KVT_NOTFOUND) rc = KVT_OK;
+    return rc;
+}

@@ -1,0 +1,237 @@
+/* batch.c - atomic write batches: the WAL record format, commit and apply.
+ *
+ * A batch is built directly in its WAL record form, so commit appends it as is:
+ *   u32 count, then per op: u8 op (1 put, 2 delete), u32 klen, [u32 vlen], key, [value]
+ * (little-endian). Commit order: writer mutex, WAL append, exclusive rwlock, apply every
+ * op to the engine, unlock, checkpoint if the log or the deferred frees grew too large,
+ * writer mutex unlock, then wait for durability per the sync mode (group commit).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "db_internal.h"
+
+struct kvt_batch {
+    kvt_db *db;
+    kvt_buf rec;
+    uint32_t count;
+};
+
+/* ---- record parsing / applying --------------------------------------------------- */
+
+typedef struct batch_op {
+    uint8_t op;
+    const uint8_t *k, *v;
+    uint32_t kl, vl;
+} batch_op;
+
+static int bad_record(size_t off) {
+    return kvt_seterr(KVT_ECORRUPT, "wal.log: malformed batch record at byte %zu", off);
+}
+
+/* Decode the op at *off, advancing it; validates every length against the record. */
+static int next_op(const uint8_t *rec, size_t len, size_t *off, batch_op *o) {
+    size_t p = *off;
+    if (len - p < 5) return bad_record(p);
+    o->op = rec[p];
+    o->kl = kvt_get32(rec + p + 1);
+    p += 5;
+    o->vl = 0;
+    if (o->op == KVT_BATCH_OP_PUT) {
+        if (len - p < 4) return bad_record(p);
+        o->vl = kvt_get32(rec + p);
+        p += 4;
+    } else if (o->op != KVT_BATCH_OP_DEL) return bad_record(*off);
+    if (o->kl == 0 || o->kl > KVT_MAX_KEY || o->vl > KVT_MAX_VALUE) return bad_record(*off);
+    if (len - p < (size_t)o->kl + o->vl) return bad_record(*off);
+    o->k = rec + p;
+    o->v = rec + p + o->kl;
+    *off = p + o->kl + o->vl;
+    return KVT_OK;
+}
+
+/* Apply a whole record to the engine (caller holds the write lock or is recovering).
+ * existed, if given, receives the result of the last delete. */
+int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
+    if (len < 4) return bad_record(0);
+    uint32_t count = kvt_get32(rec);
+    size_t off = 4;
+    for (uint32_t i = 0; i < count; i++) {
+        batch_op o = {0};
+        KVT_TRY(next_op(rec, len, &off, &o));
+        if (o.op == KVT_BATCH_OP_PUT) KVT_TRY(db->ops->put(db->eng, o.k, o.kl, o.v, o.vl));
+        else KVT_TRY(db->ops->del(db->eng, o.k, o.kl, existed));
+    }
+    if (off != len) return bad_record(off);
+    return KVT_OK;
+}
+
+/* ---- encoding ------------------------------------------------------------------ */
+
+static int check_sizes(size_t kl, size_t vl, int is_put) {
+    if (kl == 0) return kvt_seterr(KVT_EINVAL, "empty key");
+    if (kl > KVT_MAX_KEY)
+        return kvt_seterr(KVT_ETOOLARGE, "key of %zu bytes exceeds the %u-byte limit", kl,
+                          KVT_MAX_KEY);
+    if (is_put && vl > KVT_MAX_VALUE)
+        return kvt_seterr(KVT_ETOOLARGE, "value of %zu bytes exceeds the %u-byte limit", vl,
+                          KVT_MAX_VALUE);
+    return KVT_OK;
+}
+
+static size_t op_size(size_t kl, size_t vl, int is_put) { return 5 + (is_put ? 4 : 0) + kl + vl; }
+
+/* Encode one op at dst (op_size bytes). */
+static void encode_op(uint8_t *dst, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                      int is_put) {
+    dst[0] = is_put ? KVT_BATCH_OP_PUT : KVT_BATCH_OP_DEL;
+    kvt_put32(dst + 1, (uint32_t)kl);
+    dst += 5;
+    if (is_put) { kvt_put32(dst, (uint32_t)vl); dst += 4; }
+    memcpy(dst, k, kl);
+    if (vl) memcpy(dst + kl, v, vl);
+}
+
+/* ---- commit ------------------------------------------------------------------- */
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int need_checkpoint(kvt_db *db) {
+    return kvt_wal_bytes(db->wal) > db->opt.wal_limit ||
+           kvt_pager_pending_free(db->pager) > db->opt.wal_limit;
+}
+
+/* Under the writer mutex: log, apply, maybe checkpoint. */
+static int commit_locked(kvt_db *db, const uint8_t *rec, size_t len, int *existed,
+                         uint64_t *lsn) {
+    KVT_TRY(kvt_db_usable(db, 1));
+    int rc = kvt_wal_append(db->wal, rec, len, lsn);
+    if (rc < 0) return kvt_db_latch(db, rc);   /* the log may hold a torn record now */
+    pthread_rwlock_wrlock(&db->rw);
+    rc = kvt_db_apply_record(db, rec, len, existed);
+    pthread_rwlock_unlock(&db->rw);
+    if (rc < 0) return kvt_db_latch(db, rc);   /* engine half-applied: reopen replays */
+    atomic_fetch_add_explicit(&db->commits, 1, memory_order_relaxed);
+    if (need_checkpoint(db)) KVT_TRY(kvt_db_checkpoint_locked(db));
+    return KVT_OK;
+}
+
+static int wait_durable(kvt_db *db, uint64_t lsn) {
+    int mode = db->opt.sync_mode;
+    if (mode == 2) return KVT_OK;
+    uint64_t now = mono_ns();
+    if (mode == 1) {
+        uint64_t last = atomic_load_explicit(&db->last_sync_ns, memory_order_relaxed);
+        if (now - last < (uint64_t)db->opt.sync_interval_ms * 1000000ull) return KVT_OK;
+        /* only one committer per interval does the sync */
+        if (!atomic_compare_exchange_strong(&db->last_sync_ns, &last, now)) return KVT_OK;
+        lsn = kvt_wal_lsn(db->wal);
+    }
+    int rc = kvt_wal_sync(db->wal, lsn);
+    if (rc < 0) return kvt_db_latch(db, rc);
+    if (mode == 0) atomic_store_explicit(&db->last_sync_ns, now, memory_order_relaxed);
+    return KVT_OK;
+}
+
+static int commit_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
+    uint64_t lsn = 0;
+    pthread_mutex_lock(&db->writer);
+    int rc = commit_locked(db, rec, len, existed, &lsn);
+    pthread_mutex_unlock(&db->writer);
+    KVT_TRY(rc);
+    return wait_durable(db, lsn);
+}
+
+/* A one-op batch, encoded on the stack when small. */
+static int commit_one(kvt_db *db, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                      int is_put, int *existed) {
+    if (!db) return kvt_seterr(KVT_ECLOSED, "no handle");
+    if ((kl && !k) || (vl && !v)) return kvt_seterr(KVT_EINVAL, "NULL key or value pointer");
+    KVT_TRY(check_sizes(kl, vl, is_put));
+    size_t len = 4 + op_size(kl, vl, is_put);
+    uint8_t stack[1024];
+    uint8_t *rec = len <= sizeof stack ? stack : malloc(len);
+    if (!rec) return kvt_seterr(KVT_ENOMEM, "cannot allocate a %zu-byte record", len);
+    kvt_put32(rec, 1);
+    encode_op(rec + 4, k, kl, v, vl, is_put);
+    int rc = commit_record(db, rec, len, existed);
+    if (rec != stack) free(rec);
+    return rc;
+}
+
+int kvt_put(kvt_db *db, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
+    return commit_one(db, k, kl, v, vl, 1, NULL);
+}
+
+int kvt_delete(kvt_db *db, const uint8_t *k, size_t kl, int *existed) {
+    int ex = 0;
+    int rc = commit_one(db, k, kl, NULL, 0, 0, &ex);
+    if (existed) *existed = rc == KVT_OK ? ex : 0;
+    return rc;
+}
+
+/* ---- batch objects ------------------------------------------------------------ */
+
+int kvt_batch_new(kvt_db *db, kvt_batch **out) {
+    if (!out) return kvt_seterr(KVT_EINVAL, "kvt_batch_new: out is NULL");
+    *out = NULL;
+    if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_batch_new: no handle");
+    kvt_batch *b = calloc(1, sizeof *b);
+    if (!b) return kvt_seterr(KVT_ENOMEM, "out of memory for a batch");
+    b->db = db;
+    int rc = kvt_buf_set(&b->rec, "\0\0\0\0", 4);
+    if (rc < 0) { free(b); return rc; }
+    *out = b;
+    return KVT_OK;
+}
+
+static int batch_add(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                     int is_put) {
+    if (!b) return kvt_seterr(KVT_EINVAL, "NULL batch");
+    if ((kl && !k) || (vl && !v)) return kvt_seterr(KVT_EINVAL, "NULL key or value pointer");
+    KVT_TRY(check_sizes(kl, vl, is_put));
+    size_t n = op_size(kl, vl, is_put);
+    if (b->count == UINT32_MAX || b->rec.len + n > KVT_BATCH_MAX_BYTES)
+        return kvt_seterr(KVT_ETOOLARGE, "batch would exceed %u bytes or 2^32 ops",
+                          KVT_BATCH_MAX_BYTES);
+    KVT_TRY(kvt_buf_reserve(&b->rec, b->rec.len + n));
+    encode_op(b->rec.data + b->rec.len, k, kl, v, vl, is_put);
+    b->rec.len += n;
+    b->count++;
+    return KVT_OK;
+}
+
+int kvt_batch_put(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
+    return batch_add(b, k, kl, v, vl, 1);
+}
+
+int kvt_batch_delete(kvt_batch *b, const uint8_t *k, size_t kl) {
+    return batch_add(b, k, kl, NULL, 0, 0);
+}
+
+size_t kvt_batch_count(kvt_batch *b) { return b ? b->count : 0; }
+
+void kvt_batch_clear(kvt_batch *b) {
+    if (!b) return;
+    b->rec.len = 4;
+    b->count = 0;
+}
+
+int kvt_batch_commit(kvt_batch *b) {
+    if (!b) return kvt_seterr(KVT_EINVAL, "NULL batch");
+    if (!b->count) return kvt_db_usable(b->db, 1);
+    kvt_put32(b->rec.data, b->count);
+    int rc = commit_record(b->db, b->rec.data, b->rec.len, NULL);
+    kvt_batch_clear(b);
+    return rc;
+}
+
+void kvt_batch_free(kvt_batch *b) {
+    if (!b) return;
+    kvt_buf_free(&b->rec);
+    free(b);
+}

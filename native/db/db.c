@@ -1,0 +1,397 @@
+/* db.c - opening and closing a kvtrees directory, checkpoints, sync, check and stats.
+ *
+ * A directory holds data.kvt (the pager file), wal.log (the redo log) and LOCK (an
+ * flock: exclusive for a writer, shared for read-only handles). Open is: lock, pager,
+ * engine on the last checkpoint's engine meta, WAL replay of that checkpoint's gen, and
+ * (when writable) a checkpoint if anything was replayed, so the log starts empty.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "db_internal.h"
+
+#define MIB (1024ull * 1024ull)
+#define DEFAULT_CACHE       (64 * MIB)
+#define DEFAULT_INTERVAL_MS 100
+#define DEFAULT_PAGE_SIZE   4096
+#define DEFAULT_WAL_LIMIT   (64 * MIB)
+#define MIN_CACHE           (256 * 1024ull)
+
+const char *kvt_version(void) { return KVT_VERSION; }
+
+void kvt_options_init(kvt_options *o) {
+    memset(o, 0, sizeof *o);
+    o->cache_size = DEFAULT_CACHE;
+    o->sync_mode = 0;
+    o->sync_interval_ms = DEFAULT_INTERVAL_MS;
+    o->page_size = DEFAULT_PAGE_SIZE;
+    o->wal_limit = DEFAULT_WAL_LIMIT;
+}
+
+/* ---- fatal latch ------------------------------------------------------------------ */
+
+int kvt_db_latch(kvt_db *db, int rc) {
+    int expected = 0;
+    if (rc < 0 && atomic_compare_exchange_strong(&db->fatal, &expected, rc))
+        snprintf(db->fatal_msg, sizeof db->fatal_msg, "%s: %s", kvt_strerror(rc), kvt_errmsg());
+    return rc;
+}
+
+int kvt_db_usable(kvt_db *db, int writing) {
+    if (atomic_load_explicit(&db->fatal, memory_order_relaxed))
+        return kvt_seterr(KVT_EFATAL, "%s: unusable after an earlier failure (%s)", db->dir,
+                          db->fatal_msg);
+    if (writing && db->opt.read_only)
+        return kvt_seterr(KVT_EREADONLY, "%s: opened read-only", db->dir);
+    return KVT_OK;
+}
+
+/* ---- options -------------------------------------------------------------------- */
+
+static int is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
+
+static int validate_options(const kvt_options *in, kvt_options *o) {
+    if (in) *o = *in;
+    else kvt_options_init(o);
+    if (!o->cache_size) o->cache_size = DEFAULT_CACHE;
+    if (o->cache_size < MIN_CACHE) o->cache_size = MIN_CACHE;
+    if (!o->sync_interval_ms) o->sync_interval_ms = DEFAULT_INTERVAL_MS;
+    if (!o->page_size) o->page_size = DEFAULT_PAGE_SIZE;
+    if (!o->wal_limit) o->wal_limit = DEFAULT_WAL_LIMIT;
+    if (o->sync_mode < 0 || o->sync_mode > 2)
+        return kvt_seterr(KVT_EINVAL, "sync_mode %d is not 0 (commit), 1 (interval) or 2 (none)",
+                          o->sync_mode);
+    if (!is_pow2(o->page_size) || o->page_size < 4096 || o->page_size > (1u << 20))
+        return kvt_seterr(KVT_EINVAL, "page_size %u is not a power of two in 4096..1 MiB",
+                          o->page_size);
+    if (o->basement_size && (!is_pow2(o->basement_size) || o->basement_size < 4096 ||
+                             o->basement_size > (1u << 20)))
+        return kvt_seterr(KVT_EINVAL, "basement_size %u is not a power of two in 4096..1 MiB",
+                          o->basement_size);
+    return KVT_OK;
+}
+
+static const char *const known_engines[] = {"btree", "fractal"};
+
+static int find_named_engine(const char *name, const kvt_engine_ops **out) {
+    *out = kvt_db_engine_by_name(name);
+    if (*out) return KVT_OK;
+    for (size_t i = 0; i < sizeof known_engines / sizeof *known_engines; i++)
+        if (strcmp(name, known_engines[i]) == 0)
+            return kvt_seterr(KVT_EINVAL, "engine '%s' is not available in this build", name);
+    return kvt_seterr(KVT_EINVAL, "unknown engine '%s' (expected 'btree' or 'fractal')", name);
+}
+
+/* ---- paths and the LOCK file ------------------------------------------------------ */
+
+static char *join_path(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int make_paths(kvt_db *db, const char *dir) {
+    db->dir = strdup(dir);
+    db->data_path = join_path(dir, "data.kvt");
+    db->wal_path = join_path(dir, "wal.log");
+    db->lock_path = join_path(dir, "LOCK");
+    if (!db->dir || !db->data_path || !db->wal_path || !db->lock_path)
+        return kvt_seterr(KVT_ENOMEM, "%s: out of memory for paths", dir);
+    return KVT_OK;
+}
+
+static int take_lock(kvt_db *db) {
+    int ro = db->opt.read_only;
+    if (!ro) KVT_TRY(db->vfs->mkdir(db->vfs, db->dir));
+    else if (!db->vfs->exists(db->vfs, db->data_path))
+        return kvt_seterr(KVT_EINVAL, "%s: no database here to open read-only", db->dir);
+    int flags = ro ? KVT_O_READONLY : KVT_O_CREATE;
+    int rc = db->vfs->open(db->vfs, db->lock_path, flags, &db->lock_file);
+    if (rc < 0 && ro)   /* a read-only open of a directory whose LOCK was never made */
+        rc = db->vfs->open(db->vfs, db->data_path, KVT_O_READONLY, &db->lock_file);
+    KVT_TRY(rc);
+    rc = kvt_file_lock(db->lock_file, !ro);
+    if (rc == KVT_ELOCKED)
+        return kvt_seterr(KVT_ELOCKED, "%s: locked by another %s", db->dir,
+                          ro ? "writer" : "handle (writer or reader)");
+    return rc;
+}
+
+/* ---- pager + engine ------------------------------------------------------------- */
+
+static void engine_config(const kvt_db *db, kvt_engine_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->page_size = db->opt.page_size;
+    cfg->node_size = db->opt.node_size;
+    cfg->basement_size = db->opt.basement_size;
+    cfg->cache_bytes = db->opt.cache_size;
+}
+
+static int open_pager_as(kvt_db *db, const kvt_engine_ops *ops, int read_only, kvt_pager **out) {
+    kvt_engine_config ecfg;
+    engine_config(db, &ecfg);
+    kvt_pager_config pc = {
+        .page_size = ops ? ops->page_size(&ecfg) : db->opt.page_size,
+        .engine_id = ops ? ops->engine_id : 0,
+        .cache_bytes = db->opt.cache_size,
+        .direct_io = db->opt.direct_io,
+        .read_only = read_only,
+        .stats = &db->data_io,
+    };
+    return kvt_pager_open(db->vfs, db->data_path, &pc, out);
+}
+
+/* Which registered engine created the existing data file (NULL if none matches). */
+static const kvt_engine_ops *probe_file_engine(kvt_db *db) {
+    for (int i = 0; i < kvt_db_engine_count(); i++) {
+        const kvt_engine_ops *ops = kvt_db_engine_at(i);
+        kvt_pager *p = NULL;
+        if (!ops || open_pager_as(db, ops, 1, &p) < 0) continue;
+        kvt_pager_close(p);
+        return ops;
+    }
+    return NULL;
+}
+
+static int engine_mismatch(kvt_db *db, const kvt_engine_ops *wanted) {
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s", kvt_errmsg());
+    const kvt_engine_ops *found = probe_file_engine(db);
+    return kvt_seterr(KVT_EENGINE, "%s: created by engine '%s', opened with engine '%s' (%s)",
+                      db->dir, found ? found->name : "unknown", wanted->name, detail);
+}
+
+/* Open the pager for the engine asked for, or for the file's own engine. */
+static int open_pager(kvt_db *db) {
+    int exists = db->vfs->exists(db->vfs, db->data_path);
+    const kvt_engine_ops *ops = NULL;
+    if (db->opt.engine) KVT_TRY(find_named_engine(db->opt.engine, &ops));
+    else if (exists) {
+        ops = probe_file_engine(db);
+        if (!ops) return kvt_seterr(KVT_EENGINE, "%s: data.kvt was not created by an engine "
+                                    "of this build (or cannot be read)", db->dir);
+    } else KVT_TRY(find_named_engine("btree", &ops));
+    int rc = open_pager_as(db, ops, db->opt.read_only, &db->pager);
+    if (rc == KVT_EENGINE) return engine_mismatch(db, ops);
+    KVT_TRY(rc);
+    db->ops = ops;
+    db->opt.engine = ops->name;
+    return KVT_OK;
+}
+
+static int open_engine(kvt_db *db) {
+    kvt_engine_config cfg;
+    engine_config(db, &cfg);
+    size_t mlen = 0;
+    const uint8_t *meta = kvt_pager_engine_meta(db->pager, &mlen);
+    return db->ops->open(db->pager, &cfg, meta, mlen, &db->eng);
+}
+
+/* ---- WAL and recovery ----------------------------------------------------------- */
+
+struct replay_ctx { kvt_db *db; uint64_t records; };
+
+int kvt_db_replay_fn(void *ctx, const uint8_t *rec, size_t len) {
+    struct replay_ctx *c = ctx;
+    c->records++;
+    return kvt_db_apply_record(c->db, rec, len, NULL);
+}
+
+static int recover(kvt_db *db) {
+    KVT_TRY(kvt_wal_open(db->vfs, db->wal_path, db->opt.read_only, &db->wal_io, &db->wal));
+    struct replay_ctx c = {db, 0};
+    KVT_TRY(kvt_wal_replay(db->wal, kvt_pager_ckpt_gen(db->pager), kvt_db_replay_fn, &c));
+    if (c.records && !db->opt.read_only) {
+        pthread_mutex_lock(&db->writer);
+        int rc = kvt_db_checkpoint_locked(db);
+        pthread_mutex_unlock(&db->writer);
+        return rc;
+    }
+    return KVT_OK;
+}
+
+/* ---- open / close --------------------------------------------------------------- */
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int init_sync_objects(kvt_db *db) {
+    if (pthread_mutex_init(&db->writer, NULL))
+        return kvt_seterr(KVT_ENOMEM, "%s: cannot create writer mutex", db->dir);
+    if (pthread_rwlock_init(&db->rw, NULL)) {
+        pthread_mutex_destroy(&db->writer);
+        return kvt_seterr(KVT_ENOMEM, "%s: cannot create rwlock", db->dir);
+    }
+    return KVT_OK;
+}
+
+/* Release everything; returns the first error met while closing the layers. */
+static int free_db(kvt_db *db, int have_sync) {
+    int rc = KVT_OK, r;
+    if (db->eng) db->ops->close(db->eng);
+    if (db->wal && (r = kvt_wal_close(db->wal)) < 0 && !rc) rc = r;
+    if (db->pager && (r = kvt_pager_close(db->pager)) < 0 && !rc) rc = r;
+    if (db->lock_file && (r = kvt_file_close(db->lock_file)) < 0 && !rc) rc = r;
+    if (have_sync) {
+        pthread_rwlock_destroy(&db->rw);
+        pthread_mutex_destroy(&db->writer);
+    }
+    free(db->dir);
+    free(db->data_path);
+    free(db->wal_path);
+    free(db->lock_path);
+    free(db);
+    return rc;
+}
+
+static int open_layers(kvt_db *db) {
+    KVT_TRY(take_lock(db));
+    KVT_TRY(open_pager(db));
+    KVT_TRY(open_engine(db));
+    return recover(db);
+}
+
+int kvt_open(const char *dir, const kvt_options *o, kvt_db **out) {
+    if (!out) return kvt_seterr(KVT_EINVAL, "kvt_open: out is NULL");
+    *out = NULL;
+    if (!dir || !*dir) return kvt_seterr(KVT_EINVAL, "kvt_open: empty directory path");
+    kvt_db *db = calloc(1, sizeof *db);
+    if (!db) return kvt_seterr(KVT_ENOMEM, "%s: out of memory", dir);
+    int rc = validate_options(o, &db->opt);
+    if (rc == KVT_OK) rc = make_paths(db, dir);
+    if (rc < 0) { free_db(db, 0); return rc; }
+    db->vfs = db->opt.vfs ? db->opt.vfs : kvt_vfs_posix();
+    rc = init_sync_objects(db);
+    if (rc < 0) { free_db(db, 0); return rc; }
+    atomic_store(&db->last_sync_ns, now_ns());
+    rc = open_layers(db);
+    if (rc < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", kvt_errmsg());
+        free_db(db, 1);
+        return kvt_seterr(rc, "%s", msg);   /* the cause, not a close-time message */
+    }
+    *out = db;
+    return KVT_OK;
+}
+
+int kvt_close(kvt_db *db) {
+    if (!db) return KVT_OK;
+    int rc = KVT_OK;
+    pthread_mutex_lock(&db->writer);
+    if (!db->opt.read_only && !atomic_load(&db->fatal)) rc = kvt_db_checkpoint_locked(db);
+    pthread_mutex_unlock(&db->writer);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", kvt_errmsg());
+    int r = free_db(db, 1);
+    if (rc < 0) return kvt_seterr(rc, "%s", msg);
+    return r;
+}
+
+const char *kvt_engine_name(kvt_db *db) { return db && db->ops ? db->ops->name : ""; }
+
+/* ---- checkpoint / sync / check / stats ------------------------------------------ */
+
+int kvt_db_checkpoint_locked(kvt_db *db) {
+    uint8_t meta[KVT_ENGINE_META_MAX];
+    size_t mlen = sizeof meta;
+    KVT_TRY(kvt_db_usable(db, 1));
+    pthread_rwlock_wrlock(&db->rw);
+    int rc = db->ops->flush(db->eng, meta, &mlen);
+    if (rc >= 0 && mlen > sizeof meta)
+        rc = kvt_seterr(KVT_EINVAL, "%s: engine meta of %zu bytes exceeds %u", db->dir, mlen,
+                        KVT_ENGINE_META_MAX);
+    if (rc >= 0) rc = kvt_pager_checkpoint(db->pager, meta, mlen);
+    pthread_rwlock_unlock(&db->rw);
+    if (rc >= 0) rc = kvt_wal_reset(db->wal, kvt_pager_ckpt_gen(db->pager));
+    if (rc < 0) return kvt_db_latch(db, rc);
+    atomic_fetch_add(&db->checkpoints, 1);
+    atomic_store(&db->last_sync_ns, now_ns());
+    return KVT_OK;
+}
+
+int kvt_checkpoint(kvt_db *db) {
+    if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_checkpoint: no handle");
+    if (db->opt.read_only) return kvt_db_usable(db, 0);
+    pthread_mutex_lock(&db->writer);
+    int rc = kvt_db_checkpoint_locked(db);
+    pthread_mutex_unlock(&db->writer);
+    return rc;
+}
+
+int kvt_sync(kvt_db *db) {
+    if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_sync: no handle");
+    KVT_TRY(kvt_db_usable(db, 0));
+    if (db->opt.read_only) return KVT_OK;
+    pthread_mutex_lock(&db->writer);
+    uint64_t lsn = kvt_wal_lsn(db->wal);
+    pthread_mutex_unlock(&db->writer);
+    int rc = kvt_wal_sync(db->wal, lsn);
+    if (rc < 0) return kvt_db_latch(db, rc);
+    atomic_store(&db->last_sync_ns, now_ns());
+    return KVT_OK;
+}
+
+static int check_locked(kvt_db *db) {
+    KVT_TRY(kvt_pager_check_begin(db->pager));
+    int rc = db->ops->check(db->eng);
+    if (rc < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", kvt_errmsg());
+        kvt_pager_check_end(db->pager);   /* reset the walk; the engine's error wins */
+        return kvt_seterr(rc, "%s", msg);
+    }
+    return kvt_pager_check_end(db->pager);
+}
+
+int kvt_check(kvt_db *db) {
+    if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_check: no handle");
+    KVT_TRY(kvt_db_usable(db, 0));
+    pthread_mutex_lock(&db->writer);
+    pthread_rwlock_rdlock(&db->rw);
+    int rc = check_locked(db);
+    pthread_rwlock_unlock(&db->rw);
+    pthread_mutex_unlock(&db->writer);
+    return rc;
+}
+
+static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+int kvt_get_stats(kvt_db *db, kvt_stats *s) {
+    if (!db || !s) return kvt_seterr(KVT_EINVAL, "kvt_get_stats: NULL argument");
+    memset(s, 0, sizeof *s);
+    s->data_bytes_written = ld(&db->data_io.bytes_written);
+    s->wal_bytes_written = ld(&db->wal_io.bytes_written);
+    s->bytes_written = s->data_bytes_written + s->wal_bytes_written;
+    s->bytes_read = ld(&db->data_io.bytes_read) + ld(&db->wal_io.bytes_read);
+    s->fsyncs = ld(&db->data_io.fsyncs) + ld(&db->wal_io.fsyncs);
+    s->checkpoints = atomic_load(&db->checkpoints);
+    s->commits = atomic_load(&db->commits);
+    s->cache_size = db->opt.cache_size;
+    s->page_size = kvt_pager_page_size(db->pager);
+    kvt_pager_stats ps;
+    kvt_engine_stats es;
+    memset(&es, 0, sizeof es);
+    pthread_rwlock_rdlock(&db->rw);
+    kvt_pager_get_stats(db->pager, &ps);
+    db->ops->stats(db->eng, &es);
+    s->wal_size = kvt_wal_bytes(db->wal);
+    pthread_rwlock_unlock(&db->rw);
+    s->cache_hits = ps.cache_hits;
+    s->cache_misses = ps.cache_misses;
+    s->evictions = ps.evictions;
+    s->pages_total = ps.pages_total;
+    s->pages_free = ps.pages_free;
+    s->file_size = ps.pages_total * s->page_size;
+    s->height = es.height;
+    s->entries = es.entries;
+    s->nodes = es.nodes;
+    s->flushes = es.flushes;
+    return KVT_OK;
+}

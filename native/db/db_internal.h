@@ -1,0 +1,58 @@
+/* db_internal.h - the kvt_db handle shared by the files of native/db/.
+ *
+ * Locking, outermost first:
+ *   writer  (mutex)  : one committer / checkpointer / checker at a time;
+ *   rw      (rwlock) : engine access; readers (get, iterator chunks, stats) share it,
+ *                      applying a batch and checkpointing take it exclusively.
+ * The WAL's group commit (kvt_wal_sync) runs with neither held.
+ * fatal is latched (never cleared) by the first failure that may have left the engine,
+ * pager or log inconsistent with what is durable; the handle then refuses everything
+ * with KVT_EFATAL and a reopen recovers from the last checkpoint plus the log.
+ */
+#ifndef KVT_DB_INTERNAL_H
+#define KVT_DB_INTERNAL_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include "kvtrees.h"
+#include "kvt_engine.h"
+#include "kvt_pager.h"
+#include "kvt_wal.h"
+
+#define KVT_BATCH_OP_PUT 1
+#define KVT_BATCH_OP_DEL 2
+#define KVT_BATCH_MAX_BYTES (1024u * 1024u * 1024u)   /* one WAL record */
+
+struct kvt_db {
+    char *dir, *data_path, *wal_path, *lock_path;
+    kvt_vfs *vfs;
+    kvt_file *lock_file;
+    kvt_pager *pager;
+    kvt_wal *wal;
+    const kvt_engine_ops *ops;
+    kvt_engine *eng;
+    kvt_options opt;                 /* validated copy; opt.engine points at ops->name */
+    kvt_io_stats data_io, wal_io;
+    pthread_mutex_t writer;
+    pthread_rwlock_t rw;
+    atomic_int fatal;                /* latched error code, 0 while healthy */
+    char fatal_msg[256];             /* detail of the latched error (written once) */
+    atomic_uint_fast64_t last_sync_ns;
+    atomic_uint_fast64_t commits, checkpoints;
+};
+
+/* registry.c */
+const kvt_engine_ops *kvt_db_engine_by_name(const char *name);
+const kvt_engine_ops *kvt_db_engine_by_id(uint32_t id);
+const kvt_engine_ops *kvt_db_engine_at(int i);   /* NULL past the end or for missing */
+int kvt_db_engine_count(void);
+
+/* db.c */
+int kvt_db_latch(kvt_db *db, int rc);            /* latch fatal, returns rc */
+int kvt_db_usable(kvt_db *db, int writing);      /* KVT_OK / EFATAL / EREADONLY */
+int kvt_db_checkpoint_locked(kvt_db *db);        /* caller holds writer */
+
+/* batch.c */
+int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed);
+int kvt_db_replay_fn(void *ctx, const uint8_t *rec, size_t len);
+
+#endif

@@ -1,0 +1,163 @@
+/* ft_int.h - private to the fractal tree engine (a Bε-tree, PerconaFT-like).
+ *
+ * Three layers:
+ *   tree logic   ft_write.c (put/del, buffer flushes, splits), ft_read.c (get, scan),
+ *                ft_check.c (invariant walk)
+ *   node cache   ft_cache.c: deserialized nodes by id, pin counts, LRU, write-back,
+ *                and the translation table node id -> blob (pgno, len)
+ *   backing      the shared pager: every node is one blob (kvt_blob_write/read/free)
+ *
+ * Node kinds. An INTERNAL node holds n children, n-1 pivots and one message buffer per
+ * child (sorted by key, then MSN). A LEAF holds n basement ids, n-1 pivots and per
+ * basement its entry count and byte size, so a leaf can be split without reading its
+ * basements. A BASEMENT holds sorted (key, value) entries and is read on its own: a point
+ * query reads one basement, never a whole leaf. Child i covers [piv[i-1], piv[i]).
+ *
+ * Node ids go through the translation table, so writing a node back at a new place
+ * never dirties its parent. The table (plus the greatest key ever put) is one blob
+ * rewritten at each flush(); its location, the root id and counters are the engine
+ * meta bytes of the checkpoint.
+ *
+ * MSN invariant: for any key, messages deeper in the tree are older (smaller MSN) than
+ * messages above them, and a basement entry is older than every message for its key.
+ * So a query takes the first message it meets walking down, and a scan the newest.
+ *
+ * Threads: get/scan/check run concurrently with each other; they only touch shared
+ * state (cache map, LRU, pins, memory count) under e->mu. put/del/flush run alone.
+ */
+#ifndef FT_INT_H
+#define FT_INT_H
+#include <pthread.h>
+#include <stdlib.h>
+#include "kvt_engine.h"
+#include "kvt_error.h"
+
+#define FT_META_MAGIC  0x31544d46u   /* "FMT1" */
+#define FT_NODE_MAGIC  0x314e5446u   /* "FTN1" */
+#define FT_TAB_MAGIC   0x31425446u   /* "FTB1" */
+#define FT_VERSION     1
+
+/* Defaults (chosen by measurement, see docs/FRACTAL.md). */
+#define FT_DEF_NODE_SIZE     (2u << 20)
+#define FT_DEF_BASEMENT_SIZE (32u << 10)
+#define FT_FANOUT            16u        /* children per internal node before a split */
+#define FT_PAGE_SIZE         4096u
+
+/* Message / entry types. Entries in basements are PUT or PUTBLOB. */
+enum { FT_PUT = 1, FT_DEL = 2, FT_PUTBLOB = 3 };
+enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3 };
+
+#define FT_REC_HDR 17u               /* serialized: u8 type, u64 msn, u32 kl, u32 vl */
+#define FT_BLOBREF 16u               /* PUTBLOB value: u64 pgno, u64 len */
+
+typedef struct frec {
+    const uint8_t *k, *v;            /* into the node's arena, or one malloc at k (owned) */
+    uint32_t kl, vl;
+    uint64_t msn;
+    uint8_t type, owned;
+} frec;
+
+static inline uint64_t frec_size(const frec *r) { return FT_REC_HDR + r->kl + r->vl; }
+
+typedef struct fvec {                /* sorted by (key, msn) */
+    frec *r;
+    uint32_t n, cap;
+    uint64_t bytes;                  /* serialized bytes of the records */
+} fvec;
+
+typedef struct fkey { uint8_t *k; uint32_t kl; } fkey;
+
+typedef struct fnode {
+    uint64_t id;
+    uint8_t kind, dirty;
+    uint32_t height;                 /* leaf 0, internal 1 + child height; basement 0 */
+    int pins;
+    struct fnode *hnext, *lprev, *lnext;
+    uint64_t mem;                    /* bytes charged to the cache */
+    uint8_t *arena;                  /* the decoded blob; non-owned records point here */
+    size_t arena_len;
+    uint32_t n, cap;                 /* children (internal, leaf) */
+    uint64_t *child;
+    fkey *piv;                       /* n-1 pivots */
+    fvec *buf;                       /* internal: one buffer per child */
+    uint32_t *bcount;                /* leaf: entries per basement */
+    uint64_t *bbytes;                /* leaf: bytes per basement */
+    fvec ents;                       /* basement: the entries */
+} fnode;
+
+typedef struct ftab { uint64_t pgno, len; } ftab;
+
+struct kvt_engine {
+    kvt_pager *p;
+    uint64_t node_size, basement_size, cache_budget, big_value;
+    uint32_t max_basements;
+    uint64_t root, msn, entries, flushes;
+    ftab *tab;                       /* indexed by node id; pgno 0 = no blob yet */
+    uint8_t *live;                   /* node id in use */
+    uint64_t ntab, captab;
+    uint64_t *freeids;
+    uint64_t nfree, capfree;
+    uint64_t table_pgno, table_len;
+    uint8_t *maxkey;                 /* greatest key ever put (ascending fast path) */
+    uint32_t maxkl;
+    int have_max;
+    pthread_mutex_t mu;              /* cache map, LRU, pins, mem */
+    fnode **hash;
+    uint64_t nbuckets;
+    fnode lru;                       /* sentinel: lnext = most recent */
+    uint64_t mem, ncached;
+    int writer;                      /* a put/del/flush is running (no readers) */
+    uint64_t hits, misses, evictions, writebacks;
+};
+
+/* ft_rec.c - records and sorted vectors */
+int  frec_new(uint8_t type, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+              uint64_t msn, frec *out);
+int  frec_detach(frec *r);          /* make r own its bytes (copy out of an arena) */
+void frec_free(frec *r);
+int  frec_cmp(const frec *a, const frec *b);  /* key, then msn */
+uint32_t fvec_lower(const fvec *v, const uint8_t *k, size_t kl);   /* first >= k */
+uint32_t fvec_upper(const fvec *v, const uint8_t *k, size_t kl);   /* first > k */
+int  fvec_reserve(fvec *v, uint32_t n);
+int  fvec_insert(fvec *v, uint32_t pos, const frec *r);
+void fvec_free(fvec *v);             /* frees owned records too */
+uint32_t fpiv_child(const fkey *piv, uint32_t npiv, const uint8_t *k, size_t kl);
+uint32_t fpiv_child_lt(const fkey *piv, uint32_t npiv, const uint8_t *k, size_t kl);
+int  fkey_set(fkey *d, const uint8_t *k, size_t kl);
+int  ft_blob_of(const frec *r, uint64_t *pgno, uint64_t *len);
+int  ft_rec_release(kvt_engine *e, frec *r);  /* frees its blob (if any) and itself */
+
+/* ft_node.c - (de)serialization */
+int  ft_encode(const fnode *n, kvt_buf *out);
+int  ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out);
+fnode *ft_node_alloc(uint8_t kind, uint32_t height);
+int  ft_node_grow(fnode *n, uint32_t cap);
+void ft_node_destroy(fnode *n);
+uint64_t ft_node_mem(const fnode *n);
+uint64_t ft_node_buffered(const fnode *n);  /* internal: bytes in all buffers */
+
+/* ft_cache.c - node cache and translation table */
+int  ft_cache_init(kvt_engine *e);
+void ft_cache_destroy(kvt_engine *e);
+int  ft_get(kvt_engine *e, uint64_t id, fnode **out);   /* pinned */
+void ft_unpin(kvt_engine *e, fnode *n);
+int  ft_new(kvt_engine *e, uint8_t kind, uint32_t height, fnode **out);  /* pinned, dirty */
+int  ft_drop(kvt_engine *e, fnode *n);      /* delete a pinned node from tree and cache */
+void ft_dirty(kvt_engine *e, fnode *n);     /* mark dirty and re-account its memory */
+int  ft_evict(kvt_engine *e);
+int  ft_write_all(kvt_engine *e);
+int  ft_tab_alloc(kvt_engine *e, uint64_t *id);
+int  ft_tab_release(kvt_engine *e, uint64_t id);
+
+/* ft_write.c */
+int  ft_put_msg(kvt_engine *e, frec *m);    /* takes ownership of m */
+
+/* ft_read.c */
+int  ft_lookup(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out);
+int  ft_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
+             kvt_scan_fn fn, void *ctx);
+
+/* ft_check.c */
+int  ft_check(kvt_engine *e);
+
+#endif

@@ -1,0 +1,226 @@
+/* ft_node.c - in-memory nodes and their serialized form (one blob per node).
+ *
+ * Blob layout (little-endian):
+ *   u32 magic, u8 kind, u8 pad[3], u32 height, u32 n, u64 id          (24 bytes)
+ *   INTERNAL: n x u64 child, (n-1) x pivot, n x buffer
+ *   LEAF:     n x (u64 basement id, u32 count, u64 bytes), (n-1) x pivot
+ *   BASEMENT: one buffer of entries
+ *   pivot:  u32 kl, key
+ *   buffer: u32 count, count x record (u8 type, u64 msn, u32 kl, u32 vl, key, value)
+ * Decoding keeps the blob as the node's arena: records point into it (no copies).
+ */
+#include "ft_int.h"
+
+#define NODE_HDR 24u
+
+fnode *ft_node_alloc(uint8_t kind, uint32_t height) {
+    fnode *n = calloc(1, sizeof *n);
+    if (!n) { kvt_seterr(KVT_ENOMEM, "fractal: no memory for a node"); return NULL; }
+    n->kind = kind;
+    n->height = height;
+    return n;
+}
+
+/* Room for cap children (and cap-1 pivots, cap buffers or basement counters). */
+int ft_node_grow(fnode *n, uint32_t cap) {
+    if (cap <= n->cap) return KVT_OK;
+    uint64_t *c = realloc(n->child, cap * sizeof *c);
+    if (c) n->child = c;
+    fkey *p = realloc(n->piv, cap * sizeof *p);
+    if (p) n->piv = p;
+    int ok = c && p;
+    if (ok && n->kind == FT_INTERNAL) {
+        fvec *b = realloc(n->buf, cap * sizeof *b);
+        if (b) { n->buf = b; memset(b + n->cap, 0, (cap - n->cap) * sizeof *b); }
+        ok = b != NULL;
+    } else if (ok && n->kind == FT_LEAF) {
+        uint32_t *bc = realloc(n->bcount, cap * sizeof *bc);
+        if (bc) n->bcount = bc;
+        uint64_t *bb = realloc(n->bbytes, cap * sizeof *bb);
+        if (bb) n->bbytes = bb;
+        ok = bc && bb;
+    }
+    if (!ok) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for %u children", cap);
+    n->cap = cap;
+    return KVT_OK;
+}
+
+void ft_node_destroy(fnode *n) {
+    if (!n) return;
+    if (n->kind == FT_INTERNAL && n->buf)
+        for (uint32_t i = 0; i < n->n; i++) fvec_free(&n->buf[i]);
+    for (uint32_t i = 0; i + 1 < n->n; i++) free(n->piv[i].k);
+    fvec_free(&n->ents);
+    free(n->child); free(n->piv); free(n->buf); free(n->bcount); free(n->bbytes);
+    free(n->arena);
+    free(n);
+}
+
+uint64_t ft_node_buffered(const fnode *n) {
+    uint64_t s = 0;
+    if (n->kind == FT_INTERNAL)
+        for (uint32_t i = 0; i < n->n; i++) s += n->buf[i].bytes;
+    return s;
+}
+
+uint64_t ft_node_mem(const fnode *n) {
+    uint64_t m = sizeof *n + n->arena_len + (uint64_t)n->cap * 48;
+    if (n->kind == FT_INTERNAL)
+        for (uint32_t i = 0; i < n->n; i++) m += n->buf[i].bytes + n->buf[i].cap * sizeof(frec);
+    for (uint32_t i = 0; i + 1 < n->n; i++) m += n->piv[i].kl;
+    m += n->ents.bytes + n->ents.cap * sizeof(frec);
+    return m;
+}
+
+/* ---- encoding ---- */
+
+static int put_u8(kvt_buf *b, uint8_t v) { return kvt_buf_append(b, &v, 1); }
+static int put_u32(kvt_buf *b, uint32_t v) { uint8_t x[4]; kvt_put32(x, v); return kvt_buf_append(b, x, 4); }
+static int put_u64(kvt_buf *b, uint64_t v) { uint8_t x[8]; kvt_put64(x, v); return kvt_buf_append(b, x, 8); }
+
+static int enc_vec(kvt_buf *b, const fvec *v) {
+    KVT_TRY(kvt_buf_reserve(b, b->len + 4 + v->bytes));
+    KVT_TRY(put_u32(b, v->n));
+    for (uint32_t i = 0; i < v->n; i++) {
+        const frec *r = &v->r[i];
+        KVT_TRY(put_u8(b, r->type));
+        KVT_TRY(put_u64(b, r->msn));
+        KVT_TRY(put_u32(b, r->kl));
+        KVT_TRY(put_u32(b, r->vl));
+        KVT_TRY(kvt_buf_append(b, r->k, r->kl));
+        KVT_TRY(kvt_buf_append(b, r->v, r->vl));
+    }
+    return KVT_OK;
+}
+
+static int enc_pivots(kvt_buf *b, const fnode *n) {
+    for (uint32_t i = 0; i + 1 < n->n; i++) {
+        KVT_TRY(put_u32(b, n->piv[i].kl));
+        KVT_TRY(kvt_buf_append(b, n->piv[i].k, n->piv[i].kl));
+    }
+    return KVT_OK;
+}
+
+int ft_encode(const fnode *n, kvt_buf *b) {
+    b->len = 0;
+    KVT_TRY(put_u32(b, FT_NODE_MAGIC));
+    uint8_t kind[4] = { n->kind, 0, 0, 0 };
+    KVT_TRY(kvt_buf_append(b, kind, 4));
+    KVT_TRY(put_u32(b, n->height));
+    KVT_TRY(put_u32(b, n->kind == FT_BASEMENT ? 0 : n->n));
+    KVT_TRY(put_u64(b, n->id));
+    if (n->kind == FT_BASEMENT) return enc_vec(b, &n->ents);
+    for (uint32_t i = 0; i < n->n; i++) {
+        KVT_TRY(put_u64(b, n->child[i]));
+        if (n->kind == FT_LEAF) {
+            KVT_TRY(put_u32(b, n->bcount[i]));
+            KVT_TRY(put_u64(b, n->bbytes[i]));
+        }
+    }
+    KVT_TRY(enc_pivots(b, n));
+    if (n->kind == FT_INTERNAL)
+        for (uint32_t i = 0; i < n->n; i++) KVT_TRY(enc_vec(b, &n->buf[i]));
+    return KVT_OK;
+}
+
+/* ---- decoding: every length is bounds-checked, damage -> KVT_ECORRUPT ---- */
+
+typedef struct rd { const uint8_t *p; size_t len, off; uint64_t id; } rd;
+
+static int rd_err(const rd *r, const char *what) {
+    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu damaged: %s at byte %zu",
+                      (unsigned long long)r->id, what, r->off);
+}
+static int rd_need(rd *r, size_t n, const char *what) {
+    return r->len - r->off < n ? rd_err(r, what) : KVT_OK;
+}
+static uint32_t rd32(rd *r) { uint32_t v = kvt_get32(r->p + r->off); r->off += 4; return v; }
+static uint64_t rd64(rd *r) { uint64_t v = kvt_get64(r->p + r->off); r->off += 8; return v; }
+
+static int dec_vec(rd *r, fvec *v) {
+    KVT_TRY(rd_need(r, 4, "buffer count"));
+    uint32_t cnt = rd32(r);
+    if (cnt > (r->len - r->off) / FT_REC_HDR) return rd_err(r, "record count");
+    KVT_TRY(fvec_reserve(v, cnt));
+    for (uint32_t i = 0; i < cnt; i++) {
+        KVT_TRY(rd_need(r, FT_REC_HDR, "record header"));
+        frec x = { .type = r->p[r->off] };
+        r->off++;
+        x.msn = rd64(r);
+        x.kl = rd32(r);
+        x.vl = rd32(r);
+        if (x.type < FT_PUT || x.type > FT_PUTBLOB || x.kl == 0 || x.kl > KVT_MAX_KEY)
+            return rd_err(r, "record type or key length");
+        if (x.type == FT_PUTBLOB && x.vl != FT_BLOBREF) return rd_err(r, "blob reference");
+        KVT_TRY(rd_need(r, (size_t)x.kl + x.vl, "record body"));
+        x.k = r->p + r->off;
+        x.v = x.k + x.kl;
+        r->off += (size_t)x.kl + x.vl;
+        v->r[v->n++] = x;
+        v->bytes += frec_size(&x);
+    }
+    return KVT_OK;
+}
+
+/* On failure n->n is cut so that ft_node_destroy frees exactly the pivots set. */
+static int dec_pivots(rd *r, fnode *n) {
+    uint32_t want = n->n;
+    for (uint32_t i = 0; i + 1 < want; i++) {
+        n->n = i + 1;
+        KVT_TRY(rd_need(r, 4, "pivot length"));
+        uint32_t kl = rd32(r);
+        if (kl == 0 || kl > KVT_MAX_KEY) return rd_err(r, "pivot length");
+        KVT_TRY(rd_need(r, kl, "pivot"));
+        KVT_TRY(fkey_set(&n->piv[i], r->p + r->off, kl));
+        r->off += kl;
+    }
+    n->n = want;
+    return KVT_OK;
+}
+
+static int dec_children(rd *r, fnode *n, uint32_t cnt) {
+    KVT_TRY(ft_node_grow(n, cnt));
+    size_t per = n->kind == FT_LEAF ? 20 : 8;
+    KVT_TRY(rd_need(r, per * cnt, "child list"));
+    for (uint32_t i = 0; i < cnt; i++) {
+        n->child[i] = rd64(r);
+        if (n->kind == FT_LEAF) { n->bcount[i] = rd32(r); n->bbytes[i] = rd64(r); }
+    }
+    n->n = cnt;
+    KVT_TRY(dec_pivots(r, n));
+    if (n->kind == FT_INTERNAL)
+        for (uint32_t i = 0; i < cnt; i++) KVT_TRY(dec_vec(r, &n->buf[i]));
+    return KVT_OK;
+}
+
+static int dec_body(rd *r, fnode *n, uint32_t cnt) {
+    if (n->kind == FT_BASEMENT) return dec_vec(r, &n->ents);
+    if (cnt == 0 || cnt > 1u << 20) return rd_err(r, "child count");
+    return dec_children(r, n, cnt);
+}
+
+int ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out) {
+    rd r = { .p = data, .len = len, .id = id };
+    KVT_TRY(rd_need(&r, NODE_HDR, "header"));
+    uint32_t magic = rd32(&r);
+    uint8_t kind = data[4];
+    r.off = 8;
+    uint32_t height = rd32(&r), cnt = rd32(&r);
+    uint64_t nid = rd64(&r);
+    if (magic != FT_NODE_MAGIC || kind < FT_INTERNAL || kind > FT_BASEMENT || nid != id)
+        return rd_err(&r, "magic, kind or id");
+    if ((kind == FT_INTERNAL) != (height > 0) || height > 64) return rd_err(&r, "height");
+    fnode *n = ft_node_alloc(kind, height);
+    if (!n) return KVT_ENOMEM;
+    n->id = id;
+    int rc = dec_body(&r, n, cnt);
+    if (rc == KVT_OK && r.off != len) rc = rd_err(&r, "trailing bytes");
+    if (rc < 0) {
+        ft_node_destroy(n);        /* records point into data (not owned): kept */
+        return rc;
+    }
+    n->arena = data;
+    n->arena_len = len;
+    *out = n;
+    return KVT_OK;
+}

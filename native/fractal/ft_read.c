@@ -1,0 +1,253 @@
+/* ft_read.c - point queries and range scans. Readers never modify the tree: pending
+ * messages along the root-to-leaf path are applied in memory (the newest wins).
+ *
+ * get: walk down; the first message for the key met on the way is the newest one
+ * (MSN invariant, ft_int.h); else read the one basement that may hold the key.
+ * scan: one leaf at a time, one basement at a time: the basement's entries in the key
+ * range are merged with the path's messages in the same range, then the walk restarts
+ * from the root at the leaf's bound (cheap: the path is cached), so no pin is held
+ * between leaves.
+ */
+#include "ft_int.h"
+
+static int value_out(kvt_engine *e, const frec *r, kvt_buf *out) {
+    uint64_t pg, len;
+    if (r->type == FT_DEL) return KVT_NOTFOUND;
+    if (ft_blob_of(r, &pg, &len)) return kvt_blob_read(e->p, pg, len, out);
+    return kvt_buf_set(out, r->v, r->vl);
+}
+
+static int find_in(const fvec *v, const uint8_t *k, size_t kl) {
+    uint32_t pos = fvec_lower(v, k, kl);
+    return pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, k, kl) == 0 ? (int)pos : -1;
+}
+
+int ft_lookup(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out) {
+    fnode *n, *c;
+    KVT_TRY(ft_get(e, e->root, &n));
+    while (n->kind == FT_INTERNAL) {
+        uint32_t i = fpiv_child(n->piv, n->n - 1, k, kl);
+        int pos = find_in(&n->buf[i], k, kl);
+        if (pos >= 0) {
+            int rc = value_out(e, &n->buf[i].r[pos], out);
+            ft_unpin(e, n);
+            return rc;
+        }
+        int rc = ft_get(e, n->child[i], &c);
+        ft_unpin(e, n);
+        if (rc < 0) return rc;
+        n = c;
+    }
+    if (n->kind != FT_LEAF) {
+        ft_unpin(e, n);
+        return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a leaf", (unsigned long long)n->id);
+    }
+    int rc = ft_get(e, n->child[fpiv_child(n->piv, n->n - 1, k, kl)], &c);
+    ft_unpin(e, n);
+    if (rc < 0) return rc;
+    int pos = find_in(&c->ents, k, kl);
+    rc = pos >= 0 ? value_out(e, &c->ents.r[pos], out) : KVT_NOTFOUND;
+    ft_unpin(e, c);
+    return rc;
+}
+
+/* ---- scans ---- */
+
+typedef struct bound { const uint8_t *k; size_t kl; int inc; } bound;   /* k NULL: none */
+
+typedef struct scan {
+    kvt_engine *e;
+    kvt_scan_fn fn;
+    void *ctx;
+    int reverse;
+    kvt_buf cur;                 /* resume key */
+    int has_cur, incl;
+    kvt_buf blob;                /* out-of-line values */
+    const frec **m;              /* path messages of the current basement */
+    uint32_t nm, capm;
+    fnode *path[64];
+    uint32_t idx[64];
+    int depth;
+} scan;
+
+static uint32_t range_start(const fvec *v, bound lo) {
+    if (!lo.k) return 0;
+    return lo.inc ? fvec_lower(v, lo.k, lo.kl) : fvec_upper(v, lo.k, lo.kl);
+}
+
+static uint32_t range_end(const fvec *v, bound hi) {
+    if (!hi.k) return v->n;
+    return hi.inc ? fvec_upper(v, hi.k, hi.kl) : fvec_lower(v, hi.k, hi.kl);
+}
+
+static int cmp_msg(const void *a, const void *b) {
+    return frec_cmp(*(const frec *const *)a, *(const frec *const *)b);
+}
+
+/* Messages of the path in [lo, hi], sorted, one (the newest) per key. */
+static int collect(scan *s, bound lo, bound hi) {
+    s->nm = 0;
+    for (int d = 0; d < s->depth; d++) {
+        const fvec *v = &s->path[d]->buf[s->idx[d]];
+        uint32_t a = range_start(v, lo), b = range_end(v, hi);
+        if (b <= a) continue;
+        if (s->nm + (b - a) > s->capm) {
+            uint32_t c = (s->nm + (b - a)) * 2;
+            const frec **m = realloc(s->m, c * sizeof *m);
+            if (!m) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for a scan");
+            s->m = m;
+            s->capm = c;
+        }
+        for (uint32_t i = a; i < b; i++) s->m[s->nm++] = &v->r[i];
+    }
+    if (s->nm < 2) return KVT_OK;
+    qsort(s->m, s->nm, sizeof *s->m, cmp_msg);
+    uint32_t w = 0;                               /* keep the last (newest) of each key */
+    for (uint32_t i = 0; i < s->nm; i++) {
+        if (i + 1 < s->nm && kvt_keycmp(s->m[i]->k, s->m[i]->kl, s->m[i + 1]->k, s->m[i + 1]->kl) == 0)
+            continue;
+        s->m[w++] = s->m[i];
+    }
+    s->nm = w;
+    return KVT_OK;
+}
+
+static int emit(scan *s, const frec *r) {
+    if (r->type == FT_DEL) return 0;
+    uint64_t pg, len;
+    if (ft_blob_of(r, &pg, &len)) {
+        s->blob.len = 0;
+        KVT_TRY(kvt_blob_read(s->e->p, pg, len, &s->blob));
+        return s->fn(s->ctx, r->k, r->kl, s->blob.data, s->blob.len);
+    }
+    return s->fn(s->ctx, r->k, r->kl, r->v, r->vl);
+}
+
+/* Merge entries [a, b) of basement v with the collected messages, in scan order. */
+static int merge_emit(scan *s, const fvec *v, uint32_t a, uint32_t b) {
+    uint32_t ne = b - a, nm = s->nm, i = 0, j = 0;
+    while (i < ne || j < nm) {
+        const frec *ei = NULL, *mj = NULL;
+        if (i < ne) ei = &v->r[s->reverse ? b - 1 - i : a + i];
+        if (j < nm) mj = s->m[s->reverse ? nm - 1 - j : j];
+        int c = !ei ? 1 : !mj ? -1 : kvt_keycmp(ei->k, ei->kl, mj->k, mj->kl);
+        if (s->reverse) c = -c;
+        int rc;
+        if (c < 0) { rc = emit(s, ei); i++; }
+        else { rc = emit(s, mj); j++; if (c == 0) i++; }
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+static int tighter_lo(bound a, bound b) {       /* is b a tighter lower bound than a? */
+    if (!b.k) return 0;
+    if (!a.k) return 1;
+    int c = kvt_keycmp(b.k, b.kl, a.k, a.kl);
+    return c > 0 || (c == 0 && !b.inc);
+}
+
+static int tighter_hi(bound a, bound b) {
+    if (!b.k) return 0;
+    if (!a.k) return 1;
+    int c = kvt_keycmp(b.k, b.kl, a.k, a.kl);
+    return c < 0 || (c == 0 && !b.inc);
+}
+
+static int scan_basement(scan *s, fnode *leaf, uint32_t bi, bound lo, bound hi) {
+    bound cur = { s->cur.data, s->cur.len, s->incl };
+    if (!s->has_cur) cur.k = NULL;
+    if (!s->reverse && tighter_lo(lo, cur)) lo = cur;
+    if (s->reverse && tighter_hi(hi, cur)) hi = cur;
+    fnode *b;
+    KVT_TRY(ft_get(s->e, leaf->child[bi], &b));
+    int rc = collect(s, lo, hi);
+    if (rc == KVT_OK) rc = merge_emit(s, &b->ents, range_start(&b->ents, lo), range_end(&b->ents, hi));
+    ft_unpin(s->e, b);
+    return rc;
+}
+
+/* Basements of the leaf from the cursor on; 1 if the visitor stopped. */
+static int scan_leaf(scan *s, fnode *leaf, bound lo, bound hi) {
+    uint32_t nb = leaf->n, bi;
+    if (!s->has_cur) bi = s->reverse ? nb - 1 : 0;
+    else if (s->reverse && !s->incl) bi = fpiv_child_lt(leaf->piv, nb - 1, s->cur.data, s->cur.len);
+    else bi = fpiv_child(leaf->piv, nb - 1, s->cur.data, s->cur.len);
+    for (;;) {
+        bound blo = bi > 0 ? (bound){ leaf->piv[bi - 1].k, leaf->piv[bi - 1].kl, 1 } : lo;
+        bound bhi = bi + 1 < nb ? (bound){ leaf->piv[bi].k, leaf->piv[bi].kl, 0 } : hi;
+        int rc = scan_basement(s, leaf, bi, blo, bhi);
+        if (rc != 0) return rc;
+        if (s->reverse ? bi == 0 : bi + 1 == nb) return 0;
+        bi = s->reverse ? bi - 1 : bi + 1;
+    }
+}
+
+static void unpin_path(scan *s) {
+    for (int d = 0; d < s->depth; d++) ft_unpin(s->e, s->path[d]);
+    s->depth = 0;
+}
+
+/* Descend to the leaf holding the cursor; *lo/*hi get the leaf's key range. */
+static int descend(scan *s, fnode **leaf, bound *lo, bound *hi) {
+    fnode *n;
+    *lo = *hi = (bound){0};
+    KVT_TRY(ft_get(s->e, s->e->root, &n));
+    while (n->kind == FT_INTERNAL) {
+        uint32_t i, np = n->n - 1;
+        if (!s->has_cur) i = s->reverse ? np : 0;
+        else if (s->reverse && !s->incl) i = fpiv_child_lt(n->piv, np, s->cur.data, s->cur.len);
+        else i = fpiv_child(n->piv, np, s->cur.data, s->cur.len);
+        if (i > 0) *lo = (bound){ n->piv[i - 1].k, n->piv[i - 1].kl, 1 };
+        if (i < np) *hi = (bound){ n->piv[i].k, n->piv[i].kl, 0 };
+        if (s->depth == 64) { ft_unpin(s->e, n); return kvt_seterr(KVT_ECORRUPT, "fractal: tree too deep"); }
+        s->path[s->depth] = n;
+        s->idx[s->depth++] = i;
+        KVT_TRY(ft_get(s->e, n->child[i], &n));
+    }
+    *leaf = n;
+    if (n->kind == FT_LEAF) return KVT_OK;
+    ft_unpin(s->e, n);
+    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a leaf", (unsigned long long)n->id);
+}
+
+/* One leaf: 1 stopped by the visitor or finished, 0 go on with the next leaf. */
+static int scan_step(scan *s) {
+    fnode *leaf;
+    bound lo, hi;
+    int rc = descend(s, &leaf, &lo, &hi);
+    if (rc < 0) { unpin_path(s); return rc; }
+    rc = scan_leaf(s, leaf, lo, hi);
+    if (rc == 0) {
+        bound next = s->reverse ? lo : hi;
+        if (!next.k) rc = 1;
+        else {
+            int r2 = kvt_buf_set(&s->cur, next.k, next.kl);
+            if (r2 < 0) rc = r2;
+            s->has_cur = 1;
+            s->incl = !s->reverse;
+        }
+    }
+    ft_unpin(s->e, leaf);
+    unpin_path(s);
+    return rc;
+}
+
+int ft_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
+            kvt_scan_fn fn, void *ctx) {
+    scan s = { .e = e, .fn = fn, .ctx = ctx, .reverse = reverse, .incl = inclusive };
+    int rc = KVT_OK;
+    if (from && fl == 0) {                    /* keys are never empty */
+        if (reverse) return KVT_OK;
+        from = NULL;
+    }
+    if (from) {
+        rc = kvt_buf_set(&s.cur, from, fl);
+        s.has_cur = 1;
+    }
+    while (rc == 0) rc = scan_step(&s);
+    kvt_buf_free(&s.cur);
+    kvt_buf_free(&s.blob);
+    free(s.m);
+    return rc < 0 ? rc : KVT_OK;
+}

@@ -1,0 +1,469 @@
+/* ft_write.c - the write path: messages into the root buffer, buffer flushes, leaf
+ * application, splits and merges.
+ *
+ * Ownership rules: a node-lookup result is pinned and the caller unpins it, except that
+ * fix_child() and fix_root() consume the pin of the child/root they are given.
+ * A record that moves to another node is first detached (copied out of the arena of the
+ * node it came from), because that node may be evicted and its arena freed.
+ */
+#include "ft_int.h"
+
+static int vec_detach_all(fvec *v) {
+    for (uint32_t i = 0; i < v->n; i++) KVT_TRY(frec_detach(&v->r[i]));
+    return KVT_OK;
+}
+
+static void vec_recount(fvec *v) {
+    v->bytes = 0;
+    for (uint32_t i = 0; i < v->n; i++) v->bytes += frec_size(&v->r[i]);
+}
+
+/* Insert one message (newer than everything in v); it supersedes v's message for its key. */
+static int buf_insert(kvt_engine *e, fvec *v, frec *m) {
+    uint32_t pos = fvec_lower(v, m->k, m->kl);
+    if (pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, m->k, m->kl) == 0) {
+        v->bytes -= frec_size(&v->r[pos]);
+        frec old = v->r[pos];
+        v->r[pos] = *m;
+        v->bytes += frec_size(m);
+        return ft_rec_release(e, &old);
+    }
+    return fvec_insert(v, pos, m);
+}
+
+/* Merge a sorted run of newer messages into dst; an older message of the same key goes. */
+static int buf_merge(kvt_engine *e, fvec *dst, frec *in, uint32_t nin) {
+    fvec out = {0};
+    KVT_TRY(fvec_reserve(&out, dst->n + nin));
+    uint32_t i = 0, j = 0;
+    int rc = KVT_OK;
+    while (i < dst->n || j < nin) {
+        int c = i == dst->n ? 1 : j == nin ? -1
+              : kvt_keycmp(dst->r[i].k, dst->r[i].kl, in[j].k, in[j].kl);
+        if (c < 0) { out.r[out.n++] = dst->r[i++]; continue; }
+        if (c == 0) { int r2 = ft_rec_release(e, &dst->r[i++]); if (r2 < 0) rc = r2; }
+        out.r[out.n++] = in[j++];
+    }
+    free(dst->r);
+    *dst = out;
+    vec_recount(dst);
+    return rc;
+}
+
+/* Apply sorted messages to basement entries; *dcount gets the change in live entries. */
+static int basement_apply(kvt_engine *e, fnode *b, frec *m, uint32_t nm, int64_t *dcount) {
+    fvec *v = &b->ents, out = {0};
+    KVT_TRY(fvec_reserve(&out, v->n + nm));
+    uint32_t i = 0, j = 0;
+    int rc = KVT_OK;
+    while (i < v->n || j < nm) {
+        int c = i == v->n ? 1 : j == nm ? -1 : kvt_keycmp(v->r[i].k, v->r[i].kl, m[j].k, m[j].kl);
+        if (c < 0) { out.r[out.n++] = v->r[i++]; continue; }
+        if (c == 0) {
+            int r2 = ft_rec_release(e, &v->r[i++]);
+            if (r2 < 0) rc = r2;
+            (*dcount)--;
+        }
+        if (m[j].type == FT_DEL) { frec_free(&m[j++]); continue; }
+        out.r[out.n++] = m[j++];
+        (*dcount)++;
+    }
+    free(v->r);
+    *v = out;
+    vec_recount(v);
+    return rc;
+}
+
+/* ---- child lists (leaf basements or internal children) ---- */
+
+/* Open a gap at index at for one child, with pivot index at-1 left for the caller. */
+static int child_insert(fnode *p, uint32_t at, uint64_t id, const uint8_t *pk, size_t pkl) {
+    KVT_TRY(ft_node_grow(p, p->n + 1));
+    fkey piv;
+    KVT_TRY(fkey_set(&piv, pk, pkl));
+    memmove(p->child + at + 1, p->child + at, (p->n - at) * sizeof *p->child);
+    memmove(p->piv + at, p->piv + at - 1, (p->n - at) * sizeof *p->piv);
+    p->child[at] = id;
+    p->piv[at - 1] = piv;
+    if (p->kind == FT_LEAF) {
+        memmove(p->bcount + at + 1, p->bcount + at, (p->n - at) * sizeof *p->bcount);
+        memmove(p->bbytes + at + 1, p->bbytes + at, (p->n - at) * sizeof *p->bbytes);
+        p->bcount[at] = 0;
+        p->bbytes[at] = 0;
+    } else {
+        memmove(p->buf + at + 1, p->buf + at, (p->n - at) * sizeof *p->buf);
+        p->buf[at] = (fvec){0};
+    }
+    p->n++;
+    return KVT_OK;
+}
+
+static void child_remove(fnode *p, uint32_t at) {
+    uint32_t pv = at > 0 ? at - 1 : 0;       /* the neighbour takes over the range */
+    free(p->piv[pv].k);
+    memmove(p->piv + pv, p->piv + pv + 1, (p->n - 2 - pv) * sizeof *p->piv);
+    memmove(p->child + at, p->child + at + 1, (p->n - 1 - at) * sizeof *p->child);
+    if (p->kind == FT_LEAF) {
+        memmove(p->bcount + at, p->bcount + at + 1, (p->n - 1 - at) * sizeof *p->bcount);
+        memmove(p->bbytes + at, p->bbytes + at + 1, (p->n - 1 - at) * sizeof *p->bbytes);
+    } else {
+        fvec_free(&p->buf[at]);
+        memmove(p->buf + at, p->buf + at + 1, (p->n - 1 - at) * sizeof *p->buf);
+    }
+    p->n--;
+}
+
+/* ---- basements ---- */
+
+/* Move entries [start, end) of basement b into a new basement inserted at bi+1. */
+static int basement_peel(kvt_engine *e, fnode *l, uint32_t bi, fnode *b, uint32_t start,
+                         uint32_t end) {
+    fvec *v = &b->ents;
+    fnode *d;
+    KVT_TRY(ft_new(e, FT_BASEMENT, 0, &d));
+    int rc = fvec_reserve(&d->ents, end - start);
+    for (uint32_t i = start; rc == KVT_OK && i < end; i++) rc = frec_detach(&v->r[i]);
+    if (rc == KVT_OK) rc = child_insert(l, bi + 1, d->id, v->r[start].k, v->r[start].kl);
+    if (rc < 0) { ft_unpin(e, d); return rc; }   /* d stays an empty orphan: fatal anyway */
+    memcpy(d->ents.r, v->r + start, (end - start) * sizeof *v->r);
+    d->ents.n = end - start;
+    vec_recount(&d->ents);
+    l->bcount[bi + 1] = d->ents.n;
+    l->bbytes[bi + 1] = d->ents.bytes;
+    v->n = start;
+    ft_dirty(e, d);
+    ft_unpin(e, d);
+    return KVT_OK;
+}
+
+/* Cut basement b of leaf l into pieces of about `target` bytes, left to right; the
+ * first piece stays in b, the others become new basements after it. */
+static int basement_cut(kvt_engine *e, fnode *l, uint32_t bi, fnode *b, uint64_t target) {
+    fvec *v = &b->ents;
+    uint32_t *cut = malloc((v->n + 1) * sizeof *cut), nc = 0;
+    if (!cut) return kvt_seterr(KVT_ENOMEM, "fractal: no memory to split a basement");
+    uint64_t acc = 0;
+    for (uint32_t i = 0; i < v->n; i++) {
+        uint64_t sz = frec_size(&v->r[i]);
+        if (acc > 0 && acc + sz > target) { cut[nc++] = i; acc = 0; }
+        acc += sz;
+    }
+    int rc = KVT_OK;
+    uint32_t end = v->n;
+    while (nc > 0 && rc == KVT_OK) {            /* rightmost piece first */
+        uint32_t start = cut[--nc];
+        rc = basement_peel(e, l, bi, b, start, end);
+        end = start;
+    }
+    free(cut);
+    vec_recount(v);
+    l->bcount[bi] = v->n;
+    l->bbytes[bi] = v->bytes;
+    return rc;
+}
+
+static uint64_t cut_target(const kvt_engine *e, uint64_t total, int asc) {
+    if (asc) return e->basement_size - e->basement_size / 16;
+    uint64_t k = (total * 4 + 3 * e->basement_size - 1) / (3 * e->basement_size);
+    if (k < 2) k = 2;
+    return total / k;
+}
+
+/* Apply the messages of one basement; split, drop or keep it. Consumes b's pin. */
+static int basement_step(kvt_engine *e, fnode *l, uint32_t bi, fnode *b, frec *m, uint32_t nm,
+                         int asc) {
+    int64_t d = 0;
+    int rc = basement_apply(e, b, m, nm, &d);
+    e->entries += d;
+    l->bcount[bi] = b->ents.n;
+    l->bbytes[bi] = b->ents.bytes;
+    ft_dirty(e, b);
+    if (rc == KVT_OK && b->ents.bytes > e->basement_size && b->ents.n > 1) {
+        int tail = asc && bi == l->n - 1;
+        rc = basement_cut(e, l, bi, b, cut_target(e, b->ents.bytes, tail));
+        ft_dirty(e, b);
+    } else if (rc == KVT_OK && b->ents.n == 0 && l->n > 1) {
+        child_remove(l, bi);
+        return ft_drop(e, b);
+    }
+    ft_unpin(e, b);
+    return rc;
+}
+
+/* Apply sorted messages (owned, detached) to leaf l. The messages are consumed. */
+static int leaf_apply(kvt_engine *e, fnode *l, frec *m, uint32_t nm, int asc) {
+    uint32_t nb = l->n, *start = malloc((nb + 1) * sizeof *start);
+    if (!start) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for a leaf flush");
+    uint32_t j = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        start[b] = j;
+        while (j < nm && (b + 1 == nb || kvt_keycmp(m[j].k, m[j].kl, l->piv[b].k, l->piv[b].kl) < 0)) j++;
+    }
+    start[nb] = nm;
+    int rc = KVT_OK;
+    for (uint32_t b = nb; b-- > 0 && rc == KVT_OK;) {     /* right to left: indexes stay */
+        if (start[b] == start[b + 1]) continue;
+        fnode *bn;
+        rc = ft_get(e, l->child[b], &bn);
+        if (rc == KVT_OK) rc = basement_step(e, l, b, bn, m + start[b], start[b + 1] - start[b], asc);
+        if (rc < 0) nm = start[b + 1];                    /* messages left to free */
+        else nm = start[b];
+    }
+    for (uint32_t i = 0; i < nm; i++) frec_free(&m[i]);   /* unapplied after an error */
+    free(start);
+    ft_dirty(e, l);
+    return rc;
+}
+
+/* ---- splits and merges ---- */
+
+static int needs_split(const kvt_engine *e, const fnode *c) {
+    return c->kind == FT_LEAF ? c->n > e->max_basements : c->n > FT_FANOUT;
+}
+
+static int is_empty_leaf(const fnode *c) {
+    return c->kind == FT_LEAF && c->n == 1 && c->bcount[0] == 0;
+}
+
+/* Move children [m, n) of c into the new node d. */
+static int move_children(fnode *c, fnode *d, uint32_t m) {
+    uint32_t k = c->n - m;
+    KVT_TRY(ft_node_grow(d, k));
+    memcpy(d->child, c->child + m, k * sizeof *d->child);
+    memcpy(d->piv, c->piv + m, (k - 1) * sizeof *d->piv);
+    if (c->kind == FT_LEAF) {
+        memcpy(d->bcount, c->bcount + m, k * sizeof *d->bcount);
+        memcpy(d->bbytes, c->bbytes + m, k * sizeof *d->bbytes);
+    } else {
+        for (uint32_t i = m; i < c->n; i++) KVT_TRY(vec_detach_all(&c->buf[i]));
+        memcpy(d->buf, c->buf + m, k * sizeof *d->buf);
+    }
+    d->n = k;
+    c->n = m;
+    return KVT_OK;
+}
+
+/* Split p's buffer at index i by key sep: messages >= sep go to buffer i+1 (empty). */
+static void buffer_split(fnode *p, uint32_t i, const fkey *sep) {
+    fvec *a = &p->buf[i], *b = &p->buf[i + 1];
+    uint32_t at = fvec_lower(a, sep->k, sep->kl);
+    if (at == a->n) return;
+    if (fvec_reserve(b, a->n - at) < 0) return;   /* caller checks b->cap */
+    memcpy(b->r, a->r + at, (a->n - at) * sizeof *a->r);
+    b->n = a->n - at;
+    a->n = at;
+    vec_recount(a);
+    vec_recount(b);
+}
+
+static int split_child(kvt_engine *e, fnode *p, uint32_t i, fnode *c, int asc, fnode **out) {
+    uint32_t m = asc ? c->n - 1 : c->n / 2;
+    fnode *d;
+    KVT_TRY(ft_node_grow(p, p->n + 1));
+    KVT_TRY(ft_new(e, c->kind, c->height, &d));
+    fkey sep = c->piv[m - 1];
+    int rc = move_children(c, d, m);
+    if (rc == KVT_OK) rc = child_insert(p, i + 1, d->id, sep.k, sep.kl);
+    free(sep.k);
+    if (rc < 0) { ft_unpin(e, d); return rc; }
+    if (p->kind == FT_INTERNAL) {
+        const fkey *s = &p->piv[i];
+        uint32_t need = p->buf[i].n - fvec_lower(&p->buf[i], s->k, s->kl);
+        if (need && fvec_reserve(&p->buf[i + 1], need) < 0) { ft_unpin(e, d); return KVT_ENOMEM; }
+        buffer_split(p, i, s);
+    }
+    ft_dirty(e, c);
+    ft_dirty(e, d);
+    ft_dirty(e, p);
+    *out = d;
+    return KVT_OK;
+}
+
+/* Drop an empty leaf and its one basement. Consumes c's pin. */
+static int remove_leaf(kvt_engine *e, fnode *p, uint32_t i, fnode *c) {
+    fnode *b;
+    int rc = ft_get(e, c->child[0], &b);
+    if (rc < 0) { ft_unpin(e, c); return rc; }
+    child_remove(p, i);
+    ft_dirty(e, p);
+    rc = ft_drop(e, b);
+    int r2 = ft_drop(e, c);
+    return rc < 0 ? rc : r2;
+}
+
+/* After child c (at index i of p) changed: split or remove it. Consumes c's pin. */
+static int fix_child(kvt_engine *e, fnode *p, uint32_t i, fnode *c, int asc) {
+    if (needs_split(e, c)) {
+        fnode *d;
+        int rc = split_child(e, p, i, c, asc, &d);
+        if (rc < 0) { ft_unpin(e, c); return rc; }
+        rc = fix_child(e, p, i + 1, d, asc);
+        int r2 = fix_child(e, p, i, c, asc);
+        return rc < 0 ? rc : r2;
+    }
+    if (is_empty_leaf(c) && p->n > 1 && p->buf[i].n == 0) return remove_leaf(e, p, i, c);
+    ft_unpin(e, c);
+    return KVT_OK;
+}
+
+/* Grow a new root while the root must split; shrink while it has one idle child.
+ * Consumes r's pin. */
+static int fix_root(kvt_engine *e, fnode *r, int asc) {
+    while (needs_split(e, r)) {
+        fnode *nr;
+        int rc = ft_new(e, FT_INTERNAL, r->height + 1, &nr);
+        if (rc == KVT_OK) rc = ft_node_grow(nr, 2);
+        if (rc < 0) { ft_unpin(e, r); return rc; }
+        nr->child[0] = r->id;
+        nr->buf[0] = (fvec){0};
+        nr->n = 1;
+        e->root = nr->id;
+        rc = fix_child(e, nr, 0, r, asc);
+        r = nr;
+        if (rc < 0) { ft_unpin(e, r); return rc; }
+    }
+    while (r->kind == FT_INTERNAL && r->n == 1 && r->buf[0].n == 0) {
+        fnode *c;
+        int rc = ft_get(e, r->child[0], &c);
+        if (rc < 0) { ft_unpin(e, r); return rc; }
+        e->root = c->id;
+        rc = ft_drop(e, r);
+        r = c;
+        if (rc < 0) break;
+    }
+    ft_unpin(e, r);
+    return KVT_OK;
+}
+
+/* ---- flushing ---- */
+
+static uint32_t heaviest(const fnode *x) {
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < x->n; i++)
+        if (x->buf[i].bytes > x->buf[best].bytes) best = i;
+    return best;
+}
+
+static int flush_node(kvt_engine *e, fnode *x);
+
+/* Route sorted messages into internal node c's buffers, run by run. */
+static int route_into(kvt_engine *e, fnode *c, fvec *in) {
+    uint32_t j = 0;
+    while (j < in->n) {
+        uint32_t g = fpiv_child(c->piv, c->n - 1, in->r[j].k, in->r[j].kl), k = j + 1;
+        if (g + 1 < c->n)
+            while (k < in->n && kvt_keycmp(in->r[k].k, in->r[k].kl, c->piv[g].k, c->piv[g].kl) < 0) k++;
+        else
+            k = in->n;
+        KVT_TRY(buf_merge(e, &c->buf[g], in->r + j, k - j));
+        j = k;
+    }
+    return KVT_OK;
+}
+
+static int flush_into(kvt_engine *e, fnode *c, fvec *in) {
+    if (c->kind == FT_LEAF) {
+        int rc = leaf_apply(e, c, in->r, in->n, 0);
+        in->n = 0;
+        return rc;
+    }
+    int rc = route_into(e, c, in);
+    in->n = 0;
+    ft_dirty(e, c);
+    while (rc == KVT_OK && ft_node_buffered(c) > e->node_size) rc = flush_node(e, c);
+    return rc;
+}
+
+/* Move x's heaviest child buffer down in one batch. */
+static int flush_node(kvt_engine *e, fnode *x) {
+    uint32_t i = heaviest(x);
+    if (x->buf[i].n == 0) return KVT_OK;
+    fnode *c;
+    KVT_TRY(ft_get(e, x->child[i], &c));
+    int rc = vec_detach_all(&x->buf[i]);
+    if (rc < 0) { ft_unpin(e, c); return rc; }
+    fvec in = x->buf[i];
+    x->buf[i] = (fvec){0};
+    ft_dirty(e, x);
+    e->flushes++;
+    rc = flush_into(e, c, &in);
+    fvec_free(&in);                           /* frees only what was not consumed */
+    int r2 = fix_child(e, x, i, c, 0);
+    ft_dirty(e, x);
+    return rc < 0 ? rc : r2;
+}
+
+/* ---- entry points ---- */
+
+/* Ascending fast path: a key above every key ever put has no older message anywhere,
+ * so it can go straight into the rightmost leaf. */
+static int put_rightmost(kvt_engine *e, frec *m) {
+    fnode *path[64];
+    int depth = 0, rc = ft_get(e, e->root, &path[0]);
+    if (rc < 0) { frec_free(m); return rc; }
+    while (rc == KVT_OK && path[depth]->kind == FT_INTERNAL && depth < 63) {
+        fnode *x = path[depth];
+        rc = ft_get(e, x->child[x->n - 1], &path[depth + 1]);
+        if (rc == KVT_OK) depth++;
+    }
+    if (rc == KVT_OK && path[depth]->kind != FT_LEAF)
+        rc = kvt_seterr(KVT_ECORRUPT, "fractal: tree deeper than 64 levels");
+    if (rc == KVT_OK) rc = leaf_apply(e, path[depth], m, 1, 1);
+    else frec_free(m);
+    for (int d = depth; d > 0; d--) {
+        fnode *p = path[d - 1];
+        int r2 = rc == KVT_OK ? fix_child(e, p, p->n - 1, path[d], 1) : (ft_unpin(e, path[d]), 0);
+        if (r2 < 0) rc = r2;
+    }
+    int r3 = fix_root(e, path[0], 1);
+    return rc < 0 ? rc : r3;
+}
+
+static int put_root(kvt_engine *e, frec *m) {
+    fnode *r;
+    int rc = ft_get(e, e->root, &r);
+    if (rc < 0) { frec_free(m); return rc; }
+    if (r->kind == FT_LEAF) {
+        rc = leaf_apply(e, r, m, 1, 0);
+    } else {
+        rc = buf_insert(e, &r->buf[fpiv_child(r->piv, r->n - 1, m->k, m->kl)], m);
+        if (rc < 0) frec_free(m);
+        ft_dirty(e, r);
+        while (rc == KVT_OK && ft_node_buffered(r) > e->node_size) rc = flush_node(e, r);
+    }
+    int r2 = fix_root(e, r, 0);
+    return rc < 0 ? rc : r2;
+}
+
+static int above_max(const kvt_engine *e, const frec *m) {
+    return !e->have_max || kvt_keycmp(m->k, m->kl, e->maxkey, e->maxkl) > 0;
+}
+
+static int set_max(kvt_engine *e, const frec *m) {
+    uint8_t *k = realloc(e->maxkey, m->kl);
+    if (!k) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for the max key");
+    memcpy(k, m->k, m->kl);
+    e->maxkey = k;
+    e->maxkl = m->kl;
+    e->have_max = 1;
+    return KVT_OK;
+}
+
+int ft_put_msg(kvt_engine *e, frec *m) {
+    int rc;
+    e->writer = 1;
+    if (above_max(e, m)) {
+        if (m->type == FT_DEL) {                  /* nothing that high was ever put */
+            frec_free(m);
+            e->writer = 0;
+            return KVT_OK;
+        }
+        rc = set_max(e, m);
+        rc = rc < 0 ? (ft_rec_release(e, m), rc) : put_rightmost(e, m);
+    } else {
+        rc = put_root(e, m);
+    }
+    int r2 = ft_evict(e);
+    e->writer = 0;
+    return rc < 0 ? rc : r2;
+}

@@ -1,0 +1,125 @@
+/* pager_int.h - private state of the pager, shared by the files of native/pager/.
+ *
+ * Invariants (checked by kvt_pager_check_end):
+ *  - every page number in [2, npages) is exactly one of: referenced by the engine's
+ *    state, free (bit in freeb), deferred (bit in deferb: referenced by the last durable
+ *    checkpoint but not by the current state), or a page of the durable free map
+ *    (fm_pages);
+ *  - newb marks pages allocated since the last checkpoint (gen ckpt_gen+1): only they may
+ *    be modified in place or written to the file;
+ *  - a free or deferred page has no frame in the pool (dropped on free), so a frame found
+ *    in the hash table always holds the current content of its page;
+ *  - pool, bitmaps and counters are protected by mu; the file is read without it by
+ *    blob reads (pread is thread-safe).
+ */
+#ifndef KVT_PAGER_INT_H
+#define KVT_PAGER_INT_H
+#include <pthread.h>
+#include <stdint.h>
+#include "kvt_error.h"
+#include "kvt_pager.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "kvtrees files are little-endian: big-endian hosts are not supported"
+#endif
+
+/* Page header layout (KVT_PAGE_HDR bytes). */
+#define HDR_CRC   0     /* u32 crc32c of bytes [4, page_size) */
+#define HDR_TYPE  4     /* u8 */
+#define HDR_PGNO  8     /* u64: a page read at another place is corrupt */
+#define HDR_GEN   16    /* u64: gen that wrote it */
+
+#define META_BYTES 4096 /* meta content and checksum span: one 4 KiB block */
+#define MIN_FRAMES 8
+
+typedef struct bitmap {
+    uint64_t *w;
+    size_t nwords;      /* capacity in 64-bit words */
+} bitmap;
+
+typedef struct frame {
+    kvt_page page;      /* first member: a kvt_page* handed out is a frame* */
+    struct frame *hnext;
+    uint32_t pin;
+    uint8_t dirty, ref, live;
+} frame;
+
+struct kvt_pager {
+    kvt_vfs *vfs;
+    kvt_file *file;
+    char *path;
+    uint32_t page_size, engine_id;
+    int direct_io, read_only, fatal;
+    uint64_t ckpt_gen;           /* durable gen; the current gen is ckpt_gen + 1 */
+    uint64_t npages;             /* logical size in pages (meta pages included) */
+    uint8_t engine_meta[KVT_ENGINE_META_MAX];
+    size_t engine_meta_len;
+
+    /* free space (freemap.c) */
+    bitmap freeb, deferb, newb;
+    uint64_t nfree, ndefer;
+    uint64_t hint;               /* no free bit below word `hint` */
+    kvt_pgno *fm_pages;          /* pages of the durable free map */
+    size_t fm_count;
+
+    /* buffer pool (pool.c) */
+    pthread_mutex_t mu;
+    frame **frames;              /* every frame ever made, for the clock hand */
+    size_t nframes, cap_frames, max_frames, hand;
+    frame **spare;               /* frames holding no page */
+    size_t nspare;
+    frame **buckets;
+    size_t nbuckets;             /* power of two */
+    uint64_t ndirty, nlive;
+    kvt_pager_stats st;
+
+    /* consistency walk (check.c) */
+    bitmap checkb;
+    int checking;
+};
+
+/* bitmaps */
+int  bm_ensure(bitmap *b, uint64_t nbits);
+static inline int bm_get(const bitmap *b, uint64_t i) {
+    return (i >> 6) < b->nwords && ((b->w[i >> 6] >> (i & 63)) & 1);
+}
+static inline void bm_set(bitmap *b, uint64_t i) { b->w[i >> 6] |= 1ull << (i & 63); }
+static inline void bm_clr(bitmap *b, uint64_t i) { b->w[i >> 6] &= ~(1ull << (i & 63)); }
+void bm_free(bitmap *b);
+
+/* pager.c */
+int  pager_fail(kvt_pager *p, int rc);            /* latch fatal on a write/fsync error */
+int  pager_check_usable(kvt_pager *p);            /* KVT_EFATAL once latched */
+void page_hdr_init(uint8_t *data, uint8_t type, kvt_pgno pgno, uint64_t gen);
+void page_seal(kvt_pager *p, uint8_t *data);      /* set the checksum */
+int  page_verify(kvt_pager *p, const uint8_t *data, kvt_pgno pgno);
+void *aligned_alloc_pages(kvt_pager *p, size_t bytes);
+
+/* freemap.c (callers hold mu) */
+int  fm_init(kvt_pager *p);
+int  fm_grow(kvt_pager *p, uint64_t npages);
+int  fm_alloc(kvt_pager *p, kvt_pgno *out);
+int  fm_alloc_run(kvt_pager *p, uint64_t n, kvt_pgno *out);
+int  fm_free(kvt_pager *p, kvt_pgno pgno);
+int  fm_load(kvt_pager *p, kvt_pgno first, uint64_t count);
+int  fm_write(kvt_pager *p, kvt_pgno *first, uint64_t *count);
+void fm_release_deferred(kvt_pager *p);
+void fm_trim_tail(kvt_pager *p);
+void fm_destroy(kvt_pager *p);
+size_t fm_bits_per_page(const kvt_pager *p);
+
+/* pool.c (callers hold mu) */
+int    pool_init(kvt_pager *p, uint64_t cache_bytes);
+void   pool_destroy(kvt_pager *p);
+frame *pool_lookup(kvt_pager *p, kvt_pgno pgno);
+int    pool_take(kvt_pager *p, kvt_pgno pgno, frame **out);   /* pinned, uninitialised */
+void   pool_drop(kvt_pager *p, frame *f);
+void   pool_mark_dirty(kvt_pager *p, frame *f);
+int    pool_flush_dirty(kvt_pager *p);
+int    pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out);
+
+/* free a page (callers hold mu) */
+int pager_free_locked(kvt_pager *p, kvt_pgno pgno);
+int pager_alloc_locked(kvt_pager *p, uint8_t type, frame **out);
+
+#endif

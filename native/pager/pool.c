@@ -1,0 +1,243 @@
+/* pool.c - the buffer pool: page number -> frame hash table, pin counts and clock
+ * eviction. At most max_frames frames (cache_bytes / page_size, at least MIN_FRAMES)
+ * unless every frame is pinned, in which case the pool grows rather than fail.
+ * Evicting a dirty frame writes it back first (never in read-only mode: there dirty
+ * pages come from WAL replay and exist nowhere else). Every function here expects mu
+ * to be held, except kvt_pager_get/unpin which take it.
+ */
+#include <stdlib.h>
+#include <inttypes.h>
+#include "pager_int.h"
+
+static size_t hash_slot(const kvt_pager *p, kvt_pgno pgno) {
+    return (size_t)((pgno * 0x9E3779B97F4A7C15ull) >> 17) & (p->nbuckets - 1);
+}
+
+static int rehash(kvt_pager *p, size_t nb) {
+    frame **b = calloc(nb, sizeof *b);
+    if (!b) return kvt_seterr(KVT_ENOMEM, "pager: hash table of %zu buckets", nb);
+    frame **old = p->buckets;
+    size_t on = p->nbuckets;
+    p->buckets = b;
+    p->nbuckets = nb;
+    for (size_t i = 0; i < on; i++) {
+        for (frame *f = old[i], *next; f; f = next) {
+            next = f->hnext;
+            size_t s = hash_slot(p, f->page.pgno);
+            f->hnext = b[s];
+            b[s] = f;
+        }
+    }
+    free(old);
+    return KVT_OK;
+}
+
+int pool_init(kvt_pager *p, uint64_t cache_bytes) {
+    uint64_t n = cache_bytes / p->page_size;
+    p->max_frames = n < MIN_FRAMES ? MIN_FRAMES : (size_t)n;
+    size_t nb = 64;
+    while (nb < 2 * p->max_frames && nb < (1u << 24)) nb *= 2;
+    return rehash(p, nb);
+}
+
+void pool_destroy(kvt_pager *p) {
+    for (size_t i = 0; i < p->nframes; i++) {
+        free(p->frames[i]->page.data);
+        free(p->frames[i]);
+    }
+    free(p->frames);
+    free(p->spare);
+    free(p->buckets);
+    p->frames = p->spare = p->buckets = NULL;
+    p->nframes = p->nspare = p->nbuckets = 0;
+}
+
+frame *pool_lookup(kvt_pager *p, kvt_pgno pgno) {
+    for (frame *f = p->buckets[hash_slot(p, pgno)]; f; f = f->hnext)
+        if (f->page.pgno == pgno) return f;
+    return NULL;
+}
+
+static void hash_remove(kvt_pager *p, frame *f) {
+    frame **pp = &p->buckets[hash_slot(p, f->page.pgno)];
+    while (*pp && *pp != f) pp = &(*pp)->hnext;
+    if (*pp) *pp = f->hnext;
+    f->hnext = NULL;
+}
+
+static int hash_insert(kvt_pager *p, frame *f) {
+    if (p->nlive + 1 > p->nbuckets) KVT_TRY(rehash(p, p->nbuckets * 2));
+    size_t s = hash_slot(p, f->page.pgno);
+    f->hnext = p->buckets[s];
+    p->buckets[s] = f;
+    return KVT_OK;
+}
+
+/* Remove a frame's page from the pool (its content is discarded). */
+void pool_drop(kvt_pager *p, frame *f) {
+    if (!f->live) return;
+    hash_remove(p, f);
+    if (f->dirty) p->ndirty--;
+    f->dirty = f->ref = 0;
+    f->live = 0;
+    f->pin = 0;
+    p->nlive--;
+    p->spare[p->nspare++] = f;         /* spare has room for every frame */
+}
+
+void pool_mark_dirty(kvt_pager *p, frame *f) {
+    if (!f->dirty) {
+        f->dirty = 1;
+        p->ndirty++;
+    }
+}
+
+static int write_frame(kvt_pager *p, frame *f) {
+    page_seal(p, f->page.data);
+    int rc = kvt_file_write(p->file, f->page.data, p->page_size,
+                            f->page.pgno * p->page_size);
+    if (rc < 0) return pager_fail(p, rc);
+    f->dirty = 0;
+    p->ndirty--;
+    p->st.writebacks++;
+    return KVT_OK;
+}
+
+static int new_frame(kvt_pager *p, frame **out) {
+    if (p->nframes == p->cap_frames) {
+        size_t cap = p->cap_frames ? 2 * p->cap_frames : 64;
+        frame **fr = realloc(p->frames, cap * sizeof *fr);
+        if (fr) p->frames = fr;
+        frame **sp = fr ? realloc(p->spare, cap * sizeof *sp) : NULL;
+        if (!sp) return kvt_seterr(KVT_ENOMEM, "pager: frame table of %zu", cap);
+        p->spare = sp;
+        p->cap_frames = cap;
+    }
+    frame *f = calloc(1, sizeof *f);
+    uint8_t *d = f ? aligned_alloc_pages(p, p->page_size) : NULL;
+    if (!d) {
+        free(f);
+        return kvt_seterr(KVT_ENOMEM, "pager: page frame of %u bytes", p->page_size);
+    }
+    f->page.data = d;
+    p->frames[p->nframes++] = f;
+    *out = f;
+    return KVT_OK;
+}
+
+/* Clock: give unpinned frames a second chance; NULL when none can be evicted. */
+static int evict_one(kvt_pager *p, frame **out) {
+    *out = NULL;
+    for (size_t step = 0; step < 2 * p->nframes; step++) {
+        frame *f = p->frames[p->hand];
+        p->hand = (p->hand + 1) % p->nframes;
+        if (!f->live || f->pin) continue;
+        if (f->ref) { f->ref = 0; continue; }
+        if (f->dirty && p->read_only) continue;
+        if (f->dirty) KVT_TRY(write_frame(p, f));
+        hash_remove(p, f);
+        f->live = 0;
+        p->nlive--;
+        p->st.evictions++;
+        *out = f;
+        return KVT_OK;
+    }
+    return KVT_OK;
+}
+
+/* A pinned frame for pgno, registered in the hash table, content undefined. A stale
+ * unpinned frame of the same page (there should be none) is reused. */
+int pool_take(kvt_pager *p, kvt_pgno pgno, frame **out) {
+    frame *f = pool_lookup(p, pgno);
+    if (f) {
+        if (f->pin)
+            return kvt_seterr(KVT_EINVAL, "%s: page %" PRIu64 " reused while pinned",
+                              p->path, pgno);
+        pool_drop(p, f);
+    }
+    f = NULL;
+    if (p->nspare) f = p->spare[--p->nspare];
+    else if (p->nframes < p->max_frames) KVT_TRY(new_frame(p, &f));
+    else KVT_TRY(evict_one(p, &f));
+    if (!f) KVT_TRY(new_frame(p, &f));        /* everything pinned: grow past the limit */
+    f->page.pgno = pgno;
+    f->pin = 1;
+    f->ref = 1;
+    f->dirty = 0;
+    f->live = 1;
+    p->nlive++;
+    int rc = hash_insert(p, f);
+    if (rc < 0) {
+        f->live = 0;
+        p->nlive--;
+        p->spare[p->nspare++] = f;
+        return rc;
+    }
+    *out = f;
+    return KVT_OK;
+}
+
+static int cmp_frame_pgno(const void *a, const void *b) {
+    kvt_pgno x = (*(frame *const *)a)->page.pgno, y = (*(frame *const *)b)->page.pgno;
+    return x < y ? -1 : x > y;
+}
+
+/* Write back every dirty frame in page order (sequential I/O). */
+int pool_flush_dirty(kvt_pager *p) {
+    if (!p->ndirty) return KVT_OK;
+    frame **v = malloc(p->ndirty * sizeof *v);
+    if (!v) return kvt_seterr(KVT_ENOMEM, "pager: dirty list of %" PRIu64, p->ndirty);
+    size_t n = 0;
+    for (size_t i = 0; i < p->nframes && n < p->ndirty; i++)
+        if (p->frames[i]->live && p->frames[i]->dirty) v[n++] = p->frames[i];
+    qsort(v, n, sizeof *v, cmp_frame_pgno);
+    int rc = KVT_OK;
+    for (size_t i = 0; i < n && rc == KVT_OK; i++) rc = write_frame(p, v[i]);
+    free(v);
+    return rc;
+}
+
+int pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out) {
+    KVT_TRY(pager_check_usable(p));
+    frame *f = pool_lookup(p, pgno);
+    if (f) {
+        f->pin++;
+        f->ref = 1;
+        p->st.cache_hits++;
+        *out = f;
+        return KVT_OK;
+    }
+    if (pgno < 2 || pgno >= p->npages)
+        return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 ": out of range (%" PRIu64
+                          " pages)", p->path, pgno, p->npages);
+    if (bm_get(&p->freeb, pgno))
+        return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 ": referenced but free",
+                          p->path, pgno);
+    KVT_TRY(pool_take(p, pgno, &f));
+    p->st.cache_misses++;
+    int rc = kvt_file_read_full(p->file, f->page.data, p->page_size, pgno * p->page_size);
+    if (rc == KVT_OK) rc = page_verify(p, f->page.data, pgno);
+    if (rc < 0) {
+        pool_drop(p, f);
+        return rc;
+    }
+    *out = f;
+    return KVT_OK;
+}
+
+int kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
+    frame *f = NULL;
+    pthread_mutex_lock(&p->mu);
+    int rc = pool_get_locked(p, pgno, &f);
+    pthread_mutex_unlock(&p->mu);
+    *out = f ? &f->page : NULL;
+    return rc;
+}
+
+void kvt_pager_unpin(kvt_pager *p, kvt_page *pg) {
+    if (!pg) return;
+    frame *f = (frame *)pg;
+    pthread_mutex_lock(&p->mu);
+    if (f->pin) f->pin--;
+    pthread_mutex_unlock(&p->mu);
+}

@@ -1,0 +1,435 @@
+/* test_db.c - the public C API (native/db) end to end, on every engine that is built.
+ *
+ * Each test runs once per available engine in a fresh temporary directory and ends with
+ * kvt_check(). Returns non-zero on the first failure.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "kvtrees.h"
+#include "kvt_engine.h"
+
+#pragma weak kvt_fractal_ops
+
+static int failures;
+static const char *engine;
+#define CHECK(cond) do { if (!(cond)) { \
+    fprintf(stderr, "%s:%d [%s] CHECK(%s) failed: %s\n", __FILE__, __LINE__, engine, #cond, \
+            kvt_errmsg()); failures++; return 1; } } while (0)
+#define OK(expr) do { int rc_ = (expr); if (rc_ != KVT_OK) { \
+    fprintf(stderr, "%s:%d [%s] %s -> %d %s: %s\n", __FILE__, __LINE__, engine, #expr, rc_, \
+            kvt_strerror(rc_), kvt_errmsg()); failures++; return 1; } } while (0)
+
+static char tmpl[256];
+
+static const char *fresh_dir(void) {
+    static int n;
+    static char path[300];
+    snprintf(path, sizeof path, "%s/d%d", tmpl, n++);
+    return path;
+}
+
+static kvt_options opts(int sync_mode) {
+    kvt_options o;
+    kvt_options_init(&o);
+    o.engine = engine;
+    o.sync_mode = sync_mode;
+    o.cache_size = 1 << 20;
+    return o;
+}
+
+static void key_of(char *buf, size_t cap, int i) { snprintf(buf, cap, "key%08d", i); }
+
+static int put_str(kvt_db *db, const char *k, const char *v) {
+    return kvt_put(db, (const uint8_t *)k, strlen(k), (const uint8_t *)v, strlen(v));
+}
+
+/* 1 if key has value v, 0 if absent, -1 on mismatch/error. */
+static int get_is(kvt_db *db, const char *k, const char *v) {
+    uint8_t buf[256];
+    size_t n = 0;
+    int rc = kvt_get(db, (const uint8_t *)k, strlen(k), buf, sizeof buf, &n);
+    if (rc == KVT_NOTFOUND) return v ? -1 : 0;
+    if (rc != KVT_OK || !v) return -1;
+    return n == strlen(v) && memcmp(buf, v, n) == 0 ? 1 : -1;
+}
+
+static int test_options(void) {
+    kvt_options o;
+    kvt_options_init(&o);
+    CHECK(o.cache_size == 64ull << 20 && o.sync_mode == 0 && o.sync_interval_ms == 100);
+    CHECK(o.page_size == 4096 && o.wal_limit == 64ull << 20 && !o.engine && !o.vfs);
+    kvt_db *db = NULL;
+    o.sync_mode = 7;
+    CHECK(kvt_open(fresh_dir(), &o, &db) == KVT_EINVAL && !db);
+    kvt_options_init(&o);
+    o.page_size = 5000;
+    CHECK(kvt_open(fresh_dir(), &o, &db) == KVT_EINVAL);
+    kvt_options_init(&o);
+    o.engine = "nosuch";
+    CHECK(kvt_open(fresh_dir(), &o, &db) == KVT_EINVAL);
+    CHECK(strstr(kvt_errmsg(), "nosuch"));
+    return 0;
+}
+
+static int test_basic(void) {
+    kvt_options o = opts(0);
+    kvt_db *db;
+    OK(kvt_open(fresh_dir(), &o, &db));
+    CHECK(strcmp(kvt_engine_name(db), engine) == 0);
+    OK(put_str(db, "a", "1"));
+    OK(put_str(db, "b", "22"));
+    OK(put_str(db, "a", "111"));
+    CHECK(get_is(db, "a", "111") == 1 && get_is(db, "b", "22") == 1 && get_is(db, "c", 0) == 0);
+    uint8_t small[2];
+    size_t n = 0;
+    CHECK(kvt_get(db, (const uint8_t *)"a", 1, small, sizeof small, &n) == KVT_EBUFSMALL);
+    CHECK(n == 3);
+    CHECK(kvt_get(db, (const uint8_t *)"a", 1, NULL, 0, &n) == KVT_EBUFSMALL && n == 3);
+    int existed = -1;
+    OK(kvt_delete(db, (const uint8_t *)"a", 1, &existed));
+    CHECK(existed == 1);
+    OK(kvt_delete(db, (const uint8_t *)"a", 1, &existed));
+    CHECK(existed == 0);
+    CHECK(get_is(db, "a", 0) == 0);
+    OK(put_str(db, "empty", ""));
+    CHECK(kvt_get(db, (const uint8_t *)"empty", 5, small, sizeof small, &n) == KVT_OK && n == 0);
+    uint8_t big[KVT_MAX_KEY + 1];
+    memset(big, 'x', sizeof big);
+    CHECK(kvt_put(db, big, sizeof big, big, 1) == KVT_ETOOLARGE);
+    CHECK(kvt_put(db, big, 0, big, 1) == KVT_EINVAL);
+    OK(kvt_put(db, big, KVT_MAX_KEY, big, 10));
+    OK(kvt_check(db));
+    kvt_stats st;
+    OK(kvt_get_stats(db, &st));
+    CHECK(st.commits >= 6 && st.wal_bytes_written > 0 && st.fsyncs > 0 && st.page_size >= 4096);
+    OK(kvt_close(db));
+    return 0;
+}
+
+static int test_batch_and_reopen(void) {
+    const char *dir = fresh_dir();
+    kvt_options o = opts(2);
+    kvt_db *db;
+    OK(kvt_open(dir, &o, &db));
+    kvt_batch *b;
+    OK(kvt_batch_new(db, &b));
+    char k[32];
+    for (int i = 0; i < 2000; i++) {
+        key_of(k, sizeof k, i);
+        OK(kvt_batch_put(b, (const uint8_t *)k, strlen(k), (const uint8_t *)k, strlen(k)));
+    }
+    key_of(k, sizeof k, 5);
+    OK(kvt_batch_delete(b, (const uint8_t *)k, strlen(k)));
+    CHECK(kvt_batch_count(b) == 2001);
+    CHECK(kvt_batch_put(b, (const uint8_t *)k, 0, NULL, 0) == KVT_EINVAL);
+    CHECK(get_is(db, "key00000001", 0) == 0);   /* nothing visible before commit */
+    OK(kvt_batch_commit(b));
+    CHECK(kvt_batch_count(b) == 0);
+    OK(kvt_batch_put(b, (const uint8_t *)"zz", 2, (const uint8_t *)"discarded", 9));
+    kvt_batch_clear(b);
+    OK(kvt_batch_commit(b));   /* empty commit is a no-op */
+    kvt_batch_free(b);
+    CHECK(get_is(db, "key00000001", "key00000001") == 1 && get_is(db, "key00000005", 0) == 0);
+    CHECK(get_is(db, "zz", 0) == 0);
+    OK(kvt_close(db));
+    /* reopen without naming the engine: the directory's own is used */
+    o.engine = NULL;
+    OK(kvt_open(dir, &o, &db));
+    CHECK(strcmp(kvt_engine_name(db), engine) == 0);
+    CHECK(get_is(db, "key00001999", "key00001999") == 1 && get_is(db, "key00000005", 0) == 0);
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    return 0;
+}
+
+/* Walk [s, e) in one direction and compare with the expected key numbers. */
+static int walk(kvt_db *db, const char *s, const char *e, int reverse, int first, int count,
+                int step) {
+    kvt_iter *it;
+    OK(kvt_iter_new(db, (const uint8_t *)s, s ? strlen(s) : 0, (const uint8_t *)e,
+                    e ? strlen(e) : 0, reverse, &it));
+    const uint8_t *k, *v;
+    size_t kl, vl;
+    char want[32];
+    int n = 0, rc;
+    while ((rc = kvt_iter_next(it, &k, &kl, &v, &vl)) == KVT_OK) {
+        key_of(want, sizeof want, first + n * step);
+        if (kl != strlen(want) || memcmp(k, want, kl) || vl != kl || memcmp(v, k, kl)) {
+            fprintf(stderr, "walk: entry %d is %.*s, want %s\n", n, (int)kl, k, want);
+            kvt_iter_free(it);
+            CHECK(0);
+        }
+        n++;
+    }
+    kvt_iter_free(it);
+    CHECK(rc == KVT_NOTFOUND);
+    if (n != count) fprintf(stderr, "walk: %d entries, want %d\n", n, count);
+    CHECK(n == count);
+    return 0;
+}
+
+static int test_iter(void) {
+    kvt_options o = opts(2);
+    kvt_db *db;
+    OK(kvt_open(fresh_dir(), &o, &db));
+    CHECK(walk(db, NULL, NULL, 0, 0, 0, 1) == 0);
+    char k[32];
+    kvt_batch *b;
+    OK(kvt_batch_new(db, &b));
+    for (int i = 0; i < 1000; i++) {   /* more than one chunk */
+        key_of(k, sizeof k, i);
+        OK(kvt_batch_put(b, (const uint8_t *)k, strlen(k), (const uint8_t *)k, strlen(k)));
+    }
+    OK(kvt_batch_commit(b));
+    kvt_batch_free(b);
+    CHECK(walk(db, NULL, NULL, 0, 0, 1000, 1) == 0);
+    CHECK(walk(db, NULL, NULL, 1, 999, 1000, -1) == 0);
+    CHECK(walk(db, "key00000100", "key00000700", 0, 100, 600, 1) == 0);
+    CHECK(walk(db, "key00000100", "key00000700", 1, 699, 600, -1) == 0);
+    CHECK(walk(db, "key00000100x", NULL, 0, 101, 899, 1) == 0);
+    CHECK(walk(db, NULL, "key00000010x", 1, 10, 11, -1) == 0);
+    CHECK(walk(db, "key00000700", "key00000100", 0, 0, 0, 1) == 0);
+    CHECK(walk(db, "zzz", NULL, 0, 0, 0, 1) == 0);
+
+    /* writes between chunks: deleted keys ahead vanish, no key twice, order kept */
+    kvt_iter *it;
+    OK(kvt_iter_new(db, NULL, 0, NULL, 0, 0, &it));
+    const uint8_t *kp, *vp;
+    size_t kl, vl;
+    char prev[64] = "";
+    int n = 0, rc;
+    while ((rc = kvt_iter_next(it, &kp, &kl, &vp, &vl)) == KVT_OK) {
+        char cur[64];
+        snprintf(cur, sizeof cur, "%.*s", (int)kl, kp);
+        CHECK(strcmp(prev, cur) < 0);
+        snprintf(prev, sizeof prev, "%s", cur);
+        if (++n == 10) {
+            for (int i = 500; i < 1000; i++) {
+                key_of(k, sizeof k, i);
+                OK(kvt_delete(db, (const uint8_t *)k, strlen(k), NULL));
+            }
+        }
+    }
+    kvt_iter_free(it);
+    CHECK(rc == KVT_NOTFOUND);
+    CHECK(n == 500);
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    return 0;
+}
+
+static int test_locking(void) {
+    const char *dir = fresh_dir();
+    kvt_options o = opts(0);
+    kvt_db *db, *db2;
+    OK(kvt_open(dir, &o, &db));
+    CHECK(kvt_open(dir, &o, &db2) == KVT_ELOCKED);
+    o.read_only = 1;
+    CHECK(kvt_open(dir, &o, &db2) == KVT_ELOCKED);
+    OK(put_str(db, "k", "v"));
+    OK(kvt_close(db));
+    kvt_db *r1, *r2;
+    OK(kvt_open(dir, &o, &r1));
+    OK(kvt_open(dir, &o, &r2));
+    CHECK(get_is(r1, "k", "v") == 1 && get_is(r2, "k", "v") == 1);
+    CHECK(put_str(r1, "k", "w") == KVT_EREADONLY);
+    o.read_only = 0;
+    CHECK(kvt_open(dir, &o, &db2) == KVT_ELOCKED);
+    OK(kvt_close(r1));
+    OK(kvt_close(r2));
+    o.read_only = 1;
+    CHECK(kvt_open(fresh_dir(), &o, &db2) < 0);   /* nothing to open read-only */
+    return 0;
+}
+
+static int test_engine_mismatch(void) {
+    const char *other = strcmp(engine, "btree") == 0 ? "fractal" : "btree";
+    const char *dir = fresh_dir();
+    kvt_options o = opts(2);
+    kvt_db *db;
+    OK(kvt_open(dir, &o, &db));
+    OK(kvt_close(db));
+    o.engine = other;
+    int rc = kvt_open(dir, &o, &db);
+    if (rc == KVT_EINVAL && strstr(kvt_errmsg(), "not available")) return 0;   /* not built */
+    CHECK(rc == KVT_EENGINE);
+    CHECK(strstr(kvt_errmsg(), engine) && strstr(kvt_errmsg(), other));
+    return 0;
+}
+
+/* Commit under sync=commit, crash the fault VFS, reopen: every committed write is there. */
+static int test_crash_recovery(void) {
+    const char *dir = fresh_dir();
+    kvt_vfs *fv;
+    OK(kvt_fault_vfs_new(&fv));
+    kvt_options o = opts(0);
+    o.vfs = fv;
+    kvt_db *db;
+    OK(kvt_open(dir, &o, &db));
+    char k[32];
+    for (int i = 0; i < 300; i++) {
+        key_of(k, sizeof k, i);
+        OK(put_str(db, k, k));
+        if (i == 100) OK(kvt_checkpoint(db));
+    }
+    key_of(k, sizeof k, 7);
+    OK(kvt_delete(db, (const uint8_t *)k, strlen(k), NULL));
+    OK(kvt_fault_crash(fv, KVT_CRASH_TEAR, 42));
+    kvt_close(db);   /* fails (the files are dead) but must free everything */
+    kvt_fault_vfs_free(fv);
+    o.vfs = NULL;
+    OK(kvt_open(dir, &o, &db));
+    for (int i = 0; i < 300; i++) {
+        key_of(k, sizeof k, i);
+        CHECK(get_is(db, k, i == 7 ? NULL : k) == (i == 7 ? 0 : 1));
+    }
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    return 0;
+}
+
+/* A failed log fsync latches the handle; reopening recovers what was synced. */
+static int test_fatal_latch(void) {
+    const char *dir = fresh_dir();
+    kvt_vfs *fv;
+    OK(kvt_fault_vfs_new(&fv));
+    kvt_options o = opts(0);
+    o.vfs = fv;
+    kvt_db *db;
+    OK(kvt_open(dir, &o, &db));
+    OK(put_str(db, "before", "1"));
+    OK(kvt_fault_set(fv, KVT_FAULT_SYNC, 1, 1, KVT_EIO));
+    int rc = put_str(db, "during", "2");
+    CHECK(rc < 0);
+    CHECK(put_str(db, "after", "3") == KVT_EFATAL);
+    uint8_t buf[8];
+    size_t n;
+    CHECK(kvt_get(db, (const uint8_t *)"before", 6, buf, sizeof buf, &n) == KVT_EFATAL);
+    CHECK(kvt_checkpoint(db) == KVT_EFATAL);
+    kvt_close(db);
+    kvt_fault_vfs_free(fv);
+    o.vfs = NULL;
+    OK(kvt_open(dir, &o, &db));
+    CHECK(get_is(db, "before", "1") == 1 && get_is(db, "after", NULL) == 0);
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    return 0;
+}
+
+/* Checkpoints triggered by the WAL limit, with a small cache. */
+static int test_wal_limit(void) {
+    const char *dir = fresh_dir();
+    kvt_options o = opts(2);
+    o.wal_limit = 64 * 1024;
+    kvt_db *db;
+    OK(kvt_open(dir, &o, &db));
+    char k[32], v[200];
+    memset(v, 'v', sizeof v);
+    for (int i = 0; i < 3000; i++) {
+        key_of(k, sizeof k, (i * 7919) % 3000);
+        OK(kvt_put(db, (const uint8_t *)k, strlen(k), (const uint8_t *)v, sizeof v));
+    }
+    kvt_stats st;
+    OK(kvt_get_stats(db, &st));
+    CHECK(st.checkpoints >= 2 && st.wal_size <= 64 * 1024 + 4096);
+    CHECK(st.entries == 3000 || st.entries == 0 || strcmp(engine, "fractal") == 0);
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    OK(kvt_open(dir, &o, &db));
+    CHECK(walk(db, "key00003000", NULL, 0, 0, 0, 1) == 0);
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    return 0;
+}
+
+struct thr { kvt_db *db; int id, n, err; };
+
+static void *writer_thread(void *arg) {
+    struct thr *t = arg;
+    char k[32];
+    for (int i = 0; i < t->n && !t->err; i++) {
+        snprintf(k, sizeof k, "t%d-%06d", t->id, i);
+        if (put_str(t->db, k, k) != KVT_OK) t->err = 1;
+    }
+    return NULL;
+}
+
+static void *reader_thread(void *arg) {
+    struct thr *t = arg;
+    for (int round = 0; round < 20 && !t->err; round++) {
+        kvt_iter *it;
+        if (kvt_iter_new(t->db, NULL, 0, NULL, 0, round & 1, &it) != KVT_OK) { t->err = 1; break; }
+        const uint8_t *k, *v;
+        size_t kl, vl;
+        char prev[64] = "";
+        int rc;
+        while ((rc = kvt_iter_next(it, &k, &kl, &v, &vl)) == KVT_OK) {
+            char cur[64];
+            snprintf(cur, sizeof cur, "%.*s", (int)kl, k);
+            if (prev[0] && ((round & 1) ? strcmp(cur, prev) >= 0 : strcmp(cur, prev) <= 0))
+                t->err = 1;
+            if (vl != kl || memcmp(k, v, kl)) t->err = 1;
+            snprintf(prev, sizeof prev, "%s", cur);
+        }
+        if (rc != KVT_NOTFOUND) t->err = 1;
+        kvt_iter_free(it);
+    }
+    return NULL;
+}
+
+static int test_threads(void) {
+    kvt_options o = opts(0);
+    kvt_db *db;
+    OK(kvt_open(fresh_dir(), &o, &db));
+    pthread_t th[4];
+    struct thr t[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = (struct thr){db, i, 400, 0};
+        pthread_create(&th[i], NULL, i < 2 ? writer_thread : reader_thread, &t[i]);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) CHECK(!t[i].err);
+    char k[32];
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < 400; i++) {
+            snprintf(k, sizeof k, "t%d-%06d", w, i);
+            CHECK(get_is(db, k, k) == 1);
+        }
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    return 0;
+}
+
+typedef int (*test_fn)(void);
+static const struct { const char *name; test_fn fn; } tests[] = {
+    {"options", test_options}, {"basic", test_basic}, {"batch_and_reopen", test_batch_and_reopen},
+    {"iter", test_iter}, {"locking", test_locking}, {"engine_mismatch", test_engine_mismatch},
+    {"crash_recovery", test_crash_recovery}, {"fatal_latch", test_fatal_latch},
+    {"wal_limit", test_wal_limit}, {"threads", test_threads},
+};
+
+int main(int argc, char **argv) {
+    snprintf(tmpl, sizeof tmpl, "/tmp/kvt_test_db.XXXXXX");
+    if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 2; }
+    const char *only = argc > 1 ? argv[1] : NULL;
+    const char *engines[2] = {kvt_btree_ops.name ? "btree" : NULL, &kvt_fractal_ops ? "fractal" : NULL};
+    int ran = 0;
+    for (int e = 0; e < 2; e++) {
+        if (!engines[e] || (only && strcmp(only, engines[e]))) continue;
+        engine = engines[e];
+        for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+            int before = failures;
+            tests[i].fn();
+            printf("%-8s %-18s %s\n", engine, tests[i].name, failures == before ? "ok" : "FAIL");
+            ran++;
+        }
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpl);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpl);
+    if (!ran) { fprintf(stderr, "no engine built\n"); return 1; }
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,585 @@
+/* test_pager.c - unit tests of the pager (native/pager/): create/reopen, COW and
+ * deferred frees, crash (close without checkpoint), eviction, corruption, churn, blobs,
+ * the check walk, the fatal latch and concurrent readers. Returns non-zero on failure. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "kvt_error.h"
+#include "kvt_pager.h"
+
+static int failures;
+static char dir[256], path[300];
+
+#define CHECK(cond) do { if (!(cond)) { \
+    fprintf(stderr, "%s:%d: CHECK(%s) failed [%s]\n", __FILE__, __LINE__, #cond, \
+            kvt_errmsg()); failures++; return; } } while (0)
+#define OK(expr) do { int rc_ = (expr); if (rc_ != KVT_OK) { \
+    fprintf(stderr, "%s:%d: %s -> %d %s [%s]\n", __FILE__, __LINE__, #expr, rc_, \
+            kvt_strerror(rc_), kvt_errmsg()); failures++; return; } } while (0)
+
+static kvt_pager_config cfg_of(uint32_t ps, uint64_t cache) {
+    kvt_pager_config c = {0};
+    c.page_size = ps;
+    c.engine_id = 7;
+    c.cache_bytes = cache;
+    return c;
+}
+
+static int open_p(kvt_pager_config c, kvt_pager **p) {
+    return kvt_pager_open(kvt_vfs_posix(), path, &c, p);
+}
+
+static void fresh(const char *name) {
+    snprintf(path, sizeof path, "%s/%s.kvt", dir, name);
+    unlink(path);
+}
+
+static uint64_t file_size(void) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Engine bytes of page content: a pattern derived from (key, version). */
+static void fill(uint8_t *d, uint32_t ps, uint64_t key, uint64_t ver) {
+    for (uint32_t i = KVT_PAGE_HDR; i + 8 <= ps; i += 8) {
+        uint64_t v = key * 0x9E3779B97F4A7C15ull ^ ver * 31 ^ i;
+        memcpy(d + i, &v, 8);
+    }
+}
+
+static int matches(const uint8_t *d, uint32_t ps, uint64_t key, uint64_t ver) {
+    for (uint32_t i = KVT_PAGE_HDR; i + 8 <= ps; i += 8) {
+        uint64_t v = key * 0x9E3779B97F4A7C15ull ^ ver * 31 ^ i, got;
+        memcpy(&got, d + i, 8);
+        if (got != v) return 0;
+    }
+    return 1;
+}
+
+static void test_create_reopen(void) {
+    fresh("create");
+    kvt_pager *p;
+    OK(open_p(cfg_of(8192, 1 << 20), &p));
+    CHECK(kvt_pager_page_size(p) == 8192 && kvt_pager_ckpt_gen(p) == 0);
+    CHECK(kvt_pager_engine_id(p) == 7);
+    size_t len = 99;
+    kvt_pager_engine_meta(p, &len);
+    CHECK(len == 0);
+    OK(kvt_pager_close(p));
+    CHECK(file_size() == 2 * 8192);
+    OK(open_p(cfg_of(4096, 1 << 20), &p));          /* page size comes from the file */
+    CHECK(kvt_pager_page_size(p) == 8192);
+    OK(kvt_pager_close(p));
+    kvt_pager_config c = cfg_of(4096, 1 << 20);
+    c.engine_id = 8;
+    CHECK(open_p(c, &p) == KVT_EENGINE);
+    c.engine_id = 0;                                 /* 0: accept any engine */
+    OK(open_p(c, &p));
+    OK(kvt_pager_close(p));
+    fresh("badsize");
+    CHECK(open_p(cfg_of(5000, 1 << 20), &p) == KVT_EINVAL);
+}
+
+/* Allocate n pages with content (key i, ver), return their numbers. */
+static int make_pages(kvt_pager *p, kvt_pgno *v, int n, uint64_t ver) {
+    uint32_t ps = kvt_pager_page_size(p);
+    for (int i = 0; i < n; i++) {
+        kvt_page *pg;
+        int rc = kvt_pager_alloc(p, 16, &pg);
+        if (rc) return rc;
+        fill(pg->data, ps, (uint64_t)i, ver);
+        v[i] = pg->pgno;
+        kvt_pager_unpin(p, pg);
+    }
+    return KVT_OK;
+}
+
+static int verify_pages(kvt_pager *p, const kvt_pgno *v, int n, uint64_t ver) {
+    uint32_t ps = kvt_pager_page_size(p);
+    for (int i = 0; i < n; i++) {
+        kvt_page *pg;
+        int rc = kvt_pager_get(p, v[i], &pg);
+        if (rc) return rc;
+        int ok = matches(pg->data, ps, (uint64_t)i, ver) && kvt_page_type(pg) == 16;
+        kvt_pager_unpin(p, pg);
+        if (!ok) return kvt_seterr(-100, "page %" PRIu64 " (key %d) content wrong", v[i], i);
+    }
+    return KVT_OK;
+}
+
+static int check_refs(kvt_pager *p, const kvt_pgno *v, int n) {
+    KVT_TRY(kvt_pager_check_begin(p));
+    for (int i = 0; i < n; i++) KVT_TRY(kvt_pager_check_ref(p, v[i]));
+    return kvt_pager_check_end(p);
+}
+
+static void test_write_checkpoint_reopen(void) {
+    fresh("ckpt");
+    kvt_pager *p;
+    kvt_pgno v[50];
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(make_pages(p, v, 50, 1));
+    OK(verify_pages(p, v, 50, 1));
+    OK(kvt_pager_checkpoint(p, "root=42", 7));
+    CHECK(kvt_pager_ckpt_gen(p) == 1);
+    OK(check_refs(p, v, 50));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    size_t len;
+    const uint8_t *m = kvt_pager_engine_meta(p, &len);
+    CHECK(len == 7 && memcmp(m, "root=42", 7) == 0);
+    CHECK(kvt_pager_ckpt_gen(p) == 1);
+    OK(verify_pages(p, v, 50, 1));
+    OK(check_refs(p, v, 50));
+    OK(kvt_pager_close(p));
+}
+
+static void test_cow(void) {
+    fresh("cow");
+    kvt_pager *p;
+    kvt_pgno v[10];
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(make_pages(p, v, 10, 1));
+    /* Same gen: written in place. */
+    kvt_page *pg;
+    OK(kvt_pager_get(p, v[3], &pg));
+    OK(kvt_pager_write(p, &pg));
+    CHECK(pg->pgno == v[3]);
+    kvt_pager_unpin(p, pg);
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    /* Older gen: copied to a new page, old one deferred until the next checkpoint. */
+    OK(kvt_pager_get(p, v[3], &pg));
+    OK(kvt_pager_write(p, &pg));
+    CHECK(pg->pgno != v[3]);
+    fill(pg->data, 4096, 3, 2);
+    kvt_pgno old = v[3];
+    v[3] = pg->pgno;
+    OK(kvt_pager_write(p, &pg));             /* now current gen: stays put */
+    CHECK(pg->pgno == v[3]);
+    kvt_pager_unpin(p, pg);
+    kvt_pager_stats st;
+    kvt_pager_get_stats(p, &st);
+    CHECK(st.pages_pending_free == 1);
+    CHECK(kvt_pager_pending_free(p) >= 4096);
+    CHECK(kvt_pager_check_ref(p, 2) == KVT_EINVAL);   /* outside a walk */
+    OK(kvt_pager_check_begin(p));
+    for (int i = 0; i < 10; i++) OK(kvt_pager_check_ref(p, v[i]));
+    CHECK(kvt_pager_check_ref(p, old) == KVT_ECORRUPT);   /* deferred, not referenced */
+    OK(kvt_pager_check_end(p));
+    CHECK(kvt_pager_free(p, old) == KVT_ECORRUPT);        /* double free detected */
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    kvt_pager_get_stats(p, &st);
+    CHECK(st.pages_pending_free == 0 && st.pages_free >= 1);
+    /* The released page is reused first (lowest number). */
+    OK(kvt_pager_alloc(p, 16, &pg));
+    CHECK(pg->pgno <= old);
+    kvt_pgno extra = pg->pgno;
+    kvt_pager_unpin(p, pg);
+    OK(kvt_pager_free(p, extra));             /* current gen: free at once */
+    kvt_pager_get_stats(p, &st);
+    CHECK(st.pages_pending_free == 0);
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(check_refs(p, v, 10));
+    kvt_pgno ver1[10];
+    memcpy(ver1, v, sizeof v);
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    for (int i = 0; i < 10; i++) {
+        OK(kvt_pager_get(p, v[i], &pg));
+        CHECK(matches(pg->data, 4096, (uint64_t)i, i == 3 ? 2 : 1));
+        kvt_pager_unpin(p, pg);
+    }
+    OK(check_refs(p, ver1, 10));
+    OK(kvt_pager_close(p));
+}
+
+/* Modify after a checkpoint with a tiny cache (evictions write new-gen pages to the
+ * file), close without checkpoint: reopening sees the checkpointed state. */
+static void test_crash_without_checkpoint(void) {
+    fresh("crash");
+    kvt_pager *p;
+    enum { N = 200 };
+    kvt_pgno v[N], w[N];
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, N, 1));
+    OK(kvt_pager_checkpoint(p, "A", 1));
+    memcpy(w, v, sizeof v);
+    for (int i = 0; i < N; i++) {
+        kvt_page *pg;
+        OK(kvt_pager_get(p, w[i], &pg));
+        OK(kvt_pager_write(p, &pg));
+        fill(pg->data, 4096, (uint64_t)i, 2);
+        w[i] = pg->pgno;
+        kvt_pager_unpin(p, pg);
+    }
+    kvt_pgno extra[N];
+    OK(make_pages(p, extra, N, 9));
+    for (int i = 0; i < N; i += 2) OK(kvt_pager_free(p, extra[i]));
+    kvt_pager_stats st;
+    kvt_pager_get_stats(p, &st);
+    CHECK(st.writebacks > 0);
+    OK(verify_pages(p, w, N, 2));
+    OK(kvt_pager_close(p));                       /* no checkpoint: "crash" */
+    CHECK(file_size() > (uint64_t)(N + 2) * 4096);   /* new-gen pages did reach the file */
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    size_t len;
+    const uint8_t *m = kvt_pager_engine_meta(p, &len);
+    CHECK(len == 1 && m[0] == 'A');
+    OK(verify_pages(p, v, N, 1));
+    OK(check_refs(p, v, N));
+    OK(kvt_pager_close(p));
+}
+
+static void test_eviction(void) {
+    fresh("evict");
+    kvt_pager *p;
+    enum { N = 1000 };
+    static kvt_pgno v[N];
+    OK(open_p(cfg_of(4096, 16 * 4096), &p));
+    OK(make_pages(p, v, N, 5));
+    OK(verify_pages(p, v, N, 5));
+    kvt_pager_stats st;
+    kvt_pager_get_stats(p, &st);
+    CHECK(st.evictions > 0 && st.pages_cached <= 16);
+    /* Pinning more than the cache holds grows the pool rather than failing. */
+    kvt_page *pins[40];
+    for (int i = 0; i < 40; i++) OK(kvt_pager_get(p, v[i], &pins[i]));
+    for (int i = 0; i < 40; i++) CHECK(matches(pins[i]->data, 4096, (uint64_t)i, 5));
+    for (int i = 0; i < 40; i++) kvt_pager_unpin(p, pins[i]);
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(verify_pages(p, v, N, 5));
+    OK(check_refs(p, v, N));
+    kvt_pager_get_stats(p, &st);
+    CHECK(st.cache_misses > 0 && st.cache_hits > 0);
+    OK(kvt_pager_close(p));
+}
+
+static void flip_byte(uint64_t off) {
+    int fd = open(path, O_RDWR);
+    uint8_t b;
+    if (fd < 0 || pread(fd, &b, 1, (off_t)off) != 1) { failures++; return; }
+    b ^= 0x40;
+    if (pwrite(fd, &b, 1, (off_t)off) != 1) failures++;
+    close(fd);
+}
+
+static void test_corruption(void) {
+    fresh("corrupt");
+    kvt_pager *p;
+    kvt_pgno v[5];
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(make_pages(p, v, 5, 1));
+    OK(kvt_pager_checkpoint(p, "g1", 2));
+    OK(kvt_pager_checkpoint(p, "g2", 2));        /* gen 2 in slot 0, gen 1 in slot 1 */
+    OK(kvt_pager_close(p));
+    flip_byte(v[2] * 4096 + 1000);
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    kvt_page *pg;
+    CHECK(kvt_pager_get(p, v[2], &pg) == KVT_ECORRUPT);
+    CHECK(strstr(kvt_errmsg(), "checksum mismatch") && strstr(kvt_errmsg(), "corrupt.kvt"));
+    CHECK(kvt_pager_check_begin(p) == KVT_OK);
+    for (int i = 0; i < 5; i++) OK(kvt_pager_check_ref(p, v[i]));
+    CHECK(kvt_pager_check_end(p) == KVT_ECORRUPT);
+    OK(verify_pages(p, v, 2, 1));                 /* other pages still fine */
+    CHECK(kvt_pager_get(p, 1, &pg) == KVT_ECORRUPT);        /* meta page */
+    CHECK(kvt_pager_get(p, 1000, &pg) == KVT_ECORRUPT);     /* beyond the file */
+    OK(kvt_pager_close(p));
+    /* Damaged newest meta: the older one is used. */
+    flip_byte(100);
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    size_t len;
+    const uint8_t *m = kvt_pager_engine_meta(p, &len);
+    CHECK(kvt_pager_ckpt_gen(p) == 1 && len == 2 && memcmp(m, "g1", 2) == 0);
+    OK(kvt_pager_close(p));
+    flip_byte(4096 + 100);
+    CHECK(open_p(cfg_of(4096, 1 << 20), &p) == KVT_ECORRUPT);
+}
+
+static void test_churn(void) {
+    fresh("churn");
+    kvt_pager *p;
+    enum { N = 300 };
+    kvt_pgno v[N];
+    OK(open_p(cfg_of(4096, 32 * 4096), &p));
+    OK(make_pages(p, v, N, 0));
+    uint64_t size_after_first = 0;
+    for (int round = 1; round <= 40; round++) {
+        /* Rewrite half of the pages (COW), replace the other half by new ones. */
+        for (int i = 0; i < N; i++) {
+            kvt_page *pg;
+            if (i % 2) {
+                OK(kvt_pager_free(p, v[i]));
+                OK(kvt_pager_alloc(p, 16, &pg));
+            } else {
+                OK(kvt_pager_get(p, v[i], &pg));
+                OK(kvt_pager_write(p, &pg));
+            }
+            fill(pg->data, 4096, (uint64_t)i, (uint64_t)round);
+            v[i] = pg->pgno;
+            kvt_pager_unpin(p, pg);
+        }
+        OK(kvt_pager_checkpoint(p, NULL, 0));
+        OK(check_refs(p, v, N));
+        /* Every page is rewritten per round, so both copies exist at a checkpoint: the
+         * file alternates below 2N pages and must not creep upward. */
+        if (round <= 5 && file_size() > size_after_first) size_after_first = file_size();
+        if (round > 5 && file_size() > size_after_first + 4 * 4096) {
+            CHECK(!"file grew under churn");
+        }
+    }
+    OK(verify_pages(p, v, N, 40));
+    CHECK(file_size() <= (uint64_t)(2 * N + 16) * 4096);
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 32 * 4096), &p));
+    OK(verify_pages(p, v, N, 40));
+    OK(check_refs(p, v, N));
+    OK(kvt_pager_close(p));
+}
+
+static uint8_t *pattern(size_t n, uint32_t seed) {
+    uint8_t *d = malloc(n ? n : 1);
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+        d[i] = (uint8_t)x;
+    }
+    return d;
+}
+
+static void blob_roundtrip(int direct_io, uint32_t ps) {
+    fresh(direct_io ? "blob_direct" : "blob");
+    kvt_pager *p;
+    kvt_pager_config c = cfg_of(ps, 64 * 4096);
+    c.direct_io = direct_io;
+    kvt_io_stats io = {0};
+    c.stats = &io;
+    OK(open_p(c, &p));
+    size_t sizes[] = {0, 1, 100, ps - 56, ps - 55, 3 * ps, 16u << 20};
+    enum { NB = sizeof sizes / sizeof sizes[0] };
+    kvt_pgno first[NB];
+    uint8_t *data[NB];
+    for (int i = 0; i < NB; i++) {
+        data[i] = pattern(sizes[i], (uint32_t)i + 1);
+        OK(kvt_blob_write(p, data[i], sizes[i], &first[i]));
+    }
+    kvt_buf out = {0};
+    for (int i = 0; i < NB; i++) {
+        uint64_t reads = io.reads;
+        OK(kvt_blob_read(p, first[i], sizes[i], &out));
+        CHECK(out.len == sizes[i] && (!sizes[i] || memcmp(out.data, data[i], sizes[i]) == 0));
+        CHECK(io.reads == reads + 1);                 /* one I/O per blob */
+    }
+    CHECK(kvt_blob_read(p, first[2], 99, &out) == KVT_ECORRUPT);   /* wrong length */
+    uint8_t small[10];
+    kvt_buf fixed = {small, 0, sizeof small, 1};
+    CHECK(kvt_blob_read(p, first[2], 100, &fixed) == KVT_EBUFSMALL && fixed.len == 100);
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    OK(open_p(c, &p));
+    for (int i = 0; i < NB; i++) {
+        OK(kvt_blob_read(p, first[i], sizes[i], &out));
+        CHECK(out.len == sizes[i] && (!sizes[i] || memcmp(out.data, data[i], sizes[i]) == 0));
+    }
+    OK(kvt_pager_check_begin(p));
+    for (int i = 0; i < NB; i++) OK(kvt_blob_check(p, first[i], sizes[i]));
+    OK(kvt_pager_check_end(p));
+    /* Free the big one; its pages are reused by the next blob of that size. */
+    OK(kvt_blob_free(p, first[NB - 1]));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    uint64_t before = file_size();
+    kvt_pgno again;
+    OK(kvt_blob_write(p, data[NB - 1], sizes[NB - 1], &again));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    CHECK(file_size() <= before + 8 * (uint64_t)ps);
+    OK(kvt_blob_read(p, again, sizes[NB - 1], &out));
+    CHECK(memcmp(out.data, data[NB - 1], sizes[NB - 1]) == 0);
+    first[NB - 1] = again;
+    OK(kvt_pager_check_begin(p));
+    for (int i = 0; i < NB - 1; i++) OK(kvt_blob_check(p, first[i], sizes[i]));
+    CHECK(kvt_pager_check_end(p) == KVT_ECORRUPT);     /* the re-written blob leaked */
+    OK(kvt_pager_check_begin(p));
+    for (int i = 0; i < NB; i++) OK(kvt_blob_check(p, first[i], sizes[i]));
+    OK(kvt_pager_check_end(p));
+    for (int i = 0; i < NB; i++) OK(kvt_blob_free(p, first[i]));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(check_refs(p, NULL, 0));
+    /* The new free map may sit at the end until the next checkpoint moves it down. */
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(check_refs(p, NULL, 0));
+    CHECK(file_size() <= 8 * (uint64_t)ps);               /* all trimmed away */
+    OK(kvt_pager_close(p));
+    kvt_buf_free(&out);
+    for (int i = 0; i < NB; i++) free(data[i]);
+}
+
+static void test_blobs(void) {
+    blob_roundtrip(0, 4096);
+    blob_roundtrip(1, 65536);
+}
+
+/* Read-only: writes stay in memory (chains of pool pages), nothing reaches the file. */
+static void test_read_only(void) {
+    fresh("ro");
+    kvt_pager *p;
+    kvt_pgno v[20];
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(make_pages(p, v, 20, 1));
+    OK(kvt_pager_checkpoint(p, "x", 1));
+    OK(kvt_pager_close(p));
+    uint64_t size = file_size();
+    kvt_pager_config c = cfg_of(4096, 8 * 4096);
+    c.read_only = 1;
+    OK(open_p(c, &p));
+    OK(verify_pages(p, v, 20, 1));
+    kvt_pgno w[20];
+    memcpy(w, v, sizeof v);
+    for (int i = 0; i < 20; i++) {            /* more dirty pages than the cache holds */
+        kvt_page *pg;
+        OK(kvt_pager_get(p, w[i], &pg));
+        OK(kvt_pager_write(p, &pg));
+        fill(pg->data, 4096, (uint64_t)i, 3);
+        w[i] = pg->pgno;
+        kvt_pager_unpin(p, pg);
+    }
+    uint8_t *d = pattern(20000, 9);
+    kvt_pgno b;
+    OK(kvt_blob_write(p, d, 20000, &b));
+    OK(verify_pages(p, w, 20, 3));
+    kvt_buf out = {0};
+    OK(kvt_blob_read(p, b, 20000, &out));
+    CHECK(out.len == 20000 && memcmp(out.data, d, 20000) == 0);
+    CHECK(kvt_pager_checkpoint(p, NULL, 0) == KVT_EREADONLY);
+    OK(kvt_blob_free(p, b));
+    OK(kvt_pager_close(p));
+    CHECK(file_size() == size);
+    OK(open_p(c, &p));
+    OK(verify_pages(p, v, 20, 1));
+    OK(kvt_pager_close(p));
+    kvt_buf_free(&out);
+    free(d);
+}
+
+static void test_check_walk(void) {
+    fresh("check");
+    kvt_pager *p;
+    kvt_pgno v[10];
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(make_pages(p, v, 10, 1));
+    OK(check_refs(p, v, 10));
+    CHECK(check_refs(p, v, 9) == KVT_ECORRUPT);          /* v[9] leaked */
+    CHECK(strstr(kvt_errmsg(), "leaked"));
+    OK(kvt_pager_check_begin(p));
+    OK(kvt_pager_check_ref(p, v[0]));
+    CHECK(kvt_pager_check_ref(p, v[0]) == KVT_ECORRUPT);   /* twice */
+    CHECK(kvt_pager_check_ref(p, 0) == KVT_ECORRUPT);      /* meta */
+    CHECK(kvt_pager_check_ref(p, 500) == KVT_ECORRUPT);    /* beyond the end */
+    OK(kvt_pager_free(p, v[5]));
+    CHECK(kvt_pager_check_ref(p, v[5]) == KVT_ECORRUPT);   /* free */
+    CHECK(kvt_pager_check_end(p) == KVT_ECORRUPT);
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    v[5] = v[9];
+    OK(check_refs(p, v, 9));
+    OK(kvt_pager_close(p));
+}
+
+/* A VFS that forwards to POSIX and fails every write once armed. */
+static int fail_writes;
+static kvt_io_methods fwd_io;
+static const kvt_io_methods *posix_io;
+static int fwd_write(kvt_file *f, const void *b, size_t n, uint64_t off) {
+    if (fail_writes) return kvt_seterr(KVT_EIO, "injected write failure");
+    return posix_io->write(f, b, n, off);
+}
+static int fwd_open(kvt_vfs *vfs, const char *pth, int flags, kvt_file **out) {
+    KVT_TRY(kvt_vfs_posix()->open(kvt_vfs_posix(), pth, flags, out));
+    posix_io = (*out)->io;
+    fwd_io = *posix_io;
+    fwd_io.write = fwd_write;
+    (*out)->io = &fwd_io;
+    return KVT_OK;
+}
+
+static void test_fatal_latch(void) {
+    fresh("fatal");
+    kvt_vfs vfs = *kvt_vfs_posix();
+    vfs.open = fwd_open;
+    kvt_pager_config c = cfg_of(4096, 1 << 20);
+    kvt_pager *p;
+    kvt_pgno v[5];
+    OK(kvt_pager_open(&vfs, path, &c, &p));
+    OK(make_pages(p, v, 5, 1));
+    OK(kvt_pager_checkpoint(p, "ok", 2));
+    OK(make_pages(p, v, 5, 2));
+    fail_writes = 1;
+    CHECK(kvt_pager_checkpoint(p, "bad", 3) == KVT_EIO);
+    fail_writes = 0;
+    kvt_page *pg;
+    CHECK(kvt_pager_get(p, v[0], &pg) == KVT_EFATAL);
+    CHECK(kvt_pager_alloc(p, 16, &pg) == KVT_EFATAL);
+    CHECK(kvt_pager_checkpoint(p, "x", 1) == KVT_EFATAL);
+    OK(kvt_pager_close(p));
+    OK(kvt_pager_open(&vfs, path, &c, &p));
+    size_t len;
+    const uint8_t *m = kvt_pager_engine_meta(p, &len);
+    CHECK(len == 2 && memcmp(m, "ok", 2) == 0);
+    OK(kvt_pager_close(p));
+}
+
+typedef struct reader_arg { kvt_pager *p; kvt_pgno *v; int n, bad; } reader_arg;
+
+static void *reader(void *a) {
+    reader_arg *r = a;
+    for (int round = 0; round < 20; round++)
+        if (verify_pages(r->p, r->v, r->n, 1) != KVT_OK) r->bad++;
+    return NULL;
+}
+
+static void test_concurrent_readers(void) {
+    fresh("threads");
+    kvt_pager *p;
+    enum { N = 200 };
+    kvt_pgno v[N];
+    OK(open_p(cfg_of(4096, 16 * 4096), &p));
+    OK(make_pages(p, v, N, 1));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    pthread_t t[4];
+    reader_arg r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (reader_arg){p, v, N, 0};
+        pthread_create(&t[i], NULL, reader, &r[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(r[i].bad == 0);
+    }
+    OK(kvt_pager_close(p));
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/test_pager.%d", (int)getpid());
+    mkdir(dir, 0755);
+    test_create_reopen();
+    test_write_checkpoint_reopen();
+    test_cow();
+    test_crash_without_checkpoint();
+    test_eviction();
+    test_corruption();
+    test_churn();
+    test_blobs();
+    test_read_only();
+    test_check_walk();
+    test_fatal_latch();
+    test_concurrent_readers();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    if (failures) fprintf(stderr, "test_pager: %d FAILED\n", failures);
+    else printf("test_pager: all passed\n");
+    return failures != 0;
+}

@@ -1,0 +1,403 @@
+/* wal.c - the redo log: framed, checksummed batch records with group commit.
+ *
+ * File: a 32-byte header [magic "KVTWAL01", u64 gen, u32 crc32c of the 32 bytes with
+ * this field zeroed, 12 zero bytes], then records, each a 24-byte header
+ * [u32 crc32c of (the other 20 header bytes + payload), u32 payload length, u64 gen,
+ * u64 lsn of the record's start] followed by the payload. The lsn field is informative
+ * (it makes identical payloads differ on disk); replay trusts crc, length and gen.
+ *
+ * Usage order: open, then replay (or reset) before the first append: replay is what
+ * finds the end of the valid log (and cuts a torn tail), so appends never land after
+ * garbage. A log older than the checkpoint is emptied by replay (reset to that gen),
+ * so records appended next carry the checkpoint's gen.
+ *
+ * Threads: append/reset/replay by the single writer; sync by anyone. mu guards lsn,
+ * durable, syncing and fatal; the leader of a group commit fsyncs without holding it.
+ */
+#define _GNU_SOURCE
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kvt_engine.h"
+#include "kvt_error.h"
+#include "kvt_util.h"
+#include "kvt_wal.h"
+
+#define FILE_HDR   32u
+#define REC_HDR    24u
+#define WAL_MAGIC  "KVTWAL01"
+/* A batch holds at most a couple of maximal values plus keys and framing: anything
+ * longer is a damaged length field, never a reason for a huge allocation. */
+#define MAX_RECORD ((uint64_t)KVT_MAX_VALUE * 2u + (1u << 20))
+#define SCAN_CHUNK (64u * 1024u)
+
+struct kvt_wal {
+    kvt_vfs *vfs;
+    kvt_file *f;               /* NULL: read-only open of a missing log */
+    char *path;
+    int read_only;
+    int have_header;           /* file starts with a valid header */
+    int ready;                 /* replay or reset has set tail and gen */
+    int created;               /* file was empty at open: sync its directory once */
+    uint64_t hdr_gen;          /* gen named by the file header */
+    uint64_t gen;              /* gen of records being appended */
+    uint64_t tail;             /* file offset of the next append (atomic reads) */
+    uint8_t *buf;              /* append staging buffer */
+    size_t buf_cap;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t lsn;              /* LSN past the last appended record */
+    uint64_t durable;          /* LSN known fsynced */
+    int syncing, fatal;
+};
+
+/* ---- header codecs ---------------------------------------------------------------- */
+
+static void encode_file_hdr(uint8_t h[FILE_HDR], uint64_t gen) {
+    memset(h, 0, FILE_HDR);
+    memcpy(h, WAL_MAGIC, 8);
+    kvt_put64(h + 8, gen);
+    kvt_put32(h + 16, kvt_crc32c(0, h, FILE_HDR));
+}
+
+static uint32_t rec_crc(const uint8_t hdr[REC_HDR], const uint8_t *payload, size_t len) {
+    return kvt_crc32c(kvt_crc32c(0, hdr + 4, REC_HDR - 4), payload, len);
+}
+
+/* Classify the first 32 bytes: 1 valid, 0 damaged, < 0 not ours at all. */
+static int check_file_hdr(kvt_wal *w, const uint8_t h[FILE_HDR], uint64_t *gen) {
+    if (memcmp(h, WAL_MAGIC, 8) != 0) {
+        if (memcmp(h, WAL_MAGIC, 6) == 0)
+            return kvt_seterr(KVT_EVERSION, "%s: log format %.2s not supported (want 01)",
+                              w->path, (const char *)h + 6);
+        return 0;
+    }
+    uint8_t c[FILE_HDR];
+    memcpy(c, h, FILE_HDR);
+    kvt_put32(c + 16, 0);
+    if (kvt_crc32c(0, c, FILE_HDR) != kvt_get32(h + 16)) return 0;
+    *gen = kvt_get64(h + 8);
+    return 1;
+}
+
+/* ---- open / close ----------------------------------------------------------------- */
+
+/* Read and judge the header. A short or damaged header on a file no longer than a
+ * header is a crash during reset/creation (the log was empty): treated as no log. */
+static int load_header(kvt_wal *w) {
+    uint64_t size;
+    KVT_TRY(kvt_file_size(w->f, &size));
+    w->created = size == 0;
+    if (size < FILE_HDR) return KVT_OK;
+    uint8_t h[FILE_HDR];
+    KVT_TRY(kvt_file_read_full(w->f, h, FILE_HDR, 0));
+    int ok = check_file_hdr(w, h, &w->hdr_gen);
+    KVT_TRY(ok);
+    if (ok) { w->have_header = 1; return KVT_OK; }
+    if (size == FILE_HDR) return KVT_OK;
+    return kvt_seterr(KVT_ECORRUPT, "%s: log header is damaged or not a kvtrees log "
+                      "(file of %" PRIu64 " bytes)", w->path, size);
+}
+
+static int open_file(kvt_wal *w, kvt_io_stats *stats) {
+    if (w->read_only && !w->vfs->exists(w->vfs, w->path)) return KVT_OK;
+    KVT_TRY(w->vfs->open(w->vfs, w->path, w->read_only ? KVT_O_READONLY : KVT_O_CREATE, &w->f));
+    w->f->stats = stats;
+    return load_header(w);
+}
+
+int kvt_wal_open(kvt_vfs *vfs, const char *path, int read_only, kvt_io_stats *stats, kvt_wal **out) {
+    *out = NULL;
+    kvt_wal *w = calloc(1, sizeof *w);
+    if (!w) return kvt_seterr(KVT_ENOMEM, "%s: out of memory opening log", path);
+    w->vfs = vfs ? vfs : kvt_vfs_posix();
+    w->read_only = read_only;
+    w->path = strdup(path);
+    if (!w->path) {
+        free(w);
+        return kvt_seterr(KVT_ENOMEM, "%s: out of memory opening log", path);
+    }
+    if (pthread_mutex_init(&w->mu, NULL) != 0 || pthread_cond_init(&w->cv, NULL) != 0) {
+        free(w->path);
+        free(w);
+        return kvt_seterr(KVT_ENOMEM, "%s: cannot create log mutex", path);
+    }
+    int rc = open_file(w, stats);
+    if (rc < 0) {
+        kvt_wal_close(w);
+        return rc;
+    }
+    *out = w;
+    return KVT_OK;
+}
+
+int kvt_wal_close(kvt_wal *w) {
+    if (!w) return KVT_OK;
+    int rc = kvt_file_close(w->f);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w->buf);
+    free(w->path);
+    free(w);
+    return rc;
+}
+
+/* ---- fatal latch and group commit --------------------------------------------------- */
+
+static int latch_fatal(kvt_wal *w, int rc) {
+    pthread_mutex_lock(&w->mu);
+    __atomic_store_n(&w->fatal, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+static int fatal_err(kvt_wal *w) {
+    return kvt_seterr(KVT_EFATAL, "%s: log unusable after an earlier I/O failure", w->path);
+}
+
+/* Called with mu held, syncing clear: fsync everything appended so far, as leader. */
+static int lead_sync(kvt_wal *w) {
+    uint64_t target = w->lsn;
+    w->syncing = 1;
+    pthread_mutex_unlock(&w->mu);
+    int rc = w->f ? kvt_file_sync(w->f) : KVT_OK;
+    pthread_mutex_lock(&w->mu);
+    w->syncing = 0;
+    if (rc < 0) __atomic_store_n(&w->fatal, 1, __ATOMIC_RELEASE);
+    else if (target > w->durable) w->durable = target;
+    pthread_cond_broadcast(&w->cv);
+    return rc;
+}
+
+int kvt_wal_sync(kvt_wal *w, uint64_t lsn) {
+    pthread_mutex_lock(&w->mu);
+    int rc = KVT_OK;
+    if (lsn > w->lsn)
+        rc = kvt_seterr(KVT_EINVAL, "%s: sync to LSN %" PRIu64 " past the log end %" PRIu64,
+                        w->path, lsn, w->lsn);
+    while (rc == KVT_OK && w->durable < lsn) {
+        if (w->fatal) rc = fatal_err(w);
+        else if (w->syncing) pthread_cond_wait(&w->cv, &w->mu);
+        else rc = lead_sync(w);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/* ---- append ----------------------------------------------------------------------- */
+
+static int usable_for_write(kvt_wal *w) {
+    if (w->read_only) return kvt_seterr(KVT_EREADONLY, "%s: log opened read-only", w->path);
+    if (__atomic_load_n(&w->fatal, __ATOMIC_ACQUIRE)) return fatal_err(w);
+    if (!w->ready)
+        return kvt_seterr(KVT_EINVAL, "%s: append before kvt_wal_replay/kvt_wal_reset", w->path);
+    return KVT_OK;
+}
+
+static int stage(kvt_wal *w, size_t n) {
+    if (n <= w->buf_cap) return KVT_OK;
+    size_t cap = w->buf_cap ? w->buf_cap : 4096;
+    while (cap < n) cap *= 2;
+    uint8_t *b = realloc(w->buf, cap);
+    if (!b) return kvt_seterr(KVT_ENOMEM, "%s: out of memory staging a %zu-byte record", w->path, n);
+    w->buf = b;
+    w->buf_cap = cap;
+    return KVT_OK;
+}
+
+int kvt_wal_append(kvt_wal *w, const void *rec, size_t len, uint64_t *lsn_out) {
+    KVT_TRY(usable_for_write(w));
+    if (len > MAX_RECORD)
+        return kvt_seterr(KVT_ETOOLARGE, "%s: log record of %zu bytes exceeds %" PRIu64,
+                          w->path, len, MAX_RECORD);
+    KVT_TRY(stage(w, REC_HDR + len));
+    uint8_t *h = w->buf;
+    kvt_put32(h + 4, (uint32_t)len);
+    kvt_put64(h + 8, w->gen);
+    kvt_put64(h + 16, w->lsn);         /* only this thread writes lsn */
+    if (len) memcpy(h + REC_HDR, rec, len);
+    kvt_put32(h, rec_crc(h, h + REC_HDR, len));
+    int rc = kvt_file_write(w->f, h, REC_HDR + len, w->tail);
+    if (rc < 0) return latch_fatal(w, rc);   /* a partial record may be on disk now */
+    __atomic_store_n(&w->tail, w->tail + REC_HDR + len, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&w->mu);
+    w->lsn += REC_HDR + len;
+    if (lsn_out) *lsn_out = w->lsn;
+    pthread_mutex_unlock(&w->mu);
+    return KVT_OK;
+}
+
+/* ---- reset ------------------------------------------------------------------------ */
+
+static int sync_parent_dir(kvt_wal *w) {
+    char *dir = strdup(w->path);
+    if (!dir) return kvt_seterr(KVT_ENOMEM, "%s: out of memory", w->path);
+    char *slash = strrchr(dir, '/');
+    int rc = KVT_OK;
+    if (slash) {
+        if (slash == dir) slash[1] = '\0'; else *slash = '\0';
+        rc = w->vfs->sync_dir(w->vfs, dir);
+    } else {
+        rc = w->vfs->sync_dir(w->vfs, ".");
+    }
+    free(dir);
+    return rc;
+}
+
+static int rewrite_header(kvt_wal *w, uint64_t gen) {
+    uint8_t h[FILE_HDR];
+    encode_file_hdr(h, gen);
+    KVT_TRY(kvt_file_truncate(w->f, 0));
+    KVT_TRY(kvt_file_write(w->f, h, FILE_HDR, 0));
+    KVT_TRY(kvt_file_sync(w->f));
+    if (w->created) {
+        KVT_TRY(sync_parent_dir(w));
+        w->created = 0;
+    }
+    return KVT_OK;
+}
+
+int kvt_wal_reset(kvt_wal *w, uint64_t gen) {
+    if (w->read_only) return kvt_seterr(KVT_EREADONLY, "%s: log opened read-only", w->path);
+    if (__atomic_load_n(&w->fatal, __ATOMIC_ACQUIRE)) return fatal_err(w);
+    int rc = rewrite_header(w, gen);
+    if (rc < 0) return latch_fatal(w, rc);   /* the log's state on disk is unknown */
+    w->have_header = 1;
+    w->hdr_gen = w->gen = gen;
+    w->ready = 1;
+    __atomic_store_n(&w->tail, (uint64_t)FILE_HDR, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&w->mu);
+    w->durable = w->lsn;               /* the checkpoint holds everything logged so far */
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return KVT_OK;
+}
+
+/* ---- replay ----------------------------------------------------------------------- */
+
+typedef struct scan {
+    kvt_wal *w;
+    uint64_t gen, size;
+    uint8_t *payload;
+    size_t cap;
+} scan;
+
+static int scan_reserve(scan *s, size_t n) {
+    if (n <= s->cap) return KVT_OK;
+    uint8_t *p = realloc(s->payload, n ? n : 1);
+    if (!p) return kvt_seterr(KVT_ENOMEM, "%s: out of memory reading a %zu-byte record", s->w->path, n);
+    s->payload = p;
+    s->cap = n;
+    return KVT_OK;
+}
+
+/* Is hdr (at off) the header of an intact record of gen? Reads its payload into
+ * s->payload. 1 yes, 0 no, < 0 an I/O error. */
+static int record_ok(scan *s, const uint8_t hdr[REC_HDR], uint64_t off, uint64_t gen) {
+    uint64_t len = kvt_get32(hdr + 4);
+    if (kvt_get64(hdr + 8) != gen || len > MAX_RECORD || len > s->size - off - REC_HDR) return 0;
+    KVT_TRY(scan_reserve(s, (size_t)len));
+    KVT_TRY(kvt_file_read_full(s->w->f, s->payload, (size_t)len, off + REC_HDR));
+    return rec_crc(hdr, s->payload, (size_t)len) == kvt_get32(hdr);
+}
+
+/* After a bad record at bad: the offset of the first intact record of gen at any later
+ * byte position, or 0 if none (then the damage is a torn tail). */
+static int find_later_record(scan *s, uint64_t bad, uint64_t *found) {
+    uint8_t *chunk = malloc(SCAN_CHUNK + REC_HDR);
+    if (!chunk) return kvt_seterr(KVT_ENOMEM, "%s: out of memory scanning the log", s->w->path);
+    int rc = KVT_OK;
+    *found = 0;
+    for (uint64_t q = bad + 1; rc == KVT_OK && !*found && q + REC_HDR <= s->size;) {
+        size_t n = (size_t)(s->size - q < SCAN_CHUNK + REC_HDR ? s->size - q : SCAN_CHUNK + REC_HDR);
+        rc = kvt_file_read_full(s->w->f, chunk, n, q);
+        for (size_t i = 0; rc == KVT_OK && i + REC_HDR <= n; i++) {
+            int ok = record_ok(s, chunk + i, q + i, s->gen);
+            if (ok < 0) rc = ok;
+            else if (ok) { *found = q + i; break; }
+        }
+        q += n - REC_HDR + 1;
+    }
+    free(chunk);
+    return rc;
+}
+
+/* A bad record at off: cut the tail if nothing valid follows, else it is corruption. */
+static int judge_bad_record(scan *s, uint64_t off, const char *why) {
+    uint64_t later = 0;
+    KVT_TRY(find_later_record(s, off, &later));
+    if (later)
+        return kvt_seterr(KVT_ECORRUPT, "%s: damaged log record at offset %" PRIu64 " (%s) "
+                          "followed by an intact record at offset %" PRIu64, s->w->path, off,
+                          why, later);
+    return KVT_OK;                     /* torn tail: the caller truncates at off */
+}
+
+/* Walk the records of gen from the header on; *end = offset past the last good one. */
+static int walk_records(scan *s, kvt_wal_replay_fn fn, void *ctx, uint64_t *end) {
+    uint64_t off = FILE_HDR;
+    uint8_t hdr[REC_HDR];
+    for (;;) {
+        *end = off;
+        if (off == s->size) return KVT_OK;
+        if (s->size - off < REC_HDR) return judge_bad_record(s, off, "incomplete header");
+        KVT_TRY(kvt_file_read_full(s->w->f, hdr, REC_HDR, off));
+        uint64_t len = kvt_get32(hdr + 4);
+        if (len > MAX_RECORD || len > s->size - off - REC_HDR)
+            return judge_bad_record(s, off, "length past the end of the log");
+        KVT_TRY(scan_reserve(s, (size_t)len));
+        KVT_TRY(kvt_file_read_full(s->w->f, s->payload, (size_t)len, off + REC_HDR));
+        if (rec_crc(hdr, s->payload, (size_t)len) != kvt_get32(hdr))
+            return judge_bad_record(s, off, "checksum mismatch");
+        if (kvt_get64(hdr + 8) != s->gen) return KVT_OK;   /* another gen ends the log */
+        int rc = fn(ctx, s->payload, (size_t)len);
+        if (rc < 0) return rc;
+        off += REC_HDR + len;
+    }
+}
+
+/* Replay when the header names exactly this gen. */
+static int replay_records(kvt_wal *w, uint64_t gen, kvt_wal_replay_fn fn, void *ctx) {
+    scan s = {w, gen, 0, NULL, 0};
+    uint64_t end = FILE_HDR;
+    int rc = kvt_file_size(w->f, &s.size);
+    if (rc == KVT_OK) rc = walk_records(&s, fn, ctx, &end);
+    free(s.payload);
+    KVT_TRY(rc);
+    if (end < s.size && !w->read_only) {
+        KVT_TRY(kvt_file_truncate(w->f, end));   /* torn tail or stale records */
+        KVT_TRY(kvt_file_sync(w->f));
+    }
+    w->gen = gen;
+    w->ready = 1;
+    __atomic_store_n(&w->tail, end, __ATOMIC_RELEASE);
+    return KVT_OK;
+}
+
+int kvt_wal_replay(kvt_wal *w, uint64_t gen, kvt_wal_replay_fn fn, void *ctx) {
+    if (__atomic_load_n(&w->fatal, __ATOMIC_ACQUIRE)) return fatal_err(w);
+    if (w->have_header && w->hdr_gen > gen)
+        return kvt_seterr(KVT_ECORRUPT, "%s: log follows checkpoint %" PRIu64 " but data file "
+                          "is at %" PRIu64, w->path, w->hdr_gen, gen);
+    if (w->have_header && w->hdr_gen == gen) return replay_records(w, gen, fn, ctx);
+    /* No log, or one older than the checkpoint: nothing to replay; start gen's log. */
+    if (w->read_only) {
+        w->gen = gen;
+        return KVT_OK;
+    }
+    return kvt_wal_reset(w, gen);
+}
+
+uint64_t kvt_wal_bytes(const kvt_wal *w) {
+    return __atomic_load_n(&w->tail, __ATOMIC_ACQUIRE);
+}
+
+uint64_t kvt_wal_lsn(const kvt_wal *w) {
+    kvt_wal *m = (kvt_wal *)w;         /* lsn is guarded by mu */
+    pthread_mutex_lock(&m->mu);
+    uint64_t lsn = m->lsn;
+    pthread_mutex_unlock(&m->mu);
+    return lsn;
+}

@@ -1,0 +1,542 @@
+"""The raw ordered key-value engine: the only module that calls the native library.
+
+>>> import tempfile, kvtrees
+>>> with kvtrees.open_engine(tempfile.mkdtemp()) as eng:
+...     eng.put(b"a", b"1"); eng.get(b"a")
+b'1'
+
+Every C call releases the GIL (cffi API mode); the C layer does its own locking, so an
+Engine may be shared by threads. Iterators and batches are tied to their engine: after
+engine.close() they raise ClosedError instead of touching freed memory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any, Iterator, Optional, Tuple, Union
+
+from ._native import ffi, lib
+from .errors import ClosedError, check, error_from_code
+from .options import SYNC_MODES, Options, make_options
+
+__all__ = ["Engine", "Batch", "open_engine", "FaultVFS", "MAX_KEY", "MAX_VALUE"]
+
+MAX_KEY = 4096
+MAX_VALUE = 64 * 1024 * 1024
+KeyLike = Union[bytes, bytearray, memoryview]
+
+_OK = lib.KVT_OK
+_NOTFOUND = lib.KVT_NOTFOUND
+_EBUFSMALL = lib.KVT_EBUFSMALL
+_kvt_get = lib.kvt_get
+_buffer = ffi.buffer
+_GET_BUF = 4096          # initial per-thread get buffer; grows on demand
+_GET_BUF_KEEP = 1 << 20  # larger buffers are dropped after use
+
+
+def _closed(what: str = "engine") -> ClosedError:
+    return ClosedError(f"{what} is closed")
+
+
+def _key(key: Any) -> bytes:
+    """Validate a key: bytes-like, non-empty, <= 4 KiB. Returns bytes."""
+    if type(key) is not bytes:
+        if isinstance(key, str):
+            raise TypeError("keys must be bytes, not str (encode it first)")
+        if isinstance(key, (bytearray, memoryview)):
+            key = bytes(key)
+        elif isinstance(key, bytes):
+            key = bytes(key)
+        else:
+            raise TypeError(f"keys must be bytes, not {type(key).__name__}")
+    n = len(key)
+    if n == 0:
+        raise ValueError("keys must not be empty")
+    if n > MAX_KEY:
+        from .errors import TooLargeError
+        raise TooLargeError(f"key of {n} bytes exceeds the {MAX_KEY}-byte limit")
+    return key
+
+
+def _value(value: Any):
+    """Validate a value; returns (C-passable object, length). No copy for buffers."""
+    if type(value) is bytes:
+        n = len(value)
+        obj = value
+    elif isinstance(value, str):
+        raise TypeError("values must be bytes, not str (encode it first)")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        mv = memoryview(value)
+        if not mv.contiguous:
+            value = bytes(mv)
+            mv = memoryview(value)
+        n = mv.nbytes
+        obj = ffi.from_buffer("uint8_t[]", mv) if n else b""
+    else:
+        raise TypeError(f"values must be bytes, not {type(value).__name__}")
+    if n > MAX_VALUE:
+        from .errors import TooLargeError
+        raise TooLargeError(f"value of {n} bytes exceeds the {MAX_VALUE}-byte limit")
+    return obj, n
+
+
+def _bound(b: Any, name: str):
+    if b is None:
+        return ffi.NULL, 0
+    if isinstance(b, str):
+        raise TypeError(f"{name} must be bytes, not str")
+    if not isinstance(b, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name} must be bytes or None, not {type(b).__name__}")
+    b = bytes(b)
+    if len(b) > MAX_KEY:
+        from .errors import TooLargeError
+        raise TooLargeError(f"{name} of {len(b)} bytes exceeds the {MAX_KEY}-byte key limit")
+    return b, len(b)
+
+
+class _GetBuf(threading.local):
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.cap = _GET_BUF
+        self.buf = ffi.new("uint8_t[]", _GET_BUF)
+        self.vlen = ffi.new("size_t *")
+
+
+_tls = _GetBuf()
+
+
+class FaultVFS:
+    """Test hook: the fault-injecting VFS (kvt_fault_vfs_*). Pass it as
+    open_engine(path, _vfs=fv). It stays alive as long as an engine uses it."""
+
+    WRITE = lib.KVT_FAULT_WRITE
+    SYNC = lib.KVT_FAULT_SYNC
+    CRASH_DROP = lib.KVT_CRASH_DROP
+    CRASH_TEAR = lib.KVT_CRASH_TEAR
+
+    def __init__(self) -> None:
+        p = ffi.new("kvt_vfs **")
+        check(lib.kvt_fault_vfs_new(p))
+        self._vfs = p[0]
+        self._users = 0
+
+    def _ptr(self):
+        if self._vfs is None:
+            raise _closed("fault VFS")
+        return self._vfs
+
+    def set(self, op: int, nth: int, persistent: bool = False, err: Optional[int] = None) -> None:
+        """Fail the nth (1-based, from now) op of kind op (WRITE/SYNC) with err (EIO default)."""
+        check(lib.kvt_fault_set(self._ptr(), op, nth, 1 if persistent else 0,
+                                lib.KVT_EIO if err is None else err))
+
+    def fail_writes(self, nth: int = 1, persistent: bool = False, nospace: bool = False) -> None:
+        self.set(self.WRITE, nth, persistent, lib.KVT_ENOSPC if nospace else lib.KVT_EIO)
+
+    def fail_syncs(self, nth: int = 1, persistent: bool = False) -> None:
+        self.set(self.SYNC, nth, persistent)
+
+    def crash(self, mode: int = 0, seed: int = 0) -> None:
+        """Simulated power loss: unsynced writes vanish (CRASH_DROP) or tear (CRASH_TEAR)."""
+        check(lib.kvt_fault_crash(self._ptr(), mode, seed))
+
+    def reset(self) -> None:
+        lib.kvt_fault_reset(self._ptr())
+
+    def count(self, op: int) -> int:
+        return int(lib.kvt_fault_count(self._ptr(), op))
+
+    def close(self) -> None:
+        """Free the VFS; refused while an open engine still uses it."""
+        if self._vfs is not None and self._users == 0:
+            lib.kvt_fault_vfs_free(self._vfs)
+            self._vfs = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class _Child:
+    """A native object owned by an engine (iterator, batch): freed at engine close."""
+
+    _what = "object"
+
+    def __init__(self, engine: "Engine") -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._ptr = None
+
+    def _free_native(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._ptr is not None:
+                self._free_native()
+                self._ptr = None
+
+    def __del__(self) -> None:
+        try:
+            if self._ptr is not None:
+                self._release()
+        except Exception:
+            pass
+
+
+class _Iter(_Child):
+    """Iterator over a key range; yields (key, value), keys only or values only."""
+
+    _what = "iterator"
+
+    def __init__(self, engine: "Engine", start, end, reverse: bool, mode: int) -> None:
+        super().__init__(engine)
+        s, sl = _bound(start, "start")
+        e, el = _bound(end, "end")
+        self._mode = mode
+        self._k = ffi.new("uint8_t **")
+        self._v = ffi.new("uint8_t **")
+        self._kl = ffi.new("size_t *")
+        self._vl = ffi.new("size_t *")
+        out = ffi.new("kvt_iter **")
+        with engine._guard():
+            check(lib.kvt_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
+            self._ptr = out[0]
+            engine._children.add(self)
+
+    def _free_native(self) -> None:
+        lib.kvt_iter_free(self._ptr)
+
+    def __iter__(self) -> "_Iter":
+        return self
+
+    def __next__(self):
+        with self._lock:
+            if self._ptr is None:
+                if self._engine._db is None and not getattr(self, "_finished", False):
+                    raise _closed("engine of this iterator")
+                raise StopIteration
+            rc = lib.kvt_iter_next(self._ptr, self._k, self._kl, self._v, self._vl)
+            if rc == _OK:
+                mode = self._mode
+                if mode == 0:
+                    return (_buffer(self._k[0], self._kl[0])[:], _buffer(self._v[0], self._vl[0])[:])
+                if mode == 1:
+                    return _buffer(self._k[0], self._kl[0])[:]
+                return _buffer(self._v[0], self._vl[0])[:]
+            if rc != _NOTFOUND:
+                err = error_from_code(rc)
+            else:
+                err = None
+            self._finished = True
+            self._free_native()
+            self._ptr = None
+        if err is not None:
+            raise err
+        raise StopIteration
+
+    def close(self) -> None:
+        """Free the iterator now (also done when exhausted or garbage-collected)."""
+        self._finished = True
+        self._release()
+
+    def __enter__(self) -> "_Iter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Batch(_Child):
+    """An atomic write batch: all or nothing, also across a crash.
+
+    Used as ``with eng.batch() as b: b.put(k, v); b.delete(k)``: committed when the block
+    ends normally, discarded if it raises. Also usable directly: put/delete/commit/discard.
+    """
+
+    _what = "batch"
+
+    def __init__(self, engine: "Engine") -> None:
+        super().__init__(engine)
+        out = ffi.new("kvt_batch **")
+        with engine._guard():
+            check(lib.kvt_batch_new(engine._live(), out))
+            self._ptr = out[0]
+            engine._children.add(self)
+
+    def _free_native(self) -> None:
+        lib.kvt_batch_free(self._ptr)
+
+    def _live(self):
+        if self._ptr is None:
+            raise _closed("batch (committed, discarded or its engine closed)")
+        return self._ptr
+
+    def put(self, key: KeyLike, value: KeyLike) -> None:
+        k = _key(key)
+        v, n = _value(value)
+        with self._lock:
+            check(lib.kvt_batch_put(self._live(), k, len(k), v, n))
+
+    def delete(self, key: KeyLike) -> None:
+        k = _key(key)
+        with self._lock:
+            check(lib.kvt_batch_delete(self._live(), k, len(k)))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(lib.kvt_batch_count(self._ptr)) if self._ptr is not None else 0
+
+    def commit(self) -> None:
+        """Apply every operation atomically; the batch is then closed."""
+        with self._lock:
+            ptr = self._live()
+            try:
+                check(lib.kvt_batch_commit(ptr))
+            finally:
+                lib.kvt_batch_free(ptr)
+                self._ptr = None
+
+    def discard(self) -> None:
+        """Drop the batch without writing anything."""
+        self._release()
+
+    def __enter__(self) -> "Batch":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class Engine:
+    """An ordered map of bytes to bytes stored in a directory (see API.md section 2)."""
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], options: Options,
+                 _vfs: Optional[FaultVFS] = None) -> None:
+        self._db = None
+        self._path = os.fspath(path)
+        if not isinstance(self._path, str):
+            self._path = os.fsdecode(self._path)
+        self._options = options
+        self._close_lock = threading.Lock()
+        self._children: "weakref.WeakSet[_Child]" = weakref.WeakSet()
+        self._vfs = _vfs
+        o = ffi.new("kvt_options *")
+        lib.kvt_options_init(o)
+        name = ffi.new("char[]", options.engine.encode()) if options.engine else ffi.NULL
+        o.engine = name
+        o.cache_size = options.cache_size
+        o.sync_mode = SYNC_MODES[options.sync]
+        o.sync_interval_ms = options.sync_interval_ms
+        o.page_size = options.page_size
+        o.node_size = options.node_size
+        o.basement_size = options.basement_size
+        o.direct_io = int(options.direct_io)
+        o.read_only = int(options.read_only)
+        o.wal_limit = options.wal_limit
+        if _vfs is not None:
+            if not isinstance(_vfs, FaultVFS):
+                raise TypeError("_vfs must be a FaultVFS")
+            o.vfs = _vfs._ptr()
+        if not options.read_only:
+            try:
+                os.makedirs(self._path, exist_ok=True)   # C creates only the last level
+            except OSError as exc:
+                from .errors import StorageError
+                raise StorageError(f"cannot create directory {self._path}: {exc}") from exc
+        out = ffi.new("kvt_db **")
+        check(lib.kvt_open(os.fsencode(self._path), o, out))
+        self._db = out[0]
+        self._engine_name = ffi.string(lib.kvt_engine_name(self._db)).decode()
+        if _vfs is not None:
+            _vfs._users += 1
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _live(self):
+        db = self._db
+        if db is None:
+            raise _closed()
+        return db
+
+    def _guard(self):
+        return self._close_lock
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def engine(self) -> str:
+        """"btree" or "fractal"."""
+        return self._engine_name
+
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
+    @property
+    def read_only(self) -> bool:
+        return self._options.read_only
+
+    # -- point operations -------------------------------------------------------------
+
+    def get(self, key: KeyLike) -> Optional[bytes]:
+        """The value of key, or None. O(log n)."""
+        db = self._db
+        if db is None:
+            raise _closed()
+        if type(key) is not bytes:
+            key = _key(key)
+        t = _tls
+        rc = _kvt_get(db, key, len(key), t.buf, t.cap, t.vlen)
+        if rc == _OK:
+            return _buffer(t.buf, t.vlen[0])[:]
+        if rc == _NOTFOUND:
+            return None
+        return self._get_slow(key, rc)
+
+    def _get_slow(self, key: bytes, rc: int) -> Optional[bytes]:
+        t = _tls
+        while rc == _EBUFSMALL:
+            need = t.vlen[0]
+            t.cap = max(need, 64)
+            t.buf = ffi.new("uint8_t[]", t.cap)
+            rc = _kvt_get(self._live(), key, len(key), t.buf, t.cap, t.vlen)
+        try:
+            if rc == _OK:
+                return _buffer(t.buf, t.vlen[0])[:]
+            if rc == _NOTFOUND:
+                return None
+            if rc == lib.KVT_EINVAL or rc == lib.KVT_ETOOLARGE:
+                _key(key)  # raises the precise ValueError
+            raise error_from_code(rc)
+        finally:
+            if t.cap > _GET_BUF_KEEP:
+                t.reset()
+
+    def put(self, key: KeyLike, value: KeyLike) -> None:
+        """Set key to value (durable per the sync option when it returns)."""
+        k = _key(key)
+        v, n = _value(value)
+        check(lib.kvt_put(self._live(), k, len(k), v, n))
+
+    def delete(self, key: KeyLike) -> bool:
+        """Remove key; True if it existed."""
+        k = _key(key)
+        existed = ffi.new("int *")
+        check(lib.kvt_delete(self._live(), k, len(k), existed))
+        return bool(existed[0])
+
+    def batch(self) -> Batch:
+        """A new atomic batch (see Batch)."""
+        return Batch(self)
+
+    # -- ranges -----------------------------------------------------------------------
+
+    def items(self, start: Optional[KeyLike] = None, end: Optional[KeyLike] = None,
+              reverse: bool = False) -> Iterator[Tuple[bytes, bytes]]:
+        """(key, value) pairs with start <= key < end, ascending (descending if reverse).
+
+        Reads ahead in chunks; stays valid and consistent while other threads write."""
+        return _Iter(self, start, end, reverse, 0)
+
+    def keys(self, start: Optional[KeyLike] = None, end: Optional[KeyLike] = None,
+             reverse: bool = False) -> Iterator[bytes]:
+        return _Iter(self, start, end, reverse, 1)
+
+    def values(self, start: Optional[KeyLike] = None, end: Optional[KeyLike] = None,
+               reverse: bool = False) -> Iterator[bytes]:
+        return _Iter(self, start, end, reverse, 2)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.keys()
+
+    def __contains__(self, key: KeyLike) -> bool:
+        return self.get(key) is not None
+
+    # -- maintenance ------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """I/O, cache and tree counters (see kvt_stats in kvtrees.h)."""
+        s = ffi.new("kvt_stats *")
+        check(lib.kvt_get_stats(self._live(), s))
+        out = {name: int(getattr(s, name)) for name, _ in ffi.typeof("kvt_stats").fields}
+        out["engine"] = self._engine_name
+        return out
+
+    def checkpoint(self) -> None:
+        """Write all changes to the data file and empty the log."""
+        check(lib.kvt_checkpoint(self._live()))
+
+    def sync(self) -> None:
+        """Make every commit so far durable (fsync the log)."""
+        check(lib.kvt_sync(self._live()))
+
+    def check(self) -> None:
+        """Full invariant and checksum walk; raises CorruptionError on damage."""
+        check(lib.kvt_check(self._live()))
+
+    def close(self) -> None:
+        """Checkpoint (unless read-only) and release everything. Idempotent."""
+        with self._close_lock:
+            db = self._db
+            if db is None:
+                return
+            for child in list(self._children):
+                child._release()
+            self._db = None
+            rc = lib.kvt_close(db)
+            if self._vfs is not None:
+                self._vfs._users -= 1
+            check(rc)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if self._db is not None:
+                self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._db is None else self._engine_name
+        return f"<kvtrees.Engine {self._path!r} {state}>"
+
+
+def open_engine(path: Union[str, "os.PathLike[str]"], engine: Optional[str] = None,
+                options: Optional[Options] = None, *, _vfs: Optional[FaultVFS] = None,
+                **kwargs: Any) -> Engine:
+    """Open (creating if missing) the directory path as a raw ordered KV engine.
+
+    engine: "btree" or "fractal"; None opens the directory with its own engine (btree
+    for a new directory). Options come as keywords or an Options object (or both:
+    keywords override). Opening a directory with the other engine raises
+    EngineMismatchError; a second writer raises LockedError.
+    """
+    if isinstance(engine, Options):
+        if options is not None:
+            raise TypeError("options given twice")
+        engine, options = None, engine
+    if engine is not None:
+        kwargs["engine"] = engine
+    opts = make_options(options, **kwargs)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    return Engine(path, opts, _vfs=_vfs)

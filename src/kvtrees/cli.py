@@ -1,0 +1,28 @@
+"""The `kvtrees` command line: `kvtrees bench ...` (more subcommands may join)."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+USAGE = """usage: kvtrees <command> [options]
+
+commands:
+  bench      benchmark the engines (try: kvtrees bench --quick; kvtrees bench --help)
+"""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "bench":
+        from kvtrees.bench.cli import main as bench_main
+        return bench_main(rest)
+    print(f"kvtrees: unknown command {cmd!r}\n\n{USAGE}", end="", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

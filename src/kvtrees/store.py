@@ -1,0 +1,900 @@
+"""The MVCC store with etcd semantics (API.md section 3), over one engine.
+
+Concurrency: one writer lock serializes revision assignment and the engine batch that
+makes a revision durable; reads take no lock (they read at a fixed revision from the
+engine, whose iterators are safe under concurrent writes). Key layout: see mvcc.py and
+docs/STORE.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import threading
+from typing import Any, Iterator, NamedTuple, Optional
+
+from . import mvcc
+from .errors import (ClosedError, CompactedError, CorruptionError, FutureRevisionError,
+                     LeaseNotFoundError, NoSpaceError, TooLargeError)
+from .lease import MIN_TTL, Lease, LeaseTable
+from .mvcc import Entry, KeyValue, RangeResult, PutResult, DeleteResult
+from .txn import (MAX_REQUEST_BYTES, Compare, Delete, Get, Put, Transactions, Txn,
+                  to_key, to_lease_id, to_value, validate_txn)
+from .watch import CallbackWatch, DeleteEvent, PutEvent, Watcher
+
+__all__ = ["Store", "Status", "open", "KeyValue", "RangeResult", "PutResult",
+           "DeleteResult"]
+
+STORE_OPTIONS = ("quota_bytes", "min_lease_ttl", "watch_queue_limit", "compact_batch")
+_SORT_TARGETS = {"key": lambda kv: kv.key, "version": lambda kv: kv.version,
+                 "create": lambda kv: kv.create_revision, "mod": lambda kv: kv.mod_revision,
+                 "value": lambda kv: kv.value}
+_REQUEST_OVERHEAD = 16   # bytes counted per put beyond key and value (etcd-like framing)
+
+
+class Status(NamedTuple):
+    revision: int
+    compact_revision: int
+    db_size: int
+    engine: str
+    leases: int
+    watchers: int
+    version: str
+
+
+def open(path, engine: Optional[str] = "btree", **options) -> "Store":
+    """Open (creating if missing) the MVCC store in directory `path`.
+
+    Store options: quota_bytes (0: none), min_lease_ttl (etcd's 2 s), watch_queue_limit
+    (revisions buffered per watcher before it catches up from storage), compact_batch
+    (revision-log entries per compaction step). Everything else goes to open_engine().
+    """
+    import kvtrees
+    store_opts = {k: options.pop(k) for k in STORE_OPTIONS if k in options}
+    eng = kvtrees.open_engine(path, engine=engine, **options)
+    try:
+        name = _engine_name(eng, engine)
+        snap_opts = {k: v for k, v in options.items() if k != "read_only"}
+
+        def factory(dest):
+            return kvtrees.open_engine(dest, engine=name, **snap_opts)
+        return Store(eng, engine_name=name, engine_factory=factory,
+                     read_only=bool(options.get("read_only")), **store_opts)
+    except BaseException:
+        eng.close()
+        raise
+
+
+def _engine_name(eng, requested) -> str:
+    for attr in ("engine", "engine_name", "name"):
+        v = getattr(eng, attr, None)
+        if isinstance(v, str):
+            return v
+    return requested or "btree"
+
+
+class _Write:
+    """The write set of one revision: engine ops, events and an overlay that lets reads
+    inside a txn see the txn's own earlier writes."""
+
+    def __init__(self, store: "Store"):
+        self.store = store
+        self.base = store._rev
+        self.rev = store._rev + 1
+        self.sub = 0
+        self.ops: dict[bytes, Optional[bytes]] = {}
+        self.events: list = []
+        self.overlay: dict[bytes, Entry] = {}
+        self.has_puts = False
+
+    def current(self, key: bytes) -> Optional[Entry]:
+        if key in self.overlay:
+            e = self.overlay[key]
+            return None if e.tombstone else e
+        return mvcc.live(self.store._eng, key, self.base)
+
+    def put(self, key: bytes, value: bytes, lease: int) -> Optional[Entry]:
+        prev = self.current(key)
+        create, version = (prev.create, prev.version + 1) if prev else (self.rev, 1)
+        self._record(Entry(key, self.rev, False, create, version, lease, value), prev)
+        self.has_puts = True
+        return prev
+
+    def delete(self, key: bytes) -> Optional[Entry]:
+        prev = self.current(key)
+        if prev is not None:
+            self._record(Entry(key, self.rev, True, 0, 0, 0, b""), prev)
+        return prev
+
+    def live_range(self, start: bytes, end: Optional[bytes]) -> list:
+        """Live entries in [start, end) as of this write set (end None: single key)."""
+        if end is None:
+            e = self.current(start)
+            return [e] if e else []
+        hi = None if end == b"\x00" else end
+        found = {e.key: e for e in mvcc.scan(self.store._eng, start, hi, self.base)}
+        for k, e in self.overlay.items():
+            if k >= start and (hi is None or k < hi):
+                found[k] = e
+        return [found[k] for k in sorted(found) if not found[k].tombstone]
+
+    def _record(self, e: Entry, prev: Optional[Entry]) -> None:
+        self.ops[mvcc.kv_key(e.key, e.mod)] = mvcc.encode_entry(
+            e.value, e.create, e.version, e.lease, e.tombstone)
+        self.ops[mvcc.revlog_key(self.rev, self.sub)] = e.key
+        self.sub += 1
+        old_lease = prev.lease if prev else 0
+        if old_lease != e.lease:
+            if old_lease:
+                self.ops[mvcc.ATTACH + mvcc.be64(old_lease) + e.key] = None
+            if e.lease:
+                self.ops[mvcc.ATTACH + mvcc.be64(e.lease) + e.key] = b""
+        self.overlay[e.key] = e
+        prev_kv = prev.to_kv() if prev else None
+        if e.tombstone:
+            self.events.append(DeleteEvent(KeyValue(e.key, b"", 0, e.mod, 0, 0), prev_kv))
+        else:
+            self.events.append(PutEvent(e.to_kv(), prev_kv))
+
+
+class Store:
+    """etcd's data model over one engine. Use kvtrees.open() to get one."""
+
+    def __init__(self, engine, *, engine_name: str = "btree", engine_factory=None,
+                 read_only: bool = False, quota_bytes: int = 0,
+                 min_lease_ttl: int = MIN_TTL, watch_queue_limit: int = 10000,
+                 compact_batch: int = 1000):
+        for name, v in (("quota_bytes", quota_bytes), ("min_lease_ttl", min_lease_ttl),
+                        ("watch_queue_limit", watch_queue_limit),
+                        ("compact_batch", compact_batch)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError("%s must be a non-negative int" % name)
+        self._eng = engine
+        self._engine_name = engine_name
+        self._engine_factory = engine_factory
+        self._read_only = read_only
+        self._quota = quota_bytes
+        self._queue_limit = max(1, watch_queue_limit)
+        self._compact_batch = max(1, compact_batch)
+        self._wlock = threading.RLock()
+        self._compact_lock = threading.Lock()
+        self._closed = False
+        self._watchers: dict[int, Watcher] = {}
+        self._callbacks: dict[int, CallbackWatch] = {}
+        self._watch_ids = itertools.count(1)
+        self.transactions = Transactions()
+        self._rev = self._meta_int(mvcc.META_REVISION, 1)
+        self._compact_rev = self._meta_int(mvcc.META_COMPACT, 0)
+        self._leases = LeaseTable(self._expire_lease, min_lease_ttl)
+        self._load_leases()
+        if not read_only:
+            if self._meta_int(mvcc.META_COMPACT_DONE, 0) < self._compact_rev:
+                self._finish_compaction()      # resume a compaction cut short by a crash
+            self._leases.start()
+
+    # ------------------------------------------------------------ plumbing
+    def _meta_int(self, name: bytes, default: int) -> int:
+        v = self._eng.get(name)
+        if v is None:
+            return default
+        if len(v) != 8:
+            raise CorruptionError("store metadata %r is %d bytes, expected 8" % (name, len(v)))
+        return int.from_bytes(v, "big")
+
+    def _load_leases(self) -> None:
+        for ek, ev in self._eng.items(mvcc.LEASE, mvcc.LEASE + b"\xff" * 9):
+            if len(ek) != 9 or len(ev) != 8:
+                raise CorruptionError("malformed lease record %r" % (ek,))
+            self._leases.add(int.from_bytes(ek[1:], "big"), int.from_bytes(ev, "big"))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("store is closed")
+
+    def _check_quota(self) -> None:
+        if not self._quota:
+            return
+        st = self._eng.stats()
+        if st.get("file_size", 0) + st.get("wal_size", 0) >= self._quota:
+            raise NoSpaceError("database space exceeded (quota %d bytes)" % self._quota)
+
+    def _read_rev(self, revision) -> int:
+        """Validate a read revision (None/0: current)."""
+        self._check_open()
+        cur = self._rev
+        if revision is None or revision == 0:
+            return cur
+        if isinstance(revision, bool) or not isinstance(revision, int):
+            raise TypeError("revision must be an int")
+        if revision < 0:
+            raise ValueError("revision must be >= 0")
+        if revision > cur:
+            raise FutureRevisionError("required revision %d is a future revision (current %d)"
+                                      % (revision, cur))
+        self._check_compacted(revision)
+        return revision
+
+    def _check_compacted(self, revision: int) -> None:
+        if revision < self._compact_rev:
+            raise CompactedError("required revision %d has been compacted (compacted at %d)"
+                                 % (revision, self._compact_rev), self._compact_rev)
+
+    def _check_key_size(self, key: bytes) -> None:
+        if len(mvcc.kv_key(key, 0)) > mvcc.MAX_ENGINE_KEY:
+            raise TooLargeError("key of %d bytes is too long for the store" % len(key))
+
+    def _commit(self, w: _Write, extra: Optional[dict] = None) -> None:
+        """Make a write set durable in one engine batch (caller holds the writer lock)."""
+        ops = dict(w.ops)
+        if extra:
+            ops.update(extra)
+        if w.events:
+            ops[mvcc.META_REVISION] = mvcc.be64(w.rev)
+        if not ops:
+            return
+        with self._eng.batch() as b:
+            for k, v in ops.items():
+                if v is None:
+                    b.delete(k)
+                else:
+                    b.put(k, v)
+        if w.events:
+            self._rev = w.rev
+            for watcher in list(self._watchers.values()):
+                watcher.push(w.rev, w.events)
+
+    @property
+    def revision(self) -> int:
+        self._check_open()
+        return self._rev
+
+    @property
+    def compact_revision(self) -> int:
+        return self._compact_rev
+
+    # ------------------------------------------------------------ reads
+    def get(self, key, revision=None, serializable=False):
+        """(value, KeyValue) of key at revision (default: current), (None, None) if absent."""
+        k = to_key(key)
+        rev = self._read_rev(revision)
+        e = mvcc.live(self._eng, k, rev)
+        self._check_compacted(rev)
+        return (e.value, e.to_kv()) if e else (None, None)
+
+    def range(self, key, range_end=None, revision=None, limit=0, count_only=False,
+              keys_only=False, sort_order=None, sort_target="key", min_mod_revision=None,
+              max_mod_revision=None, min_create_revision=None,
+              max_create_revision=None) -> RangeResult:
+        """etcd's Range: range_end None = the single key, b"\\0" = every key >= key."""
+        start = to_key(key)
+        end = None if range_end is None else to_key(range_end)
+        rev = self._read_rev(revision)
+        filt = _revision_filter(min_mod_revision, max_mod_revision, min_create_revision,
+                                max_create_revision)
+        kvs, count, more = _select(self._entries(start, end, rev, sort_order, sort_target),
+                                   limit, count_only, keys_only, sort_order, sort_target,
+                                   filt)
+        self._check_compacted(rev)
+        return RangeResult(kvs, count, more, self._rev if revision in (None, 0) else rev)
+
+    def _entries(self, start, end, rev, sort_order=None, sort_target="key"):
+        if end is None:
+            e = mvcc.live(self._eng, start, rev)
+            return iter([e] if e else [])
+        reverse = _order(sort_order, sort_target) == "descend" and sort_target == "key"
+        return mvcc.scan(self._eng, start, None if end == b"\x00" else end, rev, reverse)
+
+    def _iter_range(self, start, end, revision, sort_order, sort_target, keys_only, limit,
+                    **filters) -> Iterator:
+        rev = self._read_rev(revision)
+        order = _order(sort_order, sort_target)
+        filt = _revision_filter(**filters)
+        if sort_target == "key" and filt is None:
+            # streaming: memory stays flat however many keys match
+            n = 0
+            for e in self._entries(start, end, rev, order, "key"):
+                if limit and n >= limit:
+                    break
+                n += 1
+                yield (b"" if keys_only else e.value), e.to_kv(keys_only)
+            self._check_compacted(rev)
+            return
+        kvs, _, _ = _select(self._entries(start, end, rev, order, sort_target), limit or 0,
+                            False, keys_only, order, sort_target, filt)
+        self._check_compacted(rev)
+        for kv in kvs:
+            yield kv.value, kv
+
+    def get_prefix(self, key_prefix, revision=None, sort_order=None, sort_target="key",
+                   keys_only=False, limit=None, **filters) -> Iterator:
+        p = to_key(key_prefix)
+        _check_sort(sort_order, sort_target)
+        return self._iter_range(p, mvcc.prefix_end(p) or b"\x00", revision, sort_order,
+                                sort_target, keys_only, limit, **filters)
+
+    def get_range(self, range_start, range_end, revision=None, sort_order=None,
+                  sort_target="key", keys_only=False, limit=None, **filters) -> Iterator:
+        s, e = to_key(range_start), to_key(range_end)
+        _check_sort(sort_order, sort_target)
+        return self._iter_range(s, e, revision, sort_order, sort_target, keys_only, limit,
+                                **filters)
+
+    def get_all(self, revision=None, sort_order=None, sort_target="key", keys_only=False,
+                limit=None, **filters) -> Iterator:
+        _check_sort(sort_order, sort_target)
+        return self._iter_range(b"\x00", b"\x00", revision, sort_order, sort_target,
+                                keys_only, limit, **filters)
+
+    # ------------------------------------------------------------ writes
+    def put(self, key, value, lease=None, prev_kv=False) -> PutResult:
+        k, v, lid = to_key(key), to_value(value), to_lease_id(lease)
+        self._check_put(k, v)
+        with self._wlock:
+            self._check_open()
+            self._check_lease(lid)
+            self._check_quota()
+            w = _Write(self)
+            prev = w.put(k, v, lid)
+            self._commit(w)
+            return PutResult(w.rev, prev.to_kv() if prev and prev_kv else None)
+
+    def _check_put(self, k: bytes, v: bytes) -> None:
+        self._check_key_size(k)
+        if len(k) + len(v) + _REQUEST_OVERHEAD > MAX_REQUEST_BYTES:
+            raise TooLargeError("request is too large (%d bytes > %d)"
+                                % (len(k) + len(v), MAX_REQUEST_BYTES))
+
+    def _check_lease(self, lid: int) -> None:
+        if lid and lid not in self._leases:
+            raise LeaseNotFoundError("requested lease %#x not found" % lid)
+
+    def delete(self, key, prev_kv=False, return_response=False):
+        """Delete one key: True if it existed (DeleteResult with return_response)."""
+        res = self._delete(to_key(key), None)
+        return res if return_response else res.deleted > 0
+
+    def delete_prefix(self, prefix) -> DeleteResult:
+        p = to_key(prefix)
+        return self._delete(p, mvcc.prefix_end(p) or b"\x00")
+
+    def delete_range(self, range_start, range_end) -> DeleteResult:
+        return self._delete(to_key(range_start), to_key(range_end))
+
+    def _delete(self, start: bytes, end: Optional[bytes]) -> DeleteResult:
+        with self._wlock:
+            self._check_open()
+            w = _Write(self)
+            prevs = [w.delete(e.key) for e in w.live_range(start, end)]
+            self._commit(w)
+            return DeleteResult(len(prevs), [p.to_kv() for p in prevs], self._rev)
+
+    def put_if_not_exists(self, key, value, lease=None) -> bool:
+        t = self.transactions
+        ok, _ = self.transaction([t.create(key) == 0], [t.put(key, value, lease)], [])
+        return ok
+
+    def replace(self, key, initial_value, new_value) -> bool:
+        t = self.transactions
+        ok, _ = self.transaction([t.value(key) == initial_value], [t.put(key, new_value)], [])
+        return ok
+
+    # ------------------------------------------------------------ transactions
+    def transaction(self, compare, success=(), failure=()):
+        """Atomically: if every compare holds run success, else failure.
+        Returns (succeeded, responses): PutResult / [(value, KeyValue)] / DeleteResult /
+        (succeeded, responses) for a nested txn, one per op of the taken branch."""
+        compare, success, failure = list(compare), list(success), list(failure)
+        size = validate_txn(compare, success, failure)
+        if size > MAX_REQUEST_BYTES:
+            raise TooLargeError("request is too large (%d bytes > %d)"
+                                % (size, MAX_REQUEST_BYTES))
+        for op in _all_puts(success + failure):
+            self._check_key_size(op.key)
+        with self._wlock:
+            self._check_open()
+            w = _Write(self)
+            ok, responses = self._run_txn(w, compare, success, failure)
+            if w.has_puts:
+                self._check_quota()
+            self._commit(w)
+            return ok, _fix_revisions(responses, self._rev)
+
+    def _run_txn(self, w: _Write, compare, success, failure):
+        ok = all(c.holds(_kv_or_none(w.current(c.key))) for c in compare)
+        responses = [self._run_op(w, op) for op in (success if ok else failure)]
+        return ok, responses
+
+    def _run_op(self, w: _Write, op):
+        if isinstance(op, Put):
+            self._check_lease(op.lease)
+            prev = w.put(op.key, op.value, op.lease)
+            return PutResult(w.rev, prev.to_kv() if prev and op.prev_kv else None)
+        if isinstance(op, Delete):
+            prevs = [w.delete(e.key) for e in w.live_range(op.key, op.range_end)]
+            return DeleteResult(len(prevs), [p.to_kv() for p in prevs] if op.prev_kv else [],
+                                None)
+        if isinstance(op, Get):
+            kw = dict(op.kwargs)
+            keys_only = kw.pop("keys_only", False)
+            sort_order, sort_target = kw.pop("sort_order", None), kw.pop("sort_target", "key")
+            limit = kw.pop("limit", 0) or 0
+            kvs, _, _ = _select(iter(w.live_range(op.key, op.range_end)), limit, False,
+                                keys_only, sort_order, sort_target, _revision_filter(**kw))
+            return [(kv.value, kv) for kv in kvs]
+        return self._run_txn(w, op.compare, op.success, op.failure)
+
+    # ------------------------------------------------------------ compaction
+    def compact(self, revision: int, physical: bool = True) -> None:
+        """Drop versions <= revision except each live key's latest. Reads below revision
+        raise CompactedError at once; the physical work runs in bounded batches that
+        release the writer lock in between, and resumes on open after a crash."""
+        if isinstance(revision, bool) or not isinstance(revision, int):
+            raise TypeError("revision must be an int")
+        with self._wlock:
+            self._check_open()
+            if revision <= self._compact_rev:
+                raise CompactedError("required revision %d has been compacted" % revision,
+                                     self._compact_rev)
+            if revision > self._rev:
+                raise FutureRevisionError("required revision %d is a future revision"
+                                          % revision)
+            with self._eng.batch() as b:    # persist the target first: resumable
+                b.put(mvcc.META_COMPACT, mvcc.be64(revision))
+            self._compact_rev = revision
+        if physical:
+            self._finish_compaction()
+
+    def _finish_compaction(self) -> None:
+        with self._compact_lock:
+            target = self._compact_rev
+            done = self._meta_int(mvcc.META_COMPACT_DONE, 0)
+            if done >= target:
+                return
+            while self._compact_step(target, mvcc.revlog_key(target, 0)):
+                pass
+            self._compact_step(target, mvcc.revlog_key(target + 1, 0), final=True)
+
+    def _compact_step(self, target: int, upto: bytes, final: bool = False) -> bool:
+        """Process up to compact_batch revision-log entries below `upto`; False when none
+        were left. Log entries below target go; the ones at target stay (a watch may start
+        at the compacted revision) but their keys are processed too."""
+        with self._wlock:
+            self._check_open()
+            limit = None if final else self._compact_batch
+            entries = list(itertools.islice(self._eng.items(mvcc.REVLOG, upto), limit))
+            ops: dict[bytes, Optional[bytes]] = {}
+            for rk, key in entries:
+                rev = int.from_bytes(rk[1:9], "big")
+                if rev < target:
+                    ops[rk] = None
+                self._compact_key(bytes(key), rev, target, ops)
+            if final:
+                ops[mvcc.META_COMPACT_DONE] = mvcc.be64(target)
+            if ops:
+                with self._eng.batch() as b:
+                    for k, v in ops.items():
+                        b.delete(k) if v is None else b.put(k, v)
+            return bool(entries)
+
+    def _compact_key(self, key: bytes, rev: int, target: int, ops: dict) -> None:
+        """If rev is key's newest version <= target, delete every older version (and the
+        version itself if it is a tombstone)."""
+        e = mvcc.latest(self._eng, key, target)
+        if e is None or e.mod != rev:
+            return
+        for ek in mvcc.older_versions(self._eng, key, rev):
+            ops[ek] = None
+        if e.tombstone:
+            ops[mvcc.kv_key(key, rev)] = None
+
+    # ------------------------------------------------------------ watches
+    def watch(self, key, start_revision=None, prev_kv=False, filters=(), range_end=None,
+              progress_notify=False):
+        """(events iterator, cancel). Events from start_revision (replayed from storage)
+        then live, in revision order, exactly once."""
+        w = self._add_watch(to_key(key), None if range_end is None else to_key(range_end),
+                            start_revision, prev_kv, filters)
+        return w, w.cancel
+
+    def watch_prefix(self, key_prefix, **kwargs):
+        p = to_key(key_prefix)
+        return self.watch(p, range_end=mvcc.prefix_end(p) or b"\x00", **kwargs)
+
+    def watch_range(self, range_start, range_end, **kwargs):
+        return self.watch(range_start, range_end=range_end, **kwargs)
+
+    def watch_once(self, key, timeout=None, **kwargs):
+        """The first event on key; TimeoutError if none within timeout seconds."""
+        w, cancel = self.watch(key, **kwargs)
+        try:
+            ev = w.get(timeout)
+            if ev is None:
+                raise ClosedError("watch ended before an event arrived")
+            return ev
+        finally:
+            cancel()
+
+    def watch_prefix_once(self, key_prefix, timeout=None, **kwargs):
+        p = to_key(key_prefix)
+        return self.watch_once(p, timeout, range_end=mvcc.prefix_end(p) or b"\x00", **kwargs)
+
+    def add_watch_callback(self, key, callback, **kwargs) -> int:
+        """Call callback(event) from a thread for each event (callback(error) if the watch
+        ends with one); returns a watch id for cancel_watch()."""
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        k = to_key(key)
+        w = self._add_watch(k, _opt_key(kwargs.pop("range_end", None)),
+                            kwargs.pop("start_revision", None), kwargs.pop("prev_kv", False),
+                            kwargs.pop("filters", ()))
+        if kwargs:
+            raise TypeError("unexpected arguments: %s" % ", ".join(sorted(kwargs)))
+        self._callbacks[w.id] = CallbackWatch(w, callback)
+        return w.id
+
+    def add_watch_prefix_callback(self, key_prefix, callback, **kwargs) -> int:
+        p = to_key(key_prefix)
+        return self.add_watch_callback(p, callback, range_end=mvcc.prefix_end(p) or b"\x00",
+                                       **kwargs)
+
+    def cancel_watch(self, watch_id: int) -> None:
+        cb = self._callbacks.pop(watch_id, None)
+        if cb is not None:
+            cb.cancel()
+        else:
+            w = self._watchers.get(watch_id)
+            if w is not None:
+                w.cancel()
+
+    def _add_watch(self, key, end, start_revision, prev_kv, filters) -> Watcher:
+        if start_revision is not None and (isinstance(start_revision, bool)
+                                           or not isinstance(start_revision, int)):
+            raise TypeError("start_revision must be an int")
+        with self._wlock:
+            self._check_open()
+            cur = self._rev
+            start = cur + 1 if not start_revision or start_revision <= 0 else start_revision
+            w = Watcher(self, key, end, start, prev_kv, filters, self._queue_limit)
+            w.id = next(self._watch_ids)
+            w.set_live_from(cur + 1)
+            self._watchers[w.id] = w
+            if start < self._compact_rev:
+                w.fail(CompactedError("required revision %d has been compacted" % start,
+                                      self._compact_rev))
+            return w
+
+    def _unregister_watch(self, w: Watcher) -> None:
+        self._watchers.pop(w.id, None)
+
+    def _rearm_watch(self, w: Watcher) -> None:
+        with self._wlock:
+            w._rearm(self._rev)
+
+    def _replay(self, w: Watcher, first: int, last: int) -> list:
+        """Events of revisions [first, last] for watcher w, read from the revision log."""
+        self._check_open()
+        self._check_compacted(first)
+        groups: list = []
+        for rk, key in self._eng.items(mvcc.revlog_key(first, 0), mvcc.revlog_key(last + 1, 0)):
+            key = bytes(key)
+            if not w.matches(key):
+                continue
+            rev = int.from_bytes(rk[1:9], "big")
+            if not groups or groups[-1][0] != rev:
+                groups.append((rev, []))
+            groups[-1][1].append(self._replay_event(key, rev, w.prev_kv))
+        self._check_compacted(first)   # compaction may have removed entries meanwhile
+        return groups
+
+    def _replay_event(self, key: bytes, rev: int, want_prev: bool):
+        ev = self._eng.get(mvcc.kv_key(key, rev))
+        prev = None
+        if want_prev:
+            p = mvcc.live(self._eng, key, rev - 1)
+            prev = p.to_kv() if p else None
+        if ev is None:          # a tombstone removed by compaction at exactly this revision
+            return DeleteEvent(KeyValue(key, b"", 0, rev, 0, 0), prev)
+        e = mvcc.decode_entry(mvcc.kv_key(key, rev), ev)
+        if e.tombstone:
+            return DeleteEvent(KeyValue(key, b"", 0, rev, 0, 0), prev)
+        return PutEvent(e.to_kv(), prev)
+
+    # ------------------------------------------------------------ leases
+    def lease(self, ttl: int, lease_id: Optional[int] = None) -> Lease:
+        """Grant a lease of at least ttl seconds (etcd's minimum: 2)."""
+        granted = self._leases.effective_ttl(ttl)
+        if lease_id is not None:
+            lease_id = to_lease_id(lease_id)
+        with self._wlock:
+            self._check_open()
+            self._check_quota()
+            if not lease_id:
+                lease_id = self._leases.new_id()
+            elif lease_id in self._leases:
+                raise ValueError("lease %#x already exists" % lease_id)
+            with self._eng.batch() as b:
+                b.put(mvcc.LEASE + mvcc.be64(lease_id), mvcc.be64(granted))
+            self._leases.add(lease_id, granted)
+        return Lease(self, lease_id, granted)
+
+    def get_lease(self, lease_id) -> Lease:
+        lid = to_lease_id(lease_id)
+        self._check_open()
+        if lid not in self._leases:
+            raise LeaseNotFoundError("requested lease %#x not found" % lid)
+        return Lease(self, lid, self._leases.granted_ttl(lid))
+
+    def leases(self) -> list:
+        self._check_open()
+        return [Lease(self, lid, self._leases.granted_ttl(lid)) for lid in self._leases.ids()]
+
+    def refresh_lease(self, lease_id) -> int:
+        lid = to_lease_id(lease_id)
+        self._check_open()
+        try:
+            return self._leases.refresh(lid)
+        except KeyError:
+            raise LeaseNotFoundError("requested lease %#x not found" % lid) from None
+
+    def revoke_lease(self, lease_id) -> bool:
+        """Revoke: delete the lease and (in one revision) every key attached to it."""
+        lid = to_lease_id(lease_id)
+        with self._wlock:
+            self._check_open()
+            if lid not in self._leases:
+                raise LeaseNotFoundError("requested lease %#x not found" % lid)
+            self._revoke(lid)
+        return True
+
+    def _revoke(self, lid: int) -> None:
+        w = _Write(self)
+        extra: dict = {mvcc.LEASE + mvcc.be64(lid): None}
+        pfx = mvcc.ATTACH + mvcc.be64(lid)
+        for ak, _ in list(self._eng.items(pfx, mvcc.ATTACH + mvcc.be64(lid + 1))):
+            key = bytes(ak[9:])
+            e = w.current(key)
+            if e is not None and e.lease == lid:
+                w.delete(key)
+            extra[bytes(ak)] = None
+        self._commit(w, extra)
+        self._leases.remove(lid)
+
+    def _expire_lease(self, lid: int) -> None:
+        with self._wlock:
+            if self._closed or lid not in self._leases or self._leases.remaining(lid) > 0:
+                return
+            self._revoke(lid)
+
+    def _lease_keys(self, lid: int) -> list:
+        self._check_open()
+        pfx = mvcc.ATTACH + mvcc.be64(lid)
+        return [bytes(ak[9:]) for ak, _ in self._eng.items(pfx, mvcc.ATTACH + mvcc.be64(lid + 1))]
+
+    # ------------------------------------------------------------ concurrency recipes
+    def lock(self, name, ttl: int = 60):
+        from .concurrency import Lock
+        return Lock(self, name, ttl)
+
+    def election(self, name, ttl: int = 60):
+        from .concurrency import Election
+        return Election(self, name, ttl)
+
+    # ------------------------------------------------------------ maintenance
+    def hash_kv(self, revision: int = 0):
+        """(CRC32C over every stored version <= revision, compact_revision, revision):
+        equal for equal histories on both engines."""
+        rev = self._read_rev(revision)
+        crc = 0
+        upd = _crc32c()
+        for ek, ev in self._eng.items(mvcc.KV, mvcc.KV_END):
+            _, mod = mvcc.split_kv_key(ek)
+            if mod <= rev:
+                crc = upd(crc, struct.pack(">II", len(ek), len(ev)) + bytes(ek) + bytes(ev))
+        self._check_compacted(rev)
+        return crc, self._compact_rev, rev
+
+    def status(self) -> Status:
+        self._check_open()
+        st = self._eng.stats()
+        import kvtrees
+        return Status(self._rev, self._compact_rev,
+                      int(st.get("file_size", 0)) + int(st.get("wal_size", 0)),
+                      self._engine_name, len(self._leases.ids()), len(self._watchers),
+                      getattr(kvtrees, "__version__", "0"))
+
+    def snapshot(self, dest_path) -> None:
+        """Write a consistent copy of the store (all keys, history, leases) to a new
+        directory that kvtrees.open() can open. Holds the writer lock while copying."""
+        if self._engine_factory is None:
+            raise ValueError("this store was not opened by kvtrees.open(): no engine factory")
+        dest = os.fspath(dest_path)
+        if os.path.exists(dest) and os.listdir(dest):
+            raise FileExistsError("snapshot destination %r is not empty" % dest)
+        with self._wlock:
+            self._check_open()
+            out = self._engine_factory(dest)
+            try:
+                batch: list = []
+                for k, v in self._eng.items():
+                    batch.append((bytes(k), bytes(v)))
+                    if len(batch) >= 1000:
+                        _write_all(out, batch)
+                        batch = []
+                _write_all(out, batch)
+                out.checkpoint()
+            finally:
+                out.close()
+
+    def check(self) -> None:
+        """Engine check plus the store's own invariants; raises CorruptionError."""
+        self._check_open()
+        self._eng.check()
+        compact_done = self._meta_int(mvcc.META_COMPACT_DONE, 0)
+        for ek, ev in self._eng.items(mvcc.KV, mvcc.KV_END):
+            try:
+                e = mvcc.decode_entry(bytes(ek), bytes(ev))
+            except ValueError as err:
+                raise CorruptionError("store: %s" % err) from None
+            if e.mod > self._rev:
+                raise CorruptionError("store: key %r has mod_revision %d > revision %d"
+                                      % (e.key, e.mod, self._rev))
+            if not e.tombstone and not (e.version >= 1 and 0 < e.create <= e.mod):
+                raise CorruptionError("store: key %r version %d create %d mod %d invalid"
+                                      % (e.key, e.version, e.create, e.mod))
+        for rk, key in self._eng.items(mvcc.REVLOG, mvcc.REVLOG + b"\xff"):
+            rev = int.from_bytes(rk[1:9], "big")
+            if len(rk) != 13 or rev > self._rev:
+                raise CorruptionError("store: malformed revision-log entry %r" % (rk,))
+            if rev > max(compact_done, self._compact_rev) and \
+                    self._eng.get(mvcc.kv_key(bytes(key), rev)) is None:
+                raise CorruptionError("store: revision %d names key %r, which has no "
+                                      "version at that revision" % (rev, key))
+        for ak, _ in self._eng.items(mvcc.ATTACH, mvcc.ATTACH + b"\xff"):
+            if len(ak) < 10 or int.from_bytes(ak[1:9], "big") not in self._leases:
+                raise CorruptionError("store: key attached to unknown lease %r" % (ak[:9],))
+
+    def close(self) -> None:
+        with self._wlock:
+            if self._closed:
+                return
+            self._closed = True
+        self._leases.stop()
+        for w in list(self._watchers.values()):
+            w.cancel()
+        for cb in list(self._callbacks.values()):
+            cb.cancel()
+        self._callbacks.clear()
+        self._eng.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if not self._closed:
+                self._leases.stop()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------- helpers
+
+def _opt_key(k):
+    return None if k is None else to_key(k)
+
+
+def _kv_or_none(e: Optional[Entry]):
+    return e.to_kv() if e else None
+
+
+def _all_puts(ops):
+    for op in ops:
+        if isinstance(op, Put):
+            yield op
+        elif isinstance(op, Txn):
+            yield from _all_puts(op.success + op.failure)
+
+
+def _fix_revisions(responses, rev):
+    out = []
+    for r in responses:
+        if isinstance(r, DeleteResult) and r.revision is None:
+            r = r._replace(revision=rev)
+        elif isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], bool):
+            r = (r[0], _fix_revisions(r[1], rev))
+        out.append(r)
+    return out
+
+
+def _write_all(eng, items) -> None:
+    if not items:
+        return
+    with eng.batch() as b:
+        for k, v in items:
+            b.put(k, v)
+
+
+def _check_sort(sort_order, sort_target) -> None:
+    _order(sort_order, sort_target)
+
+
+def _order(sort_order, sort_target) -> str:
+    if sort_target not in _SORT_TARGETS:
+        raise ValueError("sort_target must be one of %s" % ", ".join(_SORT_TARGETS))
+    if sort_order in (None, "none"):
+        return "ascend"
+    if sort_order not in ("ascend", "descend"):
+        raise ValueError("sort_order must be None, 'ascend' or 'descend'")
+    return sort_order
+
+
+def _revision_filter(min_mod_revision=None, max_mod_revision=None, min_create_revision=None,
+                     max_create_revision=None):
+    bounds = (min_mod_revision, max_mod_revision, min_create_revision, max_create_revision)
+    if all(not b for b in bounds):
+        return None
+    lo_m, hi_m, lo_c, hi_c = (b or 0 for b in bounds)
+
+    def keep(kv) -> bool:
+        return ((not lo_m or kv.mod_revision >= lo_m) and (not hi_m or kv.mod_revision <= hi_m)
+                and (not lo_c or kv.create_revision >= lo_c)
+                and (not hi_c or kv.create_revision <= hi_c))
+    return keep
+
+
+def _select(entries, limit, count_only, keys_only, sort_order, sort_target, filt):
+    """etcd's range post-processing: count is every key in range (before filters), kvs are
+    filtered, sorted and cut to limit, more says whether the cut dropped any."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError("limit must be a non-negative int")
+    order = _order(sort_order, sort_target)
+    streaming = filt is None and sort_target == "key"
+    kvs, count = [], 0
+    for e in entries:
+        count += 1
+        if count_only:
+            continue
+        kv = e.to_kv(keys_only) if isinstance(e, Entry) else e
+        if filt is not None and not filt(kv):
+            continue
+        if streaming and limit and len(kvs) > limit:
+            continue             # keep counting, stop collecting
+        kvs.append(kv)
+    if not streaming:
+        kvs.sort(key=_SORT_TARGETS[sort_target], reverse=(order == "descend"))
+    more = bool(limit) and len(kvs) > limit
+    if limit:
+        kvs = kvs[:limit]
+    return ([] if count_only else kvs), count, more
+
+
+_crc_fn = None
+
+
+def _crc32c():
+    """crc(crc, data) -> crc: the native kvt_crc32c, else the crc32c package."""
+    global _crc_fn
+    if _crc_fn is None:
+        try:
+            from ._native import lib, ffi
+
+            def native(crc, data):
+                return lib.kvt_crc32c(crc, ffi.from_buffer(data), len(data))
+            _crc_fn = native
+        except ImportError:
+            try:
+                import crc32c as _c
+
+                def pkg(crc, data):
+                    return _c.crc32c(data, crc)
+            except ImportError:
+                import google_crc32c as _g
+
+                def pkg(crc, data):
+                    return _g.extend(crc, data)
+            _crc_fn = pkg
+    return _crc_fn

@@ -1,0 +1,260 @@
+"""Transaction building blocks, shaped like python-etcd3's `client.transactions`.
+
+    db.transaction(
+        compare=[db.transactions.value(b"k") == b"v", db.transactions.version(b"k") > 0],
+        success=[db.transactions.put(b"k", b"w"), db.transactions.get(b"k")],
+        failure=[db.transactions.delete(b"k")])
+
+Validation (types, sizes, duplicate keys, > MAX_TXN_OPS operations) happens before
+anything is written; the store executes the taken branch in one engine batch under one
+revision.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+MAX_TXN_OPS = 128           # etcd's default --max-txn-ops
+MAX_REQUEST_BYTES = 1572864  # etcd's default --max-request-bytes (1.5 MiB)
+
+_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}
+TARGETS = ("value", "version", "create", "mod", "lease")
+
+
+def to_key(key: Any) -> bytes:
+    """str (utf-8) or bytes-like -> non-empty bytes; TypeError/ValueError otherwise."""
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        key = bytes(key)
+    else:
+        raise TypeError("key must be str or bytes, not %s" % type(key).__name__)
+    if not key:
+        raise ValueError("key must not be empty")
+    return key
+
+
+def to_value(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError("value must be str or bytes, not %s" % type(value).__name__)
+
+
+def to_lease_id(lease: Any) -> int:
+    """Lease object, int id, or None/0 (no lease) -> int id."""
+    if lease is None:
+        return 0
+    lid = getattr(lease, "id", lease)
+    if isinstance(lid, bool) or not isinstance(lid, int):
+        raise TypeError("lease must be a Lease or an int id")
+    if lid < 0 or lid >= 1 << 63:
+        raise ValueError("lease id out of range")
+    return lid
+
+
+@dataclass
+class Compare:
+    target: str
+    key: bytes
+    op: str = "=="
+    operand: Any = None
+
+    def _set(self, op, other):
+        self.op = op
+        if self.target == "value":
+            self.operand = to_value(other)
+        elif self.target == "lease":
+            self.operand = to_lease_id(other)
+        else:
+            if isinstance(other, bool) or not isinstance(other, int):
+                raise TypeError("%s compares with an int" % self.target)
+            self.operand = other
+        return self
+
+    def __eq__(self, other):  # type: ignore[override]
+        return self._set("==", other)
+
+    def __ne__(self, other):  # type: ignore[override]
+        return self._set("!=", other)
+
+    def __lt__(self, other):
+        return self._set("<", other)
+
+    def __gt__(self, other):
+        return self._set(">", other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def holds(self, kv) -> bool:
+        """Evaluate against the key's current KeyValue (None: key absent)."""
+        if self.operand is None:
+            raise ValueError("compare on %r has no operand (use ==, !=, < or >)" % self.key)
+        if kv is None:
+            # as etcd: a value compare on a missing key always fails; others see zeros
+            if self.target == "value":
+                return False
+            actual = 0
+        else:
+            actual = {"value": kv.value, "version": kv.version, "create": kv.create_revision,
+                      "mod": kv.mod_revision, "lease": kv.lease}[self.target]
+        return _OPS[self.op](actual, self.operand)
+
+
+@dataclass
+class Put:
+    key: bytes
+    value: bytes
+    lease: int = 0
+    prev_kv: bool = False
+
+
+@dataclass
+class Get:
+    key: bytes
+    range_end: Optional[bytes] = None
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Delete:
+    key: bytes
+    range_end: Optional[bytes] = None   # None: the single key
+    prev_kv: bool = False
+
+
+@dataclass
+class Txn:
+    compare: list
+    success: list
+    failure: list
+
+
+class Transactions:
+    """The `db.transactions` namespace (python-etcd3 style)."""
+
+    @staticmethod
+    def value(key) -> Compare:
+        return Compare("value", to_key(key))
+
+    @staticmethod
+    def version(key) -> Compare:
+        return Compare("version", to_key(key))
+
+    @staticmethod
+    def create(key) -> Compare:
+        return Compare("create", to_key(key))
+
+    @staticmethod
+    def mod(key) -> Compare:
+        return Compare("mod", to_key(key))
+
+    @staticmethod
+    def lease(key) -> Compare:
+        return Compare("lease", to_key(key))
+
+    @staticmethod
+    def put(key, value, lease=None, prev_kv=False) -> Put:
+        return Put(to_key(key), to_value(value), to_lease_id(lease), prev_kv)
+
+    @staticmethod
+    def get(key, range_end=None, **kwargs) -> Get:
+        return Get(to_key(key), None if range_end is None else to_key(range_end), kwargs)
+
+    @staticmethod
+    def get_prefix(prefix, **kwargs) -> Get:
+        from .mvcc import prefix_end
+        p = to_key(prefix)
+        return Get(p, prefix_end(p) or b"\x00", kwargs)
+
+    @staticmethod
+    def delete(key, range_end=None, prev_kv=False) -> Delete:
+        return Delete(to_key(key), None if range_end is None else to_key(range_end), prev_kv)
+
+    @staticmethod
+    def delete_prefix(prefix, prev_kv=False) -> Delete:
+        from .mvcc import prefix_end
+        p = to_key(prefix)
+        return Delete(p, prefix_end(p) or b"\x00", prev_kv)
+
+    @staticmethod
+    def delete_range(start, end, prev_kv=False) -> Delete:
+        return Delete(to_key(start), to_key(end), prev_kv)
+
+    @staticmethod
+    def txn(compare=(), success=(), failure=()) -> Txn:
+        return Txn(list(compare), list(success), list(failure))
+
+
+# ---------------------------------------------------------------- validation
+
+def validate_txn(compare, success, failure) -> int:
+    """Check a txn before running it; return its request size in bytes."""
+    for name, lst in (("compare", compare), ("success", success), ("failure", failure)):
+        if len(lst) > MAX_TXN_OPS:
+            raise ValueError("too many operations in txn request (%s: %d > %d)"
+                             % (name, len(lst), MAX_TXN_OPS))
+    size = 0
+    for c in compare:
+        if not isinstance(c, Compare) or c.operand is None:
+            raise TypeError("compare items must be transactions.<target>(key) <op> operand")
+        size += len(c.key) + (len(c.operand) if isinstance(c.operand, bytes) else 8)
+    for branch in (success, failure):
+        for op in branch:
+            if not isinstance(op, (Put, Get, Delete, Txn)):
+                raise TypeError("txn ops must come from db.transactions, got %r" % (op,))
+            if isinstance(op, Txn):
+                size += validate_txn(op.compare, op.success, op.failure)
+            else:
+                size += (len(op.key) + len(getattr(op, "range_end", None) or b"")
+                         + len(getattr(op, "value", b"")))
+        _check_intervals(branch)
+    return size
+
+
+def _check_intervals(ops) -> tuple[set, list]:
+    """etcd's checkIntervals: no key put twice and no put inside a deleted range, across
+    nested txns (a nested txn's success and failure may overlap: only one runs)."""
+    dels = [(op.key, op.range_end) for op in ops if isinstance(op, Delete)]
+    puts: set = set()
+    for op in ops:
+        if not isinstance(op, Txn):
+            continue
+        then_p, then_d = _check_intervals(op.success)
+        else_p, else_d = _check_intervals(op.failure)
+        for k in then_p:
+            _dup_check(k, puts, dels)
+            puts.add(k)
+        for k in else_p:
+            if k not in then_p:
+                _dup_check(k, puts, dels)
+            elif _hits(k, dels):
+                raise ValueError("duplicate key given in txn request")
+            puts.add(k)
+        dels.extend(then_d)
+        dels.extend(else_d)
+    for op in ops:
+        if isinstance(op, Put):
+            _dup_check(op.key, puts, dels)
+            puts.add(op.key)
+    return puts, dels
+
+
+def _dup_check(key: bytes, puts: set, dels: list) -> None:
+    if key in puts or _hits(key, dels):
+        raise ValueError("duplicate key given in txn request")
+
+
+def _hits(key: bytes, dels: list) -> bool:
+    return any(_in_range(key, s, e) for s, e in dels)
+
+
+def _in_range(key: bytes, start: bytes, end: Optional[bytes]) -> bool:
+    if end is None:
+        return key == start
+    if end == b"\x00":
+        return key >= start
+    return start <= key < end

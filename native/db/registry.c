@@ -1,14 +1,9 @@
 /* registry.c - the engine registry: the only global state of the db layer.
- *
- * kvt_fractal_ops is referenced weakly while the fractal engine is being written, so a
- * build without it still links and reports that engine as unavailable. (A weak reference
- * does not pull an object out of a static archive: once fractal is complete this becomes
- * a strong reference like btree's.)
+ * Both engines are linked in; a slot whose ABI does not match is reported as unavailable.
  */
 #include <string.h>
 #include "db_internal.h"
 
-#pragma weak kvt_fractal_ops
 
 static const kvt_engine_ops *engine_slot(int i) {
     switch (i) {

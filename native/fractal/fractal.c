@@ -26,7 +26,7 @@ static void apply_config(kvt_engine *e, const kvt_engine_config *cfg, uint32_t n
 }
 
 static int new_tree(kvt_engine *e) {
-    fnode *leaf, *b;
+    fnode *leaf, *b = NULL;
     KVT_TRY(ft_new(e, FT_LEAF, 0, &leaf));
     int rc = ft_new(e, FT_BASEMENT, 0, &b);
     if (rc == KVT_OK) rc = ft_node_grow(leaf, 1);
@@ -39,7 +39,7 @@ static int new_tree(kvt_engine *e) {
         ft_dirty(e, leaf);
         ft_dirty(e, b);
     }
-    if (rc == KVT_OK || b) ft_unpin(e, b);
+    ft_unpin(e, b);
     ft_unpin(e, leaf);
     return rc;
 }

@@ -131,7 +131,7 @@ static int merge_emit(scan *s, const fvec *v, uint32_t a, uint32_t b) {
         if (i < ne) ei = &v->r[s->reverse ? b - 1 - i : a + i];
         if (j < nm) mj = s->m[s->reverse ? nm - 1 - j : j];
         int c = !ei ? 1 : !mj ? -1 : kvt_keycmp(ei->k, ei->kl, mj->k, mj->kl);
-        if (s->reverse) c = -c;
+        if (s->reverse && ei && mj) c = -c;
         int rc;
         if (c < 0) { rc = emit(s, ei); i++; }
         else { rc = emit(s, mj); j++; if (c == 0) i++; }
@@ -188,7 +188,7 @@ static void unpin_path(scan *s) {
     s->depth = 0;
 }
 
-/* Descend to the leaf holding the cursor; *lo/*hi get the leaf's key range. */
+/* Descend to the leaf holding the cursor; lo and hi get the leaf's key range. */
 static int descend(scan *s, fnode **leaf, bound *lo, bound *hi) {
     fnode *n;
     *lo = *hi = (bound){0};
@@ -213,7 +213,7 @@ static int descend(scan *s, fnode **leaf, bound *lo, bound *hi) {
 
 /* One leaf: 1 stopped by the visitor or finished, 0 go on with the next leaf. */
 static int scan_step(scan *s) {
-    fnode *leaf;
+    fnode *leaf = NULL;
     bound lo, hi;
     int rc = descend(s, &leaf, &lo, &hi);
     if (rc < 0) { unpin_path(s); return rc; }

@@ -95,7 +95,7 @@ static int load_page_locked(kvt_pager *p, kvt_pgno pgno, uint8_t *buf) {
         return kvt_seterr(KVT_ECORRUPT, "%s: overflow page %" PRIu64 " out of range",
                           p->path, pgno);
     frame *f = pool_lookup(p, pgno);
-    if (f) {
+    if (f && !f->loading) {
         memcpy(buf, f->page.data, p->page_size);
     } else {
         KVT_TRY(kvt_file_read_full(p->file, buf, p->page_size, pgno * p->page_size));

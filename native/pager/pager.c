@@ -242,6 +242,7 @@ int kvt_pager_open(kvt_vfs *vfs, const char *path, const kvt_pager_config *cfg,
     p->direct_io = cfg->direct_io;
     p->read_only = cfg->read_only;
     pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->loaded, NULL);
     int rc = p->path ? open_file(p, cfg) : kvt_seterr(KVT_ENOMEM, "pager: path");
     if (rc == KVT_OK) rc = pool_init(p, cfg->cache_bytes);
     if (rc < 0) {
@@ -257,6 +258,7 @@ int kvt_pager_close(kvt_pager *p) {
     int rc = p->file ? kvt_file_close(p->file) : KVT_OK;
     pool_destroy(p);
     fm_destroy(p);
+    pthread_cond_destroy(&p->loaded);
     pthread_mutex_destroy(&p->mu);
     free(p->path);
     free(p);

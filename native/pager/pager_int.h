@@ -10,7 +10,9 @@
  *  - a free or deferred page has no frame in the pool (dropped on free), so a frame found
  *    in the hash table always holds the current content of its page;
  *  - pool, bitmaps and counters are protected by mu; the file is read without it by
- *    blob reads (pread is thread-safe).
+ *    blob reads and by cache misses (pread is thread-safe): a missing page gets a
+ *    pinned frame marked `loading`, filled outside mu, and other readers of that page
+ *    wait on `loaded`, so a miss never blocks readers of other pages.
  */
 #ifndef KVT_PAGER_INT_H
 #define KVT_PAGER_INT_H
@@ -41,7 +43,9 @@ typedef struct frame {
     kvt_page page;      /* first member: a kvt_page* handed out is a frame* */
     struct frame *hnext;
     uint32_t pin;
+    int load_rc;        /* result of the read that filled it, for waiters */
     uint8_t dirty, ref, live;
+    uint8_t loading;    /* a reader fills it outside mu; others wait on p->loaded */
 } frame;
 
 struct kvt_pager {
@@ -64,6 +68,7 @@ struct kvt_pager {
 
     /* buffer pool (pool.c) */
     pthread_mutex_t mu;
+    pthread_cond_t loaded;       /* a frame finished loading */
     frame **frames;              /* every frame ever made, for the clock hand */
     size_t nframes, cap_frames, max_frames, hand;
     frame **spare;               /* frames holding no page */

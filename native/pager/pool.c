@@ -182,18 +182,87 @@ static int cmp_frame_pgno(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Write back every dirty frame in page order (sequential I/O). */
+/* Write dirty frames v[0..n) (adjacent page numbers) as one I/O through a staging
+ * buffer; a single frame is written from its own memory. */
+static int write_run(kvt_pager *p, frame **v, size_t n, uint8_t *stage) {
+    if (n == 1) return write_frame(p, v[0]);
+    for (size_t i = 0; i < n; i++) {
+        page_seal(p, v[i]->page.data);
+        memcpy(stage + i * p->page_size, v[i]->page.data, p->page_size);
+    }
+    int rc = kvt_file_write(p->file, stage, n * p->page_size, v[0]->page.pgno * p->page_size);
+    if (rc < 0) return pager_fail(p, rc);
+    for (size_t i = 0; i < n; i++) v[i]->dirty = 0;
+    p->ndirty -= n;
+    p->st.writebacks += n;
+    return KVT_OK;
+}
+
+/* Write back every dirty frame in page order, adjacent pages coalesced into writes of
+ * up to FLUSH_RUN_BYTES (sequential I/O, few syscalls). */
+#define FLUSH_RUN_BYTES (1u << 20)
 int pool_flush_dirty(kvt_pager *p) {
     if (!p->ndirty) return KVT_OK;
+    size_t max = FLUSH_RUN_BYTES / p->page_size ? FLUSH_RUN_BYTES / p->page_size : 1;
     frame **v = malloc(p->ndirty * sizeof *v);
-    if (!v) return kvt_seterr(KVT_ENOMEM, "pager: dirty list of %" PRIu64, p->ndirty);
+    uint8_t *stage = v ? aligned_alloc_pages(p, max * p->page_size) : NULL;
+    if (!stage) {
+        free(v);
+        return kvt_seterr(KVT_ENOMEM, "pager: dirty list of %" PRIu64, p->ndirty);
+    }
     size_t n = 0;
     for (size_t i = 0; i < p->nframes && n < p->ndirty; i++)
         if (p->frames[i]->live && p->frames[i]->dirty) v[n++] = p->frames[i];
     qsort(v, n, sizeof *v, cmp_frame_pgno);
     int rc = KVT_OK;
-    for (size_t i = 0; i < n && rc == KVT_OK; i++) rc = write_frame(p, v[i]);
+    for (size_t i = 0, run; i < n && rc == KVT_OK; i += run) {
+        run = 1;
+        while (i + run < n && run < max && v[i + run]->page.pgno == v[i]->page.pgno + run)
+            run++;
+        rc = write_run(p, v + i, run, stage);
+    }
+    free(stage);
     free(v);
+    return rc;
+}
+
+/* Drop the caller's pin on a frame whose load failed (already out of the hash table);
+ * the last one out makes it a spare. */
+static void release_failed(kvt_pager *p, frame *f) {
+    if (--f->pin == 0) p->spare[p->nspare++] = f;
+}
+
+/* A hit on a frame another reader is still loading: wait for it. */
+static int wait_loaded(kvt_pager *p, frame *f) {
+    while (f->loading) pthread_cond_wait(&p->loaded, &p->mu);
+    if (f->load_rc < 0) {
+        int rc = f->load_rc;
+        kvt_pgno pgno = f->page.pgno;
+        release_failed(p, f);
+        return kvt_seterr(rc, "%s: page %" PRIu64 ": %s (seen by a concurrent reader)",
+                          p->path, pgno, kvt_strerror(rc));
+    }
+    return KVT_OK;
+}
+
+/* Read and verify a page into a frame this thread owns; mu is released meanwhile. */
+static int load_frame(kvt_pager *p, frame *f) {
+    kvt_pgno pgno = f->page.pgno;
+    f->loading = 1;
+    f->load_rc = 0;
+    pthread_mutex_unlock(&p->mu);
+    int rc = kvt_file_read_full(p->file, f->page.data, p->page_size, pgno * p->page_size);
+    if (rc == KVT_OK) rc = page_verify(p, f->page.data, pgno);
+    pthread_mutex_lock(&p->mu);
+    f->loading = 0;
+    f->load_rc = rc;
+    pthread_cond_broadcast(&p->loaded);
+    if (rc < 0) {
+        hash_remove(p, f);
+        f->live = 0;
+        p->nlive--;
+        release_failed(p, f);
+    }
     return rc;
 }
 
@@ -204,6 +273,7 @@ int pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out) {
         f->pin++;
         f->ref = 1;
         p->st.cache_hits++;
+        if (f->loading) KVT_TRY(wait_loaded(p, f));
         *out = f;
         return KVT_OK;
     }
@@ -215,12 +285,7 @@ int pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out) {
                           p->path, pgno);
     KVT_TRY(pool_take(p, pgno, &f));
     p->st.cache_misses++;
-    int rc = kvt_file_read_full(p->file, f->page.data, p->page_size, pgno * p->page_size);
-    if (rc == KVT_OK) rc = page_verify(p, f->page.data, pgno);
-    if (rc < 0) {
-        pool_drop(p, f);
-        return rc;
-    }
+    KVT_TRY(load_frame(p, f));
     *out = f;
     return KVT_OK;
 }

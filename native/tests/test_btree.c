@@ -413,7 +413,8 @@ static double now(void) {
 
 static int bench(long n) {
     harness h;
-    if (h_init(&h, "bench", 4096, 512ull << 20)) return -1;
+    uint32_t ps = getenv("BT_BENCH_PS") ? (uint32_t)atol(getenv("BT_BENCH_PS")) : 4096;
+    if (h_init(&h, "bench", ps, 512ull << 20)) return -1;
     uint8_t k[17], v[100] = {1};
     double t0 = now();
     for (long i = 0; i < n; i++) {
@@ -433,8 +434,8 @@ static int bench(long n) {
     double t2 = now();
     kvt_engine_stats st;
     E->stats(h.e, &st);
-    printf("  bench: %ld random puts %.0f ns/put; %ld random gets %.0f ns/get (height %llu, pages %llu)\n",
-           n, (t1 - t0) * 1e9 / n, gets, (t2 - t1) * 1e9 / gets,
+    printf("  bench (%u-byte pages): %ld random puts %.0f ns/put; %ld random gets %.0f ns/get (height %llu, pages %llu)\n",
+           ps, n, (t1 - t0) * 1e9 / n, gets, (t2 - t1) * 1e9 / gets,
            (unsigned long long)st.height, (unsigned long long)st.nodes);
     kvt_buf_free(&b);
     h_close(&h);

@@ -11,8 +11,6 @@
 #include "kvtrees.h"
 #include "kvt_engine.h"
 
-#pragma weak kvt_fractal_ops
-
 static int failures;
 static const char *engine;
 #define CHECK(cond) do { if (!(cond)) { \
@@ -415,7 +413,8 @@ int main(int argc, char **argv) {
     snprintf(tmpl, sizeof tmpl, "/tmp/kvt_test_db.XXXXXX");
     if (!mkdtemp(tmpl)) { perror("mkdtemp"); return 2; }
     const char *only = argc > 1 ? argv[1] : NULL;
-    const char *engines[2] = {kvt_btree_ops.name ? "btree" : NULL, &kvt_fractal_ops ? "fractal" : NULL};
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *engines[2] = {kvt_btree_ops.name, kvt_fractal_ops.name};
     int ran = 0;
     for (int e = 0; e < 2; e++) {
         if (!engines[e] || (only && strcmp(only, engines[e]))) continue;

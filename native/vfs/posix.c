@@ -14,6 +14,7 @@
 typedef struct posix_file {
     kvt_file base;                     /* first member: a kvt_file* is a posix_file* */
     int fd;
+    int direct;                        /* opened with O_DIRECT */
 } posix_file;
 
 static int errno_code(int e) {
@@ -51,6 +52,9 @@ static int px_read(kvt_file *f, void *buf, size_t n, uint64_t off, size_t *got) 
         }
         if (r == 0) break;             /* end of file */
         done += (size_t)r;
+        /* A short O_DIRECT read is end of file; retrying at the now unaligned offset
+         * would fail with EINVAL instead of returning 0. */
+        if (((posix_file *)f)->direct) break;
     }
     *got = done;
     return KVT_OK;
@@ -139,6 +143,7 @@ static int px_open(kvt_vfs *vfs, const char *path, int flags, kvt_file **out) {
     }
     pf->base.io = &posix_methods;
     pf->base.path = p;
+    pf->direct = (flags & KVT_O_DIRECT) != 0;
     *out = &pf->base;
     return KVT_OK;
 }

@@ -42,8 +42,11 @@ def _int_defines(*headers):
     return "\n".join(out)
 
 
-def _rel(path):
-    # setuptools wants source paths relative to the project root (its cwd).
+def _rel(path, absolute=False):
+    # setuptools wants source paths relative to the project root (its cwd); a standalone
+    # compile (python _build_ffi.py OUTDIR) chdirs into OUTDIR, so it needs absolute ones.
+    if absolute:
+        return path
     try:
         rel = os.path.relpath(path, os.getcwd())
     except ValueError:
@@ -51,12 +54,12 @@ def _rel(path):
     return path if rel.startswith("..") else rel
 
 
-def _sources():
+def _sources(absolute=False):
     found = sorted(glob.glob(os.path.join(NATIVE, "*", "*.c")))
     srcs = [p for p in found if os.path.basename(os.path.dirname(p)) != "tests"]
     if not srcs:
         raise RuntimeError(f"no C sources found under {NATIVE}")
-    return [_rel(p) for p in srcs]
+    return [_rel(p, absolute) for p in srcs]
 
 
 def _flags():
@@ -70,17 +73,26 @@ def _flags():
     return cflags, ldflags
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(_cdef_block() + "\n" + _int_defines("kvt_error.h", "kvt_vfs.h"))
-_cflags, _ldflags = _flags()
-ffibuilder.set_source(
-    "kvtrees._native",
-    '#include "kvtrees.h"',
-    sources=_sources(),
-    include_dirs=[_rel(INCLUDE)],
-    extra_compile_args=_cflags,
-    extra_link_args=_ldflags,
-)
+def make_builder(absolute=False):
+    """The FFI builder; absolute=True for a standalone compile outside setuptools."""
+    builder = FFI()
+    builder.cdef(_cdef_block() + "\n" + _int_defines("kvt_error.h", "kvt_vfs.h"))
+    cflags, ldflags = _flags()
+    builder.set_source(
+        "kvtrees._native",
+        '#include "kvtrees.h"',
+        sources=_sources(absolute),
+        include_dirs=[_rel(INCLUDE, absolute)],
+        extra_compile_args=cflags,
+        extra_link_args=ldflags,
+    )
+    return builder
+
+
+ffibuilder = make_builder()
 
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=True)
+    # python src/kvtrees/_build_ffi.py [OUTDIR]: build kvtrees/_native*.so under OUTDIR
+    import sys
+    print(make_builder(absolute=True).compile(tmpdir=sys.argv[1] if len(sys.argv) > 1 else ".",
+                                             verbose=True))

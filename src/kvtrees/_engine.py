@@ -32,6 +32,7 @@ _NOTFOUND = lib.KVT_NOTFOUND
 _EBUFSMALL = lib.KVT_EBUFSMALL
 _kvt_get = lib.kvt_get
 _buffer = ffi.buffer
+_unpack = ffi.unpack
 _GET_BUF = 4096          # initial per-thread get buffer; grows on demand
 _GET_BUF_KEEP = 1 << 20  # larger buffers are dropped after use
 
@@ -97,13 +98,16 @@ def _bound(b: Any, name: str):
 
 
 class _GetBuf(threading.local):
+    """Per-thread get() buffer: s = (uint8_t buffer, capacity, size_t *vlen, char * view).
+    One tuple keeps the hot path at a single thread-local lookup; the char * view lets
+    ffi.unpack return bytes in one call."""
+
     def __init__(self) -> None:
         self.reset()
 
-    def reset(self) -> None:
-        self.cap = _GET_BUF
-        self.buf = ffi.new("uint8_t[]", _GET_BUF)
-        self.vlen = ffi.new("size_t *")
+    def reset(self, cap: int = _GET_BUF) -> None:
+        buf = ffi.new("uint8_t[]", cap)
+        self.s = (buf, cap, ffi.new("size_t *"), ffi.cast("char *", buf))
 
 
 _tls = _GetBuf()
@@ -204,6 +208,8 @@ class _Iter(_Child):
         self._v = ffi.new("uint8_t **")
         self._kl = ffi.new("size_t *")
         self._vl = ffi.new("size_t *")
+        self._kc = ffi.cast("char **", self._k)   # char views: ffi.unpack gives bytes
+        self._vc = ffi.cast("char **", self._v)
         out = ffi.new("kvt_iter **")
         with engine._guard():
             check(lib.kvt_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
@@ -226,10 +232,10 @@ class _Iter(_Child):
             if rc == _OK:
                 mode = self._mode
                 if mode == 0:
-                    return (_buffer(self._k[0], self._kl[0])[:], _buffer(self._v[0], self._vl[0])[:])
+                    return (_unpack(self._kc[0], self._kl[0]), _unpack(self._vc[0], self._vl[0]))
                 if mode == 1:
-                    return _buffer(self._k[0], self._kl[0])[:]
-                return _buffer(self._v[0], self._vl[0])[:]
+                    return _unpack(self._kc[0], self._kl[0])
+                return _unpack(self._vc[0], self._vl[0])
             if rc != _NOTFOUND:
                 err = error_from_code(rc)
             else:
@@ -397,32 +403,30 @@ class Engine:
             raise _closed()
         if type(key) is not bytes:
             key = _key(key)
-        t = _tls
-        rc = _kvt_get(db, key, len(key), t.buf, t.cap, t.vlen)
+        buf, cap, vlen, cbuf = _tls.s
+        rc = _kvt_get(db, key, len(key), buf, cap, vlen)
         if rc == _OK:
-            return _buffer(t.buf, t.vlen[0])[:]
+            return _unpack(cbuf, vlen[0])
         if rc == _NOTFOUND:
             return None
         return self._get_slow(key, rc)
 
     def _get_slow(self, key: bytes, rc: int) -> Optional[bytes]:
-        t = _tls
-        while rc == _EBUFSMALL:
-            need = t.vlen[0]
-            t.cap = max(need, 64)
-            t.buf = ffi.new("uint8_t[]", t.cap)
-            rc = _kvt_get(self._live(), key, len(key), t.buf, t.cap, t.vlen)
         try:
+            while rc == _EBUFSMALL:
+                _tls.reset(max(_tls.s[2][0], 64))
+                buf, cap, vlen, cbuf = _tls.s
+                rc = _kvt_get(self._live(), key, len(key), buf, cap, vlen)
             if rc == _OK:
-                return _buffer(t.buf, t.vlen[0])[:]
+                return _unpack(_tls.s[3], _tls.s[2][0])
             if rc == _NOTFOUND:
                 return None
             if rc == lib.KVT_EINVAL or rc == lib.KVT_ETOOLARGE:
                 _key(key)  # raises the precise ValueError
             raise error_from_code(rc)
         finally:
-            if t.cap > _GET_BUF_KEEP:
-                t.reset()
+            if _tls.s[1] > _GET_BUF_KEEP:
+                _tls.reset()
 
     def put(self, key: KeyLike, value: KeyLike) -> None:
         """Set key to value (durable per the sync option when it returns)."""

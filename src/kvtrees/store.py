@@ -269,14 +269,16 @@ class Store:
         """etcd's Range: range_end None = the single key, b"\\0" = every key >= key."""
         start = to_key(key)
         end = None if range_end is None else to_key(range_end)
-        rev = self._read_rev(revision)
+        self._check_open()
+        header_rev = self._rev      # the read is at header_rev (by default), so a watch
+        rev = self._read_rev(revision or header_rev)   # from header_rev + 1 misses nothing
         filt = _revision_filter(min_mod_revision, max_mod_revision, min_create_revision,
                                 max_create_revision)
         kvs, count, more = _select(self._entries(start, end, rev, sort_order, sort_target),
                                    limit, count_only, keys_only, sort_order, sort_target,
                                    filt)
         self._check_compacted(rev)
-        return RangeResult(kvs, count, more, self._rev if revision in (None, 0) else rev)
+        return RangeResult(kvs, count, more, header_rev)
 
     def _entries(self, start, end, rev, sort_order=None, sort_target="key"):
         if end is None:

@@ -191,8 +191,8 @@ class EngineMachine(RuleBasedStateMachine):
 
 
 MODEL_SETTINGS = settings(
-    max_examples=400 if SLOW else 40,
-    stateful_step_count=150 if SLOW else 40,
+    max_examples=500 if SLOW else 50,
+    stateful_step_count=150 if SLOW else 50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

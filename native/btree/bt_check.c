@@ -140,12 +140,7 @@ static int check_tree(bt_tree *t) {
     return KVT_OK;
 }
 
+/* The db layer brackets this walk with kvt_pager_check_begin/end (kvt_engine.h). */
 int bt_check(bt_tree *t) {
-    KVT_TRY(kvt_pager_check_begin(t->pager));
-    int rc = check_tree(t);
-    if (rc == KVT_OK) return kvt_pager_check_end(t->pager);
-    char msg[512];                     /* keep our detail: check_end may report too */
-    snprintf(msg, sizeof msg, "%s", kvt_errmsg());
-    kvt_pager_check_end(t->pager);
-    return kvt_seterr(rc, "%s", msg);
+    return check_tree(t);
 }

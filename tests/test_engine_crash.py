@@ -21,10 +21,9 @@ import time
 import pytest
 
 import kvtrees
-from conftest import is_slow, small_options
+from conftest import small_options
 from helpers.batches import batch_keys, batch_value, commit_batch, verify_batches
 
-SLOW = is_slow()
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "crash_writer.py")
 
 
@@ -90,7 +89,7 @@ def kill_round(path, engine, seed, opts, rng) -> tuple:
     return parse_output(head + out)
 
 
-@pytest.mark.parametrize("rounds", [pytest.param(200 if SLOW else 20, id="rounds")])
+@pytest.mark.parametrize("rounds", [20, pytest.param(200, marks=pytest.mark.slow)])
 def test_kill9_during_commits(engine_name, tmp_path, rounds):
     path = str(tmp_path / "db")
     # Tiny log limit: checkpoints run every few dozen batches, so kills land in them too.
@@ -192,15 +191,16 @@ def lib_code(name):
 CRASH_MODES = {"drop": 0, "tear": 1, "nocrash": None}
 
 
+@pytest.mark.parametrize("limit", [24, pytest.param(100_000, marks=pytest.mark.slow)],
+                         ids=["sampled", "every-op"])
 @pytest.mark.parametrize("crash", list(CRASH_MODES))
 @pytest.mark.parametrize("op", ["write", "sync"])
 @pytest.mark.parametrize("phase", ["commit", "checkpoint"])
-def test_fault_injection(engine_name, tmp_path, phase, op, crash):
+def test_fault_injection(engine_name, tmp_path, phase, op, crash, limit):
     counts = count_ops(tmp_path, engine_name, phase)
     code = kvtrees.FaultVFS.WRITE if op == "write" else kvtrees.FaultVFS.SYNC
     n_ops = counts[code]
     assert n_ops > 0, f"a {phase} did no {op}: {counts}"
-    limit = 200 if SLOW else 24
     step = max(1, n_ops // limit)
     fired = 0
     for nth in range(1, n_ops + 2, step):

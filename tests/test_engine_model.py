@@ -4,7 +4,8 @@ One hypothesis RuleBasedStateMachine per engine. Steps: put, delete, batch (with
 without an exception that must discard it), get, bulk loads that grow the tree past
 the small cache, range reads (forward/reverse, bounds inside, between and outside the
 keys), reopen (close + open: everything must survive), checkpoint, and a full check()
-in the teardown of every example. Sized for CI; KVTREES_SLOW=1 / --runslow runs more.
+in the teardown of every example. Sized for CI; the slow-marked soak runs far more
+(--runslow or KVTREES_SLOW=1).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 from sortedcontainers import SortedDict
 
 import kvtrees
-from conftest import ENGINES, engine_unavailable_reason, is_slow, small_options
-
-SLOW = is_slow()
+from conftest import ENGINES, engine_unavailable_reason, small_options
 
 # Few distinct short keys so that operations collide; some long keys (up to the 4 KiB
 # limit) so that pages split on few entries; values from empty to overflow-sized.
@@ -191,24 +191,24 @@ class EngineMachine(RuleBasedStateMachine):
 
 
 MODEL_SETTINGS = settings(
-    max_examples=500 if SLOW else 50,
-    stateful_step_count=150 if SLOW else 50,
+    max_examples=50,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+SOAK_SETTINGS = settings(MODEL_SETTINGS, max_examples=1000, stateful_step_count=150)
 
 
 def _machine_for(engine: str):
-    cls = type(f"EngineMachine_{engine}", (EngineMachine,), {"engine": engine})
-    cls.TestCase.settings = MODEL_SETTINGS
-    return cls
+    return type(f"EngineMachine_{engine}", (EngineMachine,), {"engine": engine})
 
 
+@pytest.mark.parametrize("soak", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["ci", "soak"])
 @pytest.mark.parametrize("engine_name", ENGINES)
-def test_engine_matches_model(engine_name):
+def test_engine_matches_model(engine_name, soak):
     reason = engine_unavailable_reason(engine_name)
     if reason:
         pytest.skip(reason)
-    machine = _machine_for(engine_name)
-    from hypothesis.stateful import run_state_machine_as_test
-    run_state_machine_as_test(machine, settings=MODEL_SETTINGS)
+    run_state_machine_as_test(_machine_for(engine_name),
+                              settings=SOAK_SETTINGS if soak else MODEL_SETTINGS)

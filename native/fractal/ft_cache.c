@@ -1,7 +1,10 @@
 /* ft_cache.c - the node cache (deserialized nodes by id) and the translation table.
  *
  * A node in the cache is either pinned (someone holds a pointer to it) or on the LRU
- * list only. Eviction takes unpinned nodes from the LRU tail; a dirty one is written
+ * list only. Eviction takes unpinned nodes from the LRU tail, basements first: the
+ * internal nodes and leaves (pivots, buffers) are what every query walks through, and
+ * they are a small fraction of the data, so they stay cached while basements come and
+ * go (a point query then costs one basement read). A dirty one is written
  * back first, which only the writer may do (readers skip dirty nodes: they may not call
  * the pager's write functions). The cache may exceed its budget while everything is
  * pinned or dirty during a read; the writer brings it back under at its next step.
@@ -20,7 +23,7 @@ int ft_cache_init(kvt_engine *e) {
     e->nbuckets = 1u << 14;
     e->hash = calloc(e->nbuckets, sizeof *e->hash);
     if (!e->hash) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for the node cache");
-    e->lru.lnext = e->lru.lprev = &e->lru;
+    for (int i = 0; i < 2; i++) e->lru[i].lnext = e->lru[i].lprev = &e->lru[i];
     if (pthread_mutex_init(&e->mu, NULL))
         return kvt_seterr(KVT_ENOMEM, "fractal: cannot create the cache mutex");
     return KVT_OK;
@@ -40,10 +43,11 @@ static void lru_unlink(fnode *n) {
 }
 
 static void lru_front(kvt_engine *e, fnode *n) {
-    n->lnext = e->lru.lnext;
-    n->lprev = &e->lru;
-    e->lru.lnext->lprev = n;
-    e->lru.lnext = n;
+    fnode *l = &e->lru[n->kind != FT_BASEMENT];
+    n->lnext = l->lnext;
+    n->lprev = l;
+    l->lnext->lprev = n;
+    l->lnext = n;
 }
 
 static void map_add(kvt_engine *e, fnode *n) {
@@ -227,20 +231,25 @@ static int write_back(kvt_engine *e, fnode *n) {
 }
 
 /* The least recently used node that can go now (NULL: none). Called with e->mu held. */
-static fnode *victim(kvt_engine *e) {
+static fnode *victim_in(kvt_engine *e, fnode *l) {
     int budget = 64;                         /* readers: look past a few dirty nodes */
-    for (fnode *n = e->lru.lprev; n != &e->lru; n = n->lprev) {
+    for (fnode *n = l->lprev; n != l; n = n->lprev) {
         if (n->pins == 0 && (!n->dirty || e->writer)) return n;
         if (!e->writer && --budget == 0) break;
     }
     return NULL;
 }
 
+static fnode *victim(kvt_engine *e) {
+    fnode *n = victim_in(e, &e->lru[0]);
+    return n ? n : victim_in(e, &e->lru[1]);
+}
+
 int ft_evict(kvt_engine *e) {
     for (;;) {
         pthread_mutex_lock(&e->mu);
         fnode *n = e->mem > e->cache_budget ? victim(e) : NULL;
-        if (n) map_remove(e, n);
+        if (n) { map_remove(e, n); e->evictions++; }
         pthread_mutex_unlock(&e->mu);
         if (!n) return KVT_OK;
         int rc = n->dirty ? write_back(e, n) : KVT_OK;   /* only the writer gets dirty ones */
@@ -250,7 +259,6 @@ int ft_evict(kvt_engine *e) {
             pthread_mutex_unlock(&e->mu);
             return rc;
         }
-        e->evictions++;
         ft_node_destroy(n);
     }
 }

@@ -58,6 +58,7 @@ typedef struct frec {
 } frec;
 
 static inline uint64_t frec_size(const frec *r) { return FT_REC_HDR + r->kl + r->vl; }
+static inline uint64_t frec_mem(const frec *r) { return r->owned ? 16u + r->kl + r->vl : 0; }
 
 typedef struct fvec {                /* sorted by (key, msn) */
     frec *r;
@@ -83,6 +84,7 @@ typedef struct fnode {
     uint32_t *bcount;                /* leaf: entries per basement */
     uint64_t *bbytes;                /* leaf: bytes per basement */
     fvec ents;                       /* basement: the entries */
+    uint64_t owned;                  /* basement: bytes of entries outside the arena */
 } fnode;
 
 typedef struct ftab { uint64_t pgno, len; } ftab;
@@ -104,7 +106,8 @@ struct kvt_engine {
     pthread_mutex_t mu;              /* cache map, LRU, pins, mem */
     fnode **hash;
     uint64_t nbuckets;
-    fnode lru;                       /* sentinel: lnext = most recent */
+    fnode lru[2];                    /* sentinels, lnext = most recent: [0] basements,
+                                        [1] leaves and internal nodes (evicted last) */
     uint64_t mem, ncached;
     int writer;                      /* a put/del/flush is running (no readers) */
     uint64_t hits, misses, evictions, writebacks;
@@ -135,6 +138,7 @@ int  ft_node_grow(fnode *n, uint32_t cap);
 void ft_node_destroy(fnode *n);
 uint64_t ft_node_mem(const fnode *n);
 uint64_t ft_node_buffered(const fnode *n);  /* internal: bytes in all buffers */
+int  ft_compact(fnode *b);                  /* basement: entries into one fresh arena */
 
 /* ft_cache.c - node cache and translation table */
 int  ft_cache_init(kvt_engine *e);

@@ -7,7 +7,11 @@
  *   BASEMENT: one buffer of entries
  *   pivot:  u32 kl, key
  *   buffer: u32 count, count x record (u8 type, u64 msn, u32 kl, u32 vl, key, value)
- * Decoding keeps the blob as the node's arena: records point into it (no copies).
+ * A decoded basement keeps the blob as its arena: its entries point into it (no copies),
+ * and after each change the basement is compacted into a fresh arena (ft_compact), so a
+ * basement's memory is exactly its arena plus the record array. Internal nodes and
+ * leaves copy their records out (one malloc each) and drop the blob: they stay cached
+ * for long and change record by record.
  */
 #include "ft_int.h"
 
@@ -63,13 +67,39 @@ uint64_t ft_node_buffered(const fnode *n) {
     return s;
 }
 
+/* Bytes this node holds: arena, record arrays, owned records (+16 bytes malloc overhead). */
 uint64_t ft_node_mem(const fnode *n) {
     uint64_t m = sizeof *n + n->arena_len + (uint64_t)n->cap * 48;
     if (n->kind == FT_INTERNAL)
-        for (uint32_t i = 0; i < n->n; i++) m += n->buf[i].bytes + n->buf[i].cap * sizeof(frec);
-    for (uint32_t i = 0; i + 1 < n->n; i++) m += n->piv[i].kl;
-    m += n->ents.bytes + n->ents.cap * sizeof(frec);
+        for (uint32_t i = 0; i < n->n; i++)
+            m += n->buf[i].bytes + (uint64_t)n->buf[i].cap * (sizeof(frec) + 16);
+    for (uint32_t i = 0; i + 1 < n->n; i++) m += n->piv[i].kl + 16;
+    m += (uint64_t)n->ents.cap * sizeof(frec) + n->owned;
     return m;
+}
+
+/* Copy a basement's entries into one fresh arena (owned records are freed). */
+int ft_compact(fnode *b) {
+    fvec *v = &b->ents;
+    size_t total = 0;
+    for (uint32_t i = 0; i < v->n; i++) total += (size_t)v->r[i].kl + v->r[i].vl;
+    uint8_t *a = malloc(total ? total : 1), *w = a;
+    if (!a) return kvt_seterr(KVT_ENOMEM, "fractal: no memory to compact basement %llu",
+                              (unsigned long long)b->id);
+    for (uint32_t i = 0; i < v->n; i++) {
+        frec *r = &v->r[i];
+        memcpy(w, r->k, r->kl);
+        memcpy(w + r->kl, r->v, r->vl);
+        frec_free(r);
+        r->k = w;
+        r->v = w + r->kl;
+        w += r->kl + r->vl;
+    }
+    free(b->arena);
+    b->arena = a;
+    b->arena_len = total;
+    b->owned = 0;
+    return KVT_OK;
 }
 
 /* ---- encoding ---- */
@@ -221,6 +251,14 @@ int ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out
     }
     n->arena = data;
     n->arena_len = len;
+    if (kind != FT_BASEMENT) {                 /* own every record, drop the blob */
+        for (uint32_t i = 0; rc == KVT_OK && kind == FT_INTERNAL && i < n->n; i++)
+            for (uint32_t j = 0; rc == KVT_OK && j < n->buf[i].n; j++) rc = frec_detach(&n->buf[i].r[j]);
+        if (rc < 0) { n->arena = NULL; ft_node_destroy(n); return rc; }
+        free(data);
+        n->arena = NULL;
+        n->arena_len = 0;
+    }
     *out = n;
     return KVT_OK;
 }

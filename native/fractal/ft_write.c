@@ -50,8 +50,30 @@ static int buf_merge(kvt_engine *e, fvec *dst, frec *in, uint32_t nin) {
     return rc;
 }
 
+/* One message into a basement, in place (the ascending and single-put case). */
+static int basement_apply1(kvt_engine *e, fnode *b, frec *m, int64_t *dcount) {
+    fvec *v = &b->ents;
+    uint32_t pos = fvec_lower(v, m->k, m->kl);
+    int found = pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, m->k, m->kl) == 0;
+    if (found) {
+        frec old = v->r[pos];
+        b->owned -= frec_mem(&old);
+        v->bytes -= frec_size(&old);
+        memmove(v->r + pos, v->r + pos + 1, (v->n - pos - 1) * sizeof *v->r);
+        v->n--;
+        (*dcount)--;
+        KVT_TRY(ft_rec_release(e, &old));
+    }
+    if (m->type == FT_DEL) { frec_free(m); return KVT_OK; }
+    KVT_TRY(fvec_insert(v, pos, m));
+    b->owned += frec_mem(m);
+    (*dcount)++;
+    return KVT_OK;
+}
+
 /* Apply sorted messages to basement entries; *dcount gets the change in live entries. */
 static int basement_apply(kvt_engine *e, fnode *b, frec *m, uint32_t nm, int64_t *dcount) {
+    if (nm == 1) return basement_apply1(e, b, m, dcount);
     fvec *v = &b->ents, out = {0};
     KVT_TRY(fvec_reserve(&out, v->n + nm));
     uint32_t i = 0, j = 0;
@@ -60,11 +82,13 @@ static int basement_apply(kvt_engine *e, fnode *b, frec *m, uint32_t nm, int64_t
         int c = i == v->n ? 1 : j == nm ? -1 : kvt_keycmp(v->r[i].k, v->r[i].kl, m[j].k, m[j].kl);
         if (c < 0) { out.r[out.n++] = v->r[i++]; continue; }
         if (c == 0) {
+            b->owned -= frec_mem(&v->r[i]);
             int r2 = ft_rec_release(e, &v->r[i++]);
             if (r2 < 0) rc = r2;
             (*dcount)--;
         }
         if (m[j].type == FT_DEL) { frec_free(&m[j++]); continue; }
+        b->owned += frec_mem(&m[j]);
         out.r[out.n++] = m[j++];
         (*dcount)++;
     }
@@ -122,11 +146,14 @@ static int basement_peel(kvt_engine *e, fnode *l, uint32_t bi, fnode *b, uint32_
     fnode *d;
     KVT_TRY(ft_new(e, FT_BASEMENT, 0, &d));
     int rc = fvec_reserve(&d->ents, end - start);
-    for (uint32_t i = start; rc == KVT_OK && i < end; i++) rc = frec_detach(&v->r[i]);
     if (rc == KVT_OK) rc = child_insert(l, bi + 1, d->id, v->r[start].k, v->r[start].kl);
     if (rc < 0) { ft_unpin(e, d); return rc; }   /* d stays an empty orphan: fatal anyway */
     memcpy(d->ents.r, v->r + start, (end - start) * sizeof *v->r);
     d->ents.n = end - start;
+    for (uint32_t i = start; i < end; i++) b->owned -= frec_mem(&v->r[i]);
+    v->n = start;                                 /* the records belong to d now */
+    rc = ft_compact(d);                           /* copies them out of b's arena */
+    if (rc < 0) { ft_unpin(e, d); return rc; }
     vec_recount(&d->ents);
     l->bcount[bi + 1] = d->ents.n;
     l->bbytes[bi + 1] = d->ents.bytes;
@@ -177,11 +204,15 @@ static int basement_step(kvt_engine *e, fnode *l, uint32_t bi, fnode *b, frec *m
     e->entries += d;
     l->bcount[bi] = b->ents.n;
     l->bbytes[bi] = b->ents.bytes;
-    ft_dirty(e, b);
     if (rc == KVT_OK && b->ents.bytes > e->basement_size && b->ents.n > 1) {
         int tail = asc && bi == l->n - 1;
         rc = basement_cut(e, l, bi, b, cut_target(e, b->ents.bytes, tail));
-        ft_dirty(e, b);
+    }
+    if (rc == KVT_OK && b->owned > b->arena_len / 2 + 4096) rc = ft_compact(b);
+    ft_dirty(e, b);
+    if (rc < 0) {
+        ft_unpin(e, b);
+        return rc;
     } else if (rc == KVT_OK && b->ents.n == 0 && l->n > 1) {
         child_remove(l, bi);
         return ft_drop(e, b);

@@ -557,6 +557,7 @@ static int count_visit(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
 static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) {
     H h;
     if (h_open(&h, node, base, cache)) return 1;
+    uint64_t seed = rng_state;
     uint8_t k[16], v[100];
     memset(v, 'v', sizeof v);
     double t0 = now();
@@ -573,7 +574,7 @@ static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) 
     printf("fillrandom %lu: %.0f puts/s, %.1f bytes written/key (node %u basement %u cache %llu) height %llu flushes %llu\n",
            n, n / (t1 - t0), (double)hp_written(&h) / n, node, base, (unsigned long long)cache,
            (unsigned long long)st.height, (unsigned long long)st.flushes);
-    rng_state = 88172645463325252ull;
+    rng_state = seed;
     for (int j = 0; j < 7; j++) rnd();
     t0 = now();
     unsigned long found = 0, nr = n < 200000 ? n : 200000;

@@ -8,6 +8,8 @@ docs/STORE.md.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import os
 import struct
@@ -52,18 +54,32 @@ def open(path, engine: Optional[str] = "btree", **options) -> "Store":
     """
     import kvtrees
     store_opts = {k: options.pop(k) for k in STORE_OPTIONS if k in options}
+    snap_opts = {k: v for k, v in options.items() if k != "read_only"}
+    group_sync = _store_syncs(options)
+    if group_sync:
+        options["sync"] = "none"      # the store fsyncs itself, outside its writer lock
     eng = kvtrees.open_engine(path, engine=engine, **options)
     try:
         name = _engine_name(eng, engine)
-        snap_opts = {k: v for k, v in options.items() if k != "read_only"}
 
         def factory(dest):
             return kvtrees.open_engine(dest, engine=name, **snap_opts)
         return Store(eng, engine_name=name, engine_factory=factory,
-                     read_only=bool(options.get("read_only")), **store_opts)
+                     read_only=bool(options.get("read_only")), group_sync=group_sync,
+                     **store_opts)
     except BaseException:
         eng.close()
         raise
+
+
+def _store_syncs(options: dict) -> bool:
+    """True when sync="commit" is asked of a writable store: the store then opens its
+    engine with sync="none" and makes each write durable itself (Store._writing), so the
+    fsync wait happens outside the writer lock and concurrent writers share fsyncs."""
+    obj = options.get("options")
+    sync = options.get("sync", getattr(obj, "sync", "commit"))
+    read_only = options.get("read_only", getattr(obj, "read_only", False))
+    return sync == "commit" and not read_only
 
 
 def _engine_name(eng, requested) -> str:
@@ -144,7 +160,7 @@ class Store:
     def __init__(self, engine, *, engine_name: str = "btree", engine_factory=None,
                  read_only: bool = False, quota_bytes: int = 0,
                  min_lease_ttl: int = MIN_TTL, watch_queue_limit: int = 10000,
-                 compact_batch: int = 1000):
+                 compact_batch: int = 1000, group_sync: bool = False):
         for name, v in (("quota_bytes", quota_bytes), ("min_lease_ttl", min_lease_ttl),
                         ("watch_queue_limit", watch_queue_limit),
                         ("compact_batch", compact_batch)):
@@ -158,6 +174,11 @@ class Store:
         self._queue_limit = max(1, watch_queue_limit)
         self._compact_batch = max(1, compact_batch)
         self._wlock = threading.RLock()
+        # group_sync: the engine does not fsync per commit; _writing() syncs after the
+        # writer lock is released (see docs/STORE.md, "Durability and group commit")
+        self._group_sync = group_sync
+        self._publish_lock = threading.Lock()
+        self._unpublished: collections.deque = collections.deque()   # (rev, events)
         self._compact_lock = threading.Lock()
         self._closed = False
         self._watchers: dict[int, Watcher] = {}
@@ -241,8 +262,44 @@ class Store:
                     b.put(k, v)
         if w.events:
             self._rev = w.rev
-            for watcher in list(self._watchers.values()):
-                watcher.push(w.rev, w.events)
+            self._unpublished.append((w.rev, w.events))   # delivered once durable
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """The writer lock around assigning a revision and committing its batch; on exit,
+        outside the lock: wait until the commit is durable, then deliver its watch events.
+
+        With group_sync the wait is Engine.sync() (kvt_sync: one fsync covers every commit
+        logged so far, and concurrent callers share it), so N writer threads pay about one
+        fsync per group instead of one each behind the lock. Readers may see a revision
+        while its fsync is in flight (as with the C layer's own commits); the writer's call
+        returns, and watchers hear of it, only after it is durable."""
+        try:
+            with self._wlock:
+                yield
+        finally:
+            if not self._wlock._is_owned():   # nested in another write: that one finishes
+                self._finish_writes()
+
+    def _finish_writes(self) -> None:
+        upto = self._rev
+        if self._group_sync:
+            try:
+                self._eng.sync()
+            except ClosedError:
+                if not self._closed:
+                    raise
+                # close() raced us: it checkpointed (made durable) under the writer lock
+        self._publish(upto)
+
+    def _publish(self, upto: int) -> None:
+        """Push committed revisions <= upto to the watchers, in revision order, once."""
+        with self._publish_lock:
+            q = self._unpublished
+            while q and q[0][0] <= upto:
+                rev, events = q.popleft()
+                for watcher in list(self._watchers.values()):
+                    watcher.push(rev, events)
 
     @property
     def revision(self) -> int:
@@ -332,7 +389,7 @@ class Store:
     def put(self, key, value, lease=None, prev_kv=False) -> PutResult:
         k, v, lid = to_key(key), to_value(value), to_lease_id(lease)
         self._check_put(k, v)
-        with self._wlock:
+        with self._writing():
             self._check_open()
             self._check_lease(lid)
             self._check_quota()
@@ -364,7 +421,7 @@ class Store:
         return self._delete(to_key(range_start), to_key(range_end))
 
     def _delete(self, start: bytes, end: Optional[bytes]) -> DeleteResult:
-        with self._wlock:
+        with self._writing():
             self._check_open()
             w = _Write(self)
             prevs = [w.delete(e.key) for e in w.live_range(start, end)]
@@ -393,7 +450,7 @@ class Store:
                                 % (size, MAX_REQUEST_BYTES))
         for op in _all_puts(success + failure):
             self._check_key_size(op.key)
-        with self._wlock:
+        with self._writing():
             self._check_open()
             w = _Write(self)
             ok, responses = self._run_txn(w, compare, success, failure)
@@ -433,7 +490,7 @@ class Store:
         release the writer lock in between, and resumes on open after a crash."""
         if isinstance(revision, bool) or not isinstance(revision, int):
             raise TypeError("revision must be an int")
-        with self._wlock:
+        with self._writing():
             self._check_open()
             if revision <= self._compact_rev:
                 raise CompactedError("required revision %d has been compacted" % revision,
@@ -461,7 +518,7 @@ class Store:
         """Process up to compact_batch revision-log entries below `upto`; False when none
         were left. Log entries below target go; the ones at target stay (a watch may start
         at the compacted revision) but their keys are processed too."""
-        with self._wlock:
+        with self._writing():
             self._check_open()
             limit = None if final else self._compact_batch
             entries = list(itertools.islice(self._eng.items(mvcc.REVLOG, upto), limit))
@@ -608,7 +665,7 @@ class Store:
         granted = self._leases.effective_ttl(ttl)
         if lease_id is not None:
             lease_id = to_lease_id(lease_id)
-        with self._wlock:
+        with self._writing():
             self._check_open()
             self._check_quota()
             if not lease_id:
@@ -642,7 +699,7 @@ class Store:
     def revoke_lease(self, lease_id) -> bool:
         """Revoke: delete the lease and (in one revision) every key attached to it."""
         lid = to_lease_id(lease_id)
-        with self._wlock:
+        with self._writing():
             self._check_open()
             if lid not in self._leases:
                 raise LeaseNotFoundError("requested lease %#x not found" % lid)
@@ -663,7 +720,7 @@ class Store:
         self._leases.remove(lid)
 
     def _expire_lease(self, lid: int) -> None:
-        with self._wlock:
+        with self._writing():
             if self._closed or lid not in self._leases or self._leases.remaining(lid) > 0:
                 return
             self._revoke(lid)

@@ -9,7 +9,7 @@ from typing import List, Optional
 from .adapters import ENGINES, PEERS
 from .workloads import QUICK, WORKLOADS
 
-QUICK_NUM = 20_000
+QUICK_NUM = 60_000
 DEFAULT_NUM = 100_000
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20,
           "mb": 1000 ** 2, "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30}
@@ -99,6 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="repetitions, interleaved across targets (default 3, --quick 1)")
     p.add_argument("--seek-nexts", type=count, default=100)
     p.add_argument("--iibench-indexes", type=count, default=3)
+    p.add_argument("--store-ops", type=count, default=0,
+                   help="operations of the store workload (default: min(--ops, 20000))")
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     p.add_argument("--plot", metavar="DIR", help="write PNG plots (needs matplotlib)")
     p.add_argument("--quick", action="store_true",
@@ -148,6 +150,19 @@ def parse(argv: Optional[List[str]], prog: str = "kvtrees bench") -> argparse.Na
     return a
 
 
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt; returns the previous handler (None: untouched)."""
+    import signal
+    import threading
+
+    def handler(_sig, _frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
@@ -161,8 +176,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                  key_size=a.key_size, value_size=a.value_size, record_size=a.record_size,
                  batch=a.batch, cache_size=a.cache_size, sync=a.sync, direct_io=a.direct_io,
                  threads=a.threads, seed=a.seed, repeat=a.repeat, seek_nexts=a.seek_nexts,
-                 iibench_indexes=a.iibench_indexes, dir=a.dir, keep=a.keep)
-    report = run(cfg, make_progress(a.progress), argv)
+                 iibench_indexes=a.iibench_indexes, store_ops=a.store_ops, dir=a.dir,
+                 keep=a.keep)
+    previous = _sigterm_as_interrupt()   # so scratch directories are removed on kill too
+    try:
+        report = run(cfg, make_progress(a.progress), argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            import signal
+            signal.signal(signal.SIGTERM, previous)
     print_table(report, use_rich=not a.plain)
     problems = validate(report)
     if problems:  # a bug in this tool, not in the engines: say so loudly

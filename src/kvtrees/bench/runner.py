@@ -46,12 +46,14 @@ class Config:
     repeat: int = 1
     seek_nexts: int = 100
     iibench_indexes: int = 3
+    store_ops: int = 0           # 0: min(ops, 20000)
     dir: Optional[str] = None
     keep: bool = False
 
     def __post_init__(self):
         self.ops = self.ops or self.num
         self.record_size = self.record_size or self.value_size
+        self.store_ops = self.store_ops or min(self.ops, 20_000)
 
 
 class Progress:

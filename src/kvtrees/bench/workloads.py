@@ -349,18 +349,18 @@ def store_keys(n: int, rng: random.Random) -> List[bytes]:
 
 
 def prep_store(ctx):
-    """Kubernetes-shaped traffic on kvtrees.open(): keys /registry/<kind>/<ns>/<name>,
-    values 1-4 KiB; 75% updates, 10% gets, 5% creates, 5% deletes, 5% namespace lists
+    """Kubernetes-shaped traffic on kvtrees.open() (num/10 objects, --store-ops operations):
+    keys /registry/<kind>/<ns>/<name>, values 1-4 KiB; 75% updates, 10% gets, 5% creates, 5% deletes, 5% namespace lists
     (limit 100); a watch is open on /registry/ and its events are counted."""
     cfg, rng, db = ctx.cfg, ctx.rng, ctx.ad.db
     n_keys = max(100, cfg.num // 10)
-    keys = store_keys(n_keys + cfg.ops, rng)
+    keys = store_keys(n_keys + cfg.store_ops, rng)
     live = keys[:n_keys]
     pool = [rng.randbytes(rng.randint(1024, 4096)) for _ in range(256)]
     for i, k in enumerate(live):            # untimed preload
         db.put(k, pool[i % 256])
     ops = rng.choices(("put", "get", "create", "delete", "list"),
-                      weights=(75, 10, 5, 5, 5), k=cfg.ops)
+                      weights=(75, 10, 5, 5, 5), k=cfg.store_ops)
     plan, nxt = [], n_keys
     for i, op in enumerate(ops):
         if op == "create":

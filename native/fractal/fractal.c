@@ -19,6 +19,7 @@ static void apply_config(kvt_engine *e, const kvt_engine_config *cfg, uint32_t n
     if (e->node_size < 4096) e->node_size = 4096;
     if (e->basement_size < 512) e->basement_size = 512;
     e->max_basements = (uint32_t)(e->node_size / e->basement_size);
+    if (getenv("FT_LEAF_FACTOR")) e->max_basements *= (uint32_t)atoi(getenv("FT_LEAF_FACTOR")); /* XXX tuning */
     if (e->max_basements < 2) e->max_basements = 2;
     e->big_value = e->basement_size / 8;
     uint64_t cache = cfg && cfg->cache_bytes ? cfg->cache_bytes : 64ull << 20;

@@ -577,7 +577,7 @@ static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) 
     rng_state = seed;
     for (int j = 0; j < 7; j++) rnd();
     t0 = now();
-    unsigned long found = 0, nr = n < 200000 ? n : 200000;
+    unsigned long found = 0, nr = n < 20000 ? n : 20000;
     kvt_buf out = {0};
     uint64_t r0 = hp_read(&h);
     for (unsigned long i = 0; i < nr; i++) {
@@ -589,7 +589,7 @@ static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) 
     printf("readrandom: %.0f gets/s (%lu found, %.0f bytes read/get)\n", nr / (t1 - t0), found,
            (double)(hp_read(&h) - r0) / nr);
     kvt_buf_free(&out);
-    unsigned long ns = nr / 10, seen = 0;
+    unsigned long ns = nr / 4, seen = 0;
     t0 = now();
     for (unsigned long i = 0; i < ns; i++) {
         uint64_t x = rnd();

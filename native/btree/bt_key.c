@@ -30,6 +30,29 @@ int bt_cmp(const bt_tree *t, const uint8_t *k, size_t kl, const bt_cell *c,
     return kvt_keycmp(k, kl, full, c->klen);
 }
 
+/* Compare k with the key of slot i during a binary search. Only what the comparison
+ * needs is decoded (slot offset, key length, key bytes, all bounds-checked); a spilled
+ * key takes the full decode. The first 8 bytes are compared as one big-endian word,
+ * which decides almost every comparison of random keys without a memcmp call. */
+static int slot_cmp(const bt_tree *t, const kvt_page *pg, uint32_t i, const uint8_t *k,
+                    size_t kl, bt_scratch *s, int *rc) {
+    const uint8_t *d = pg->data;
+    uint32_t off = kvt_get16(d + BT_HDR + 2u * i);
+    uint32_t fixed = bt_is_leaf(d) ? BT_LEAF_FIXED : BT_BRANCH_FIXED;
+    uint32_t klen = off + 2u <= t->ps ? kvt_get16(d + off) : 0;
+    if (off < bt_lo(d) || klen == 0 || klen > t->kmax || off + fixed + klen > t->ps) {
+        bt_cell c;                        /* spilled or damaged: the checked path */
+        *rc = bt_cell_at(t, pg, i, &c);
+        return *rc < 0 ? 0 : bt_cmp(t, k, kl, &c, s, rc);
+    }
+    const uint8_t *ck = d + off + fixed;
+    if (kl >= 8 && klen >= 8) {
+        uint64_t a = __builtin_bswap64(kvt_get64(k)), b = __builtin_bswap64(kvt_get64(ck));
+        if (a != b) return a < b ? -1 : 1;
+    }
+    return kvt_keycmp(k, kl, ck, klen);
+}
+
 int bt_search(const bt_tree *t, const kvt_page *pg, const uint8_t *k, size_t kl,
               bt_scratch *s, uint32_t *idx, int *eq) {
     uint32_t lo = 0, hi = bt_count(pg->data);
@@ -37,9 +60,7 @@ int bt_search(const bt_tree *t, const kvt_page *pg, const uint8_t *k, size_t kl,
     *eq = 0;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        bt_cell c;
-        KVT_TRY(bt_cell_at(t, pg, mid, &c));
-        int r = bt_cmp(t, k, kl, &c, s, &rc);
+        int r = slot_cmp(t, pg, mid, k, kl, s, &rc);
         KVT_TRY(rc);
         if (r > 0) {
             lo = mid + 1;
@@ -58,9 +79,7 @@ int bt_route(const bt_tree *t, const kvt_page *pg, const uint8_t *k, size_t kl,
     int rc = KVT_OK;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        bt_cell c;
-        KVT_TRY(bt_cell_at(t, pg, mid, &c));
-        int r = bt_cmp(t, k, kl, &c, s, &rc);
+        int r = slot_cmp(t, pg, mid, k, kl, s, &rc);
         KVT_TRY(rc);
         if (r == 0) { lo = mid + 1; break; }
         if (r > 0) lo = mid + 1; else hi = mid;

@@ -12,6 +12,9 @@
 
 #define CHUNK_ENTRIES 256
 #define CHUNK_BYTES   (1u << 20)
+/* The first chunk is small and each refill doubles it: a caller that takes one entry
+ * (a seek, the MVCC layer's "latest version" lookup) copies a few entries, not 256. */
+#define CHUNK_FIRST   4
 
 int kvt_get(kvt_db *db, const uint8_t *k, size_t kl, uint8_t *dst, size_t cap, size_t *vlen) {
     if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_get: no handle");
@@ -37,6 +40,7 @@ struct kvt_iter {
     kvt_buf arena;               /* key and value bytes of the current chunk */
     iter_entry ent[CHUNK_ENTRIES];
     int n, pos;
+    int chunk;                   /* entries the next chunk may hold */
     int stopped;                 /* the range bound or the tree's end was reached */
     int full;                    /* the last chunk stopped on its size limit */
 };
@@ -52,7 +56,7 @@ static int past_bound(const kvt_iter *it, const uint8_t *k, size_t kl) {
 static int collect(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
     kvt_iter *it = ctx;
     if (past_bound(it, k, kl)) { it->stopped = 1; return 1; }
-    if (it->n == CHUNK_ENTRIES || (it->n > 0 && it->arena.len + kl + vl > CHUNK_BYTES)) {
+    if (it->n == it->chunk || (it->n > 0 && it->arena.len + kl + vl > CHUNK_BYTES)) {
         it->full = 1;
         return 1;
     }
@@ -85,6 +89,7 @@ static int fill_chunk(kvt_iter *it) {
     pthread_rwlock_unlock(&db->rw);
     KVT_TRY(rc);
     if (!it->full) it->stopped = 1;   /* the scan ran out of entries */
+    if (it->chunk < CHUNK_ENTRIES) it->chunk *= 2;
     return KVT_OK;
 }
 
@@ -104,6 +109,7 @@ int kvt_iter_new(kvt_db *db, const uint8_t *start, size_t sl, const uint8_t *end
     it->reverse = reverse != 0;
     it->has_start = start != NULL;
     it->has_end = end != NULL;
+    it->chunk = CHUNK_FIRST;
     int rc = KVT_OK;
     if (start) rc = kvt_buf_set(&it->start, start, sl);
     if (rc == KVT_OK && end) rc = kvt_buf_set(&it->end, end, el);

@@ -3,7 +3,8 @@
  *
  * Engine meta (little-endian, 96 bytes):
  *   u32 magic, u32 version, u64 root, u64 table pgno, u64 table len, u64 msn,
- *   u64 entries, u64 flushes, u32 node_size, u32 basement_size, u64 reserved[3]
+ *   u64 entries, u64 flushes, u32 node_size, u32 basement_size (0: default),
+ *   u64 reserved[3]
  * Table blob: u32 magic, u32 max key length (0: none), max key, u64 n, n x (u64 pgno, u64 len)
  * (entry 0 unused; pgno 0 = free id).
  */
@@ -13,17 +14,27 @@
 
 static uint32_t ft_page_size(const kvt_engine_config *cfg) { (void)cfg; return FT_PAGE_SIZE; }
 
+/* Sizes (see README.md for the measurements behind them). The node size is the buffer
+ * budget of an internal node; a leaf may hold FT_LEAF_FACTOR times as many bytes in
+ * basements, which keeps the internal nodes (~ data / (fanout * leaf factor)) small
+ * enough to stay cached while the basements come and go. By default the node size
+ * shrinks with a small cache, so that the root and its children always fit. */
 static void apply_config(kvt_engine *e, const kvt_engine_config *cfg, uint32_t ns, uint32_t bs) {
-    e->node_size = cfg && cfg->node_size ? cfg->node_size : ns ? ns : FT_DEF_NODE_SIZE;
-    e->basement_size = cfg && cfg->basement_size ? cfg->basement_size : bs ? bs : FT_DEF_BASEMENT_SIZE;
+    uint64_t cache = cfg && cfg->cache_bytes ? cfg->cache_bytes : 64ull << 20;
+    e->cache_budget = cache - cache / 4;   /* headroom: malloc overhead, pager frames */
+    uint64_t def_ns = FT_DEF_NODE_SIZE;
+    while (def_ns > 64 * 1024 && def_ns > e->cache_budget / 8) def_ns /= 2;
+    e->want_ns = cfg && cfg->node_size ? cfg->node_size : ns;     /* 0: default */
+    e->want_bs = cfg && cfg->basement_size ? cfg->basement_size : bs;
+    e->node_size = e->want_ns ? e->want_ns : def_ns;
+    uint64_t def_bs = FT_DEF_BASEMENT_SIZE;
+    while (def_bs > 4096 && def_bs > e->node_size / 4) def_bs /= 2;
+    e->basement_size = e->want_bs ? e->want_bs : def_bs;
     if (e->node_size < 4096) e->node_size = 4096;
     if (e->basement_size < 512) e->basement_size = 512;
-    e->max_basements = (uint32_t)(e->node_size / e->basement_size);
-    if (getenv("FT_LEAF_FACTOR")) e->max_basements *= (uint32_t)atoi(getenv("FT_LEAF_FACTOR")); /* XXX tuning */
-    if (e->max_basements < 2) e->max_basements = 2;
+    uint64_t mb = FT_LEAF_FACTOR * e->node_size / e->basement_size;
+    e->max_basements = mb < 2 ? 2 : mb > 4096 ? 4096 : (uint32_t)mb;
     e->big_value = e->basement_size / 8;
-    uint64_t cache = cfg && cfg->cache_bytes ? cfg->cache_bytes : 64ull << 20;
-    e->cache_budget = cache - cache / 4;   /* the pager keeps a share for its own frames */
 }
 
 static int new_tree(kvt_engine *e) {
@@ -204,8 +215,8 @@ static int ft_flush_op(kvt_engine *e, uint8_t *meta, size_t *meta_len) {
     kvt_put64(meta + 32, e->msn);
     kvt_put64(meta + 40, e->entries);
     kvt_put64(meta + 48, e->flushes);
-    kvt_put32(meta + 56, (uint32_t)e->node_size);
-    kvt_put32(meta + 60, (uint32_t)e->basement_size);
+    kvt_put32(meta + 56, e->want_ns);            /* explicit choices only */
+    kvt_put32(meta + 60, e->want_bs);
     *meta_len = META_LEN;
     return KVT_OK;
 }

@@ -37,9 +37,10 @@
 #define FT_TAB_MAGIC   0x31425446u   /* "FTB1" */
 #define FT_VERSION     1
 
-/* Defaults (chosen by measurement, see docs/FRACTAL.md). */
-#define FT_DEF_NODE_SIZE     (2u << 20)
+/* Defaults (chosen by measurement, see native/fractal/README.md). */
+#define FT_DEF_NODE_SIZE     (1u << 20) /* internal-node buffer budget */
 #define FT_DEF_BASEMENT_SIZE (32u << 10)
+#define FT_LEAF_FACTOR       8u         /* leaf holds up to 8 x node_size of basements */
 #define FT_FANOUT            16u        /* children per internal node before a split */
 #define FT_PAGE_SIZE         4096u
 
@@ -93,6 +94,7 @@ struct kvt_engine {
     kvt_pager *p;
     uint64_t node_size, basement_size, cache_budget, big_value;
     uint32_t max_basements;
+    uint32_t want_ns, want_bs;       /* sizes asked for (cfg or file), 0: default */
     uint64_t root, msn, entries, flushes;
     ftab *tab;                       /* indexed by node id; pgno 0 = no blob yet */
     uint8_t *live;                   /* node id in use */

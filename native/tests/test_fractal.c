@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include "kvt_engine.h"
 #include "kvt_error.h"
+#include "../fractal/ft_int.h"      /* white box: small leaves for deep trees */
 
 static int failures;
 #define CHECK(c, ...) do { if (!(c)) { failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
@@ -219,11 +220,19 @@ static void ref_restore(void) {
     }
 }
 
+/* Tests: leaves of node_size bytes (not FT_LEAF_FACTOR times more), so small trees get
+ * deep and leaf splits and merges happen all the time. */
+static void small_leaves(H *h) {
+    if (ops == &kvt_fractal_ops && h->cfg.node_size && h->cfg.node_size < 65536)
+        h->e->max_basements = h->cfg.node_size / h->cfg.basement_size;
+}
+
 static int h_open(H *h, uint32_t node, uint32_t base, uint64_t cache) {
     memset(h, 0, sizeof *h);
     h->cfg = (kvt_engine_config){ .node_size = node, .basement_size = base, .cache_bytes = cache };
     OK(hp_open(h));
     OK(ops->open(h->p, &h->cfg, NULL, 0, &h->e));
+    small_leaves(h);
     return 0;
 }
 
@@ -251,6 +260,7 @@ static int h_crash_reopen(H *h) {
     OK(hp_crash(h));
     ref_restore();
     OK(ops->open(h->p, &h->cfg, h->meta, h->meta_len, &h->e));
+    small_leaves(h);
     return 0;
 }
 
@@ -505,6 +515,17 @@ static int test_damage(void) {
     return 0;
 }
 
+/* The production shape (default sizes, leaves of FT_LEAF_FACTOR nodes), small cache. */
+static int test_default_sizes(void) {
+    H h;
+    if (h_open(&h, 0, 0, 1 << 20)) return 1;
+    for (int r = 0; r < 3; r++)
+        if (random_ops(&h, 8000, MAXK) || verify_all(&h) || h_clean_reopen(&h) || verify_all(&h)) return 1;
+    h_close(&h);
+    ref_clear();
+    return 0;
+}
+
 typedef struct rt { H *h; int bad; unsigned seed; } rt;
 static void *reader(void *arg) {
     rt *t = arg;
@@ -619,7 +640,7 @@ int main(int argc, char **argv) {
         { "random", test_random }, { "reopen_crash", test_reopen_crash },
         { "tombstones", test_tombstones }, { "ascending", test_ascending },
         { "big_values", test_big_values }, { "damage", test_damage },
-        { "concurrent_readers", test_concurrent_readers },
+        { "concurrent_readers", test_concurrent_readers }, { "default_sizes", test_default_sizes },
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
         int rc = t[i].fn();

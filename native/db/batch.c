@@ -100,9 +100,19 @@ static uint64_t mono_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Checkpoint when the log passes wal_limit, or when the pages a checkpoint would free or
+ * write pass the larger of wal_limit and the data file's size. Random updates defer nearly
+ * every page they touch, so a fixed limit would checkpoint (3 fsyncs, a full flush) every
+ * few thousand writes on a tree larger than the cache; relative to the file, the
+ * deferred pages (at most the last checkpoint's) keep the file under about twice its
+ * live size, and dirty pages are bounded by the cache anyway. */
 static int need_checkpoint(kvt_db *db) {
-    return kvt_wal_bytes(db->wal) > db->opt.wal_limit ||
-           kvt_pager_pending_free(db->pager) > db->opt.wal_limit;
+    if (kvt_wal_bytes(db->wal) > db->opt.wal_limit) return 1;
+    uint64_t pending = kvt_pager_pending_free(db->pager);
+    if (pending <= db->opt.wal_limit) return 0;
+    kvt_pager_stats ps;
+    kvt_pager_get_stats(db->pager, &ps);
+    return pending > ps.pages_total * kvt_pager_page_size(db->pager);
 }
 
 /* Under the writer mutex: log, apply, maybe checkpoint. */

@@ -4,7 +4,7 @@
  * Engine meta (little-endian, 96 bytes):
  *   u32 magic, u32 version, u64 root, u64 table pgno, u64 table len, u64 msn,
  *   u64 entries, u64 flushes, u32 node_size, u32 basement_size (0: default),
- *   u64 reserved[3]
+ *   u64 data bytes, u64 reserved[2]
  * Table blob: u32 magic, u32 max key length (0: none), max key, u64 n, n x (u64 pgno, u64 len)
  * (entry 0 unused; pgno 0 = free id).
  */
@@ -23,7 +23,7 @@ static void apply_config(kvt_engine *e, const kvt_engine_config *cfg, uint32_t n
     uint64_t cache = cfg && cfg->cache_bytes ? cfg->cache_bytes : 64ull << 20;
     e->cache_budget = cache - cache / 4;   /* headroom: malloc overhead, pager frames */
     uint64_t def_ns = FT_DEF_NODE_SIZE;
-    while (def_ns > 64 * 1024 && def_ns > e->cache_budget / 8) def_ns /= 2;
+    while (def_ns > 64 * 1024 && def_ns > e->cache_budget / 4) def_ns /= 2;
     e->want_ns = cfg && cfg->node_size ? cfg->node_size : ns;     /* 0: default */
     e->want_bs = cfg && cfg->basement_size ? cfg->basement_size : bs;
     e->node_size = e->want_ns ? e->want_ns : def_ns;
@@ -32,8 +32,9 @@ static void apply_config(kvt_engine *e, const kvt_engine_config *cfg, uint32_t n
     e->basement_size = e->want_bs ? e->want_bs : def_bs;
     if (e->node_size < 4096) e->node_size = 4096;
     if (e->basement_size < 512) e->basement_size = 512;
-    uint64_t mb = FT_LEAF_FACTOR * e->node_size / e->basement_size;
-    e->max_basements = mb < 2 ? 2 : mb > 4096 ? 4096 : (uint32_t)mb;
+    uint64_t mb = e->node_size / e->basement_size;
+    e->min_basements = mb < 2 ? 2 : mb > 256 ? 256 : (uint32_t)mb;
+    e->max_basements = 0;
     e->big_value = e->basement_size / 8;
 }
 
@@ -115,6 +116,7 @@ static int open_existing(kvt_engine *e, const uint8_t *m, size_t len) {
     e->msn = kvt_get64(m + 32);
     e->entries = kvt_get64(m + 40);
     e->flushes = kvt_get64(m + 48);
+    e->data_bytes = kvt_get64(m + 64);
     kvt_buf b = {0};
     int rc = kvt_blob_read(e->p, e->table_pgno, e->table_len, &b);
     if (rc == KVT_OK) rc = tab_decode(e, b.data, b.len);
@@ -217,6 +219,7 @@ static int ft_flush_op(kvt_engine *e, uint8_t *meta, size_t *meta_len) {
     kvt_put64(meta + 48, e->flushes);
     kvt_put32(meta + 56, e->want_ns);            /* explicit choices only */
     kvt_put32(meta + 60, e->want_bs);
+    kvt_put64(meta + 64, e->data_bytes);
     *meta_len = META_LEN;
     return KVT_OK;
 }

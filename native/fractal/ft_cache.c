@@ -13,6 +13,7 @@
  * previous one (the pager keeps it until the next checkpoint is durable), update the
  * table entry. Parents never change: they hold ids.
  */
+#include <stdio.h>
 #include "ft_int.h"
 
 static uint64_t bucket(const kvt_engine *e, uint64_t id) {
@@ -136,9 +137,12 @@ static int load(kvt_engine *e, uint64_t id, fnode **out) {
     if (rc == KVT_OK) rc = ft_decode(e, id, b.data, b.len, out);
     if (rc < 0) {
         kvt_buf_free(&b);
-        if (rc == KVT_ECORRUPT && !strstr(kvt_errmsg(), "page"))
-            kvt_seterr(rc, "%s (%s, blob at page %llu)", kvt_errmsg(), kvt_pager_path(e->p),
+        if (rc == KVT_ECORRUPT && !strstr(kvt_errmsg(), "page")) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", kvt_errmsg());
+            kvt_seterr(rc, "%s (%s, blob at page %llu)", why, kvt_pager_path(e->p),
                        (unsigned long long)e->tab[id].pgno);
+        }
     }
     return rc;
 }
@@ -169,8 +173,10 @@ int ft_get(kvt_engine *e, uint64_t id, fnode **out) {
     }
     n->pins++;
     pthread_mutex_unlock(&e->mu);
+    int rc = ft_evict(e);
+    if (rc < 0) { ft_unpin(e, n); return rc; }
     *out = n;
-    return ft_evict(e);
+    return KVT_OK;
 }
 
 void ft_unpin(kvt_engine *e, fnode *n) {

@@ -14,7 +14,7 @@
 typedef struct ck {
     kvt_engine *e;
     uint8_t *seen;
-    uint64_t entries;
+    uint64_t entries, bytes;
 } ck;
 
 typedef struct kr { const fkey *lo, *hi; } kr;        /* [lo, hi), NULL: unbounded */
@@ -112,6 +112,7 @@ static int check_children(ck *c, fnode *n, kr range, const fvec *cons) {
             KVT_TRY(check_node(c, n->child[i], cr, 0, FT_BASEMENT, cons, &cnt, &by));
             if (cnt != n->bcount[i] || by != n->bbytes[i]) return bad(c, n->id, "basement accounting wrong");
             c->entries += cnt;
+            c->bytes += by;
             continue;
         }
         KVT_TRY(check_vec(c, n->id, &n->buf[i], cr, cons, 0));
@@ -156,6 +157,7 @@ int ft_check(kvt_engine *e) {
     for (uint64_t id = 1; rc == KVT_OK && id < e->ntab; id++)
         if (e->live[id] && !c.seen[id]) rc = bad(&c, id, "node not reachable from the root (leaked)");
     if (rc == KVT_OK && c.entries != e->entries) rc = bad(&c, e->root, "entry count differs from the leaves");
+    if (rc == KVT_OK && c.bytes != e->data_bytes) rc = bad(&c, e->root, "data byte count differs from the leaves");
     if (rc == KVT_OK && e->table_pgno) rc = kvt_blob_check(e->p, e->table_pgno, e->table_len);
     free(c.seen);
     return rc;

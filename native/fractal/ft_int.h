@@ -93,7 +93,9 @@ typedef struct ftab { uint64_t pgno, len; } ftab;
 struct kvt_engine {
     kvt_pager *p;
     uint64_t node_size, basement_size, cache_budget, big_value;
-    uint32_t max_basements;
+    uint32_t max_basements;          /* basements per leaf if set (tests); 0: the default */
+    uint32_t min_basements;          /* node_size / basement_size */
+    uint64_t data_bytes;             /* bytes in all basements */
     uint32_t want_ns, want_bs;       /* sizes asked for (cfg or file), 0: default */
     uint64_t root, msn, entries, flushes;
     ftab *tab;                       /* indexed by node id; pgno 0 = no blob yet */

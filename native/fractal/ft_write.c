@@ -200,8 +200,10 @@ static uint64_t cut_target(const kvt_engine *e, uint64_t total, int asc) {
 static int basement_step(kvt_engine *e, fnode *l, uint32_t bi, fnode *b, frec *m, uint32_t nm,
                          int asc) {
     int64_t d = 0;
+    uint64_t before = b->ents.bytes;
     int rc = basement_apply(e, b, m, nm, &d);
     e->entries += d;
+    e->data_bytes += b->ents.bytes - before;
     l->bcount[bi] = b->ents.n;
     l->bbytes[bi] = b->ents.bytes;
     if (rc == KVT_OK && b->ents.bytes > e->basement_size && b->ents.n > 1) {
@@ -248,8 +250,16 @@ static int leaf_apply(kvt_engine *e, fnode *l, frec *m, uint32_t nm, int asc) {
 
 /* ---- splits and merges ---- */
 
+/* Basements per leaf: FT_LEAF_FACTOR x node_size of them (tests may fix another). The
+ * internal nodes hold about data x node_size / (fanout x leaf size) bytes and must stay
+ * cached, else every get reads whole internal nodes; a bigger leaf makes a flush batch
+ * touch more basements per message (more bytes written). See README.md. */
+static uint32_t leaf_max(const kvt_engine *e) {
+    return e->max_basements ? e->max_basements : e->min_basements * FT_LEAF_FACTOR;
+}
+
 static int needs_split(const kvt_engine *e, const fnode *c) {
-    return c->kind == FT_LEAF ? c->n > e->max_basements : c->n > FT_FANOUT;
+    return c->kind == FT_LEAF ? c->n > leaf_max(e) : c->n > FT_FANOUT;
 }
 
 static int is_empty_leaf(const fnode *c) {
@@ -360,7 +370,7 @@ static int fix_root(kvt_engine *e, fnode *r, int asc) {
         e->root = c->id;
         rc = ft_drop(e, r);
         r = c;
-        if (rc < 0) break;
+        if (rc < 0) { ft_unpin(e, r); return rc; }
     }
     ft_unpin(e, r);
     return KVT_OK;

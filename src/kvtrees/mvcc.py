@@ -156,6 +156,15 @@ def decode_entry(ek: bytes, ev: bytes) -> Entry:
                  bytes(ev[_HDR.size:]))
 
 
+def decode_value(key: bytes, mod: int, ev: bytes) -> Entry:
+    """The entry stored under kv_key(key, mod) (key and revision already known)."""
+    if len(ev) < _HDR.size:
+        raise ValueError("malformed MVCC entry for key %r at revision %d" % (key[:64], mod))
+    flags, create, version, lease = _HDR.unpack_from(ev)
+    return Entry(key, mod, bool(flags & FLAG_TOMBSTONE), create, version, lease,
+                 ev[_HDR.size:])
+
+
 # ---------------------------------------------------------------- reads
 
 def latest(eng, key: bytes, rev: int) -> Optional[Entry]:

@@ -33,6 +33,7 @@ _SORT_TARGETS = {"key": lambda kv: kv.key, "version": lambda kv: kv.version,
                  "create": lambda kv: kv.create_revision, "mod": lambda kv: kv.mod_revision,
                  "value": lambda kv: kv.value}
 _REQUEST_OVERHEAD = 16   # bytes counted per put beyond key and value (etcd-like framing)
+HEAD_CACHE_ENTRIES = 1 << 17   # keys whose newest revision is cached (~150 B each)
 
 
 class Status(NamedTuple):
@@ -108,7 +109,7 @@ class _Write:
         if key in self.overlay:
             e = self.overlay[key]
             return None if e.tombstone else e
-        return mvcc.live(self.store._eng, key, self.base)
+        return self.store._live(key, self.base)
 
     def put(self, key: bytes, value: bytes, lease: int) -> Optional[Entry]:
         prev = self.current(key)
@@ -185,6 +186,9 @@ class Store:
         self._callbacks: dict[int, CallbackWatch] = {}
         self._watch_ids = itertools.count(1)
         self.transactions = Transactions()
+        # newest mod_revision of recently used keys (0: no version): see _latest()
+        self._heads: Optional[dict[bytes, int]] = None if read_only else {}
+        self._heads_lock = threading.Lock()
         self._rev = self._meta_int(mvcc.META_REVISION, 1)
         self._compact_rev = self._meta_int(mvcc.META_COMPACT, 0)
         self._leases = LeaseTable(self._expire_lease, min_lease_ttl)
@@ -254,15 +258,79 @@ class Store:
             ops[mvcc.META_REVISION] = mvcc.be64(w.rev)
         if not ops:
             return
-        with self._eng.batch() as b:
-            for k, v in ops.items():
-                if v is None:
-                    b.delete(k)
-                else:
-                    b.put(k, v)
+        try:
+            with self._eng.batch() as b:
+                for k, v in ops.items():
+                    if v is None:
+                        b.delete(k)
+                    else:
+                        b.put(k, v)
+        except BaseException:
+            # the batch may or may not be in the engine: let these keys take the slow path
+            self._forget_heads(w.overlay)
+            raise
         if w.events:
-            self._rev = w.rev
+            self._advance(w)
             self._unpublished.append((w.rev, w.events))   # delivered once durable
+
+    def _advance(self, w: _Write) -> None:
+        """Make revision w.rev current. The head cache learns the new versions first, in
+        the same critical section as _rev, so a reader that sees the new _rev also sees
+        them and a reader still at the old revision finds heads > its revision (and
+        takes the slow path) or the heads it would have found anyway."""
+        heads = self._heads
+        with self._heads_lock:
+            if heads is not None:
+                if len(heads) + len(w.overlay) > HEAD_CACHE_ENTRIES:
+                    _evict(heads, len(w.overlay))
+                for k in w.overlay:
+                    heads[k] = w.rev
+            self._rev = w.rev
+
+    # ------------------------------------------------------------ point reads
+    def _latest(self, key: bytes, rev: int) -> Optional[Entry]:
+        """Newest version of key <= rev (tombstones included), or None.
+
+        Fast path: the head cache knows the key's newest version overall; if that is
+        <= rev it is the answer and one engine get fetches it (an engine iterator, the
+        slow path, costs 3-10x more). A head whose entry is gone (a tombstone removed by
+        a concurrent compaction) falls back to the slow path."""
+        heads = self._heads
+        if heads is not None:
+            head = heads.get(key)
+            if head is not None and head <= rev:
+                if head == 0:
+                    return None
+                ek = mvcc.kv_key(key, head)
+                ev = self._eng.get(ek)
+                if ev is not None:
+                    return mvcc.decode_value(key, head, ev)
+        e = mvcc.latest(self._eng, key, rev)
+        if heads is not None:
+            self._learn_head(key, rev, e.mod if e is not None else 0)
+        return e
+
+    def _live(self, key: bytes, rev: int) -> Optional[Entry]:
+        e = self._latest(key, rev)
+        return None if e is None or e.tombstone else e
+
+    def _learn_head(self, key: bytes, rev: int, mod: int) -> None:
+        """Remember that key's newest version <= rev is mod (0: none), but only if rev is
+        still the current revision: then no newer version exists (writers update the
+        cache and _rev together under _heads_lock)."""
+        heads = self._heads
+        with self._heads_lock:
+            if self._rev != rev or key in heads:
+                return
+            if len(heads) >= HEAD_CACHE_ENTRIES:
+                _evict(heads, 1)
+            heads[key] = mod
+
+    def _forget_heads(self, keys) -> None:
+        if self._heads is not None:
+            with self._heads_lock:
+                for k in keys:
+                    self._heads.pop(k, None)
 
     @contextlib.contextmanager
     def _writing(self):
@@ -315,7 +383,7 @@ class Store:
         """(value, KeyValue) of key at revision (default: current), (None, None) if absent."""
         k = to_key(key)
         rev = self._read_rev(revision)
-        e = mvcc.live(self._eng, k, rev)
+        e = self._live(k, rev)
         self._check_compacted(rev)
         return (e.value, e.to_kv()) if e else (None, None)
 
@@ -339,7 +407,7 @@ class Store:
 
     def _entries(self, start, end, rev, sort_order=None, sort_target="key"):
         if end is None:
-            e = mvcc.live(self._eng, start, rev)
+            e = self._live(start, rev)
             return iter([e] if e else [])
         reverse = _order(sort_order, sort_target) == "descend" and sort_target == "key"
         return mvcc.scan(self._eng, start, None if end == b"\x00" else end, rev, reverse)
@@ -523,22 +591,26 @@ class Store:
             limit = None if final else self._compact_batch
             entries = list(itertools.islice(self._eng.items(mvcc.REVLOG, upto), limit))
             ops: dict[bytes, Optional[bytes]] = {}
+            gone: list = []         # keys whose newest version (a tombstone) goes
             for rk, key in entries:
                 rev = int.from_bytes(rk[1:9], "big")
                 if rev < target:
                     ops[rk] = None
-                self._compact_key(bytes(key), rev, target, ops)
+                self._compact_key(bytes(key), rev, target, ops, gone)
             if final:
                 ops[mvcc.META_COMPACT_DONE] = mvcc.be64(target)
-            if ops:
-                with self._eng.batch() as b:
-                    for k, v in ops.items():
-                        b.delete(k) if v is None else b.put(k, v)
+            try:
+                if ops:
+                    with self._eng.batch() as b:
+                        for k, v in ops.items():
+                            b.delete(k) if v is None else b.put(k, v)
+            finally:
+                self._forget_heads(gone)   # (a stale head is only slow, never wrong)
             return bool(entries)
 
-    def _compact_key(self, key: bytes, rev: int, target: int, ops: dict) -> None:
+    def _compact_key(self, key: bytes, rev: int, target: int, ops: dict, gone: list) -> None:
         """If rev is key's newest version <= target, delete every older version (and the
-        version itself if it is a tombstone)."""
+        version itself if it is a tombstone, noting the key in gone)."""
         e = mvcc.latest(self._eng, key, target)
         if e is None or e.mod != rev:
             return
@@ -546,6 +618,7 @@ class Store:
             ops[ek] = None
         if e.tombstone:
             ops[mvcc.kv_key(key, rev)] = None
+            gone.append(key)
 
     # ------------------------------------------------------------ watches
     def watch(self, key, start_revision=None, prev_kv=False, filters=(), range_end=None,
@@ -650,7 +723,7 @@ class Store:
         ev = self._eng.get(mvcc.kv_key(key, rev))
         prev = None
         if want_prev:
-            p = mvcc.live(self._eng, key, rev - 1)
+            p = self._live(key, rev - 1)
             prev = p.to_kv() if p else None
         if ev is None:          # a tombstone removed by compaction at exactly this revision
             return DeleteEvent(KeyValue(key, b"", 0, rev, 0, 0), prev)
@@ -867,6 +940,12 @@ def _fix_revisions(responses, rev):
             r = (r[0], _fix_revisions(r[1], rev))
         out.append(r)
     return out
+
+
+def _evict(heads: dict, n: int) -> None:
+    """Drop the n oldest-inserted entries of the head cache (FIFO: cheap, bounded)."""
+    for k in list(itertools.islice(heads, n)):
+        del heads[k]
 
 
 def _write_all(eng, items) -> None:

@@ -51,6 +51,11 @@ def test_sigkill_mid_workload(engine, delay, tmp_path):
     code = WRITER % {"tests": os.path.dirname(__file__), "engine": engine, "path": path}
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     acked = []
+    # The kill clock starts at the first acknowledged write, not at spawn: start-up
+    # time on a loaded machine must not decide whether the writer got anywhere.
+    first = p.stdout.readline()
+    if first:
+        acked.append(tuple(map(int, first.split())))
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline:
         line = p.stdout.readline()

@@ -74,6 +74,36 @@ def machine_for(engine):
                    for kv in self.db.range(b"\x00", b"\x00", revision=rev).kvs]
             assert got == self.m.range(b"\x00", None, rev)
 
+        @rule(data=st.data(), k=KEYS)
+        def get_at_revision(self, data, k):
+            # point reads go through the store's head cache (newest revision per key) when
+            # they can: current and past revisions must both match the model
+            rev = data.draw(st.one_of(st.none(), st.integers(max(1, self.m.compact_rev),
+                                                             self.m.rev)))
+            value, kv = self.db.get(k, revision=rev)
+            want = self.m.get(k, rev)
+            got = None if kv is None else (kv.key, value, kv.create_revision,
+                                           kv.mod_revision, kv.version)
+            assert got == want
+
+        @rule(k=KEYS, v=VALUES, stale=st.booleans())
+        def txn_mod_compare(self, k, v, stale):
+            # Kubernetes' GuaranteedUpdate: put if mod_revision(k) is what we last saw
+            t = self.db.transactions
+            cur = self.m.get(k)
+            mod = (cur[3] if cur else 0) + (1 if stale else 0)
+            ok, resp = self.db.transaction([t.mod(k) == mod], [t.put(k, v, prev_kv=True)],
+                                           [t.get(k)])
+            assert ok == (not stale)
+            if ok:
+                self.m.apply([("put", k, v)])
+                prev = resp[0].prev_kv
+                assert (None if prev is None else (prev.key, prev.value, prev.create_revision,
+                                                   prev.mod_revision, prev.version)) == cur
+            else:
+                assert [(kv.key, val) for val, kv in resp[0]] == \
+                    ([(k, cur[1])] if cur else [])
+
         @rule(data=st.data(), prefix=st.sampled_from([b"a", b"b", b"b/"]))
         def watch_replay(self, data, prefix):
             start = data.draw(st.integers(max(1, self.m.compact_rev), self.m.rev + 1))

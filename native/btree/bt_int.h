@@ -138,6 +138,12 @@ void bt_path_release(bt_tree *t, bt_path *path);
 /* Insert cell bytes at slot i of path level lv, splitting up the path as needed. */
 int  bt_insert_at(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
                   const uint8_t *cell, uint32_t n, int append);
+/* Before splitting a full leaf (random inserts): even it out with an adjacent sibling
+ * that has room, inserting the cell; *done 0 if no sibling could take it. B*-tree style,
+ * this raises leaf fill from ~69% to ~80% (1M random 116-byte pairs: 45K leaves -> 38K),
+ * so more of a large tree fits the cache. */
+int  bt_shift_insert(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
+                     const uint8_t *cell, uint32_t n, int *done);
 /* The branch cell separating adjacent leaf cells a < b (shortest prefix of b > a). */
 int  bt_leaf_separator(bt_tree *t, const uint8_t *a, const uint8_t *b, kvt_pgno child,
                        uint8_t *dst, uint32_t *n);

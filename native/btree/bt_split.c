@@ -127,6 +127,96 @@ static int split(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
     return rc;
 }
 
+/* ---- shifting cells to a sibling instead of splitting (leaves) ---- */
+
+/* Gather a leaf pair's cells in key order with the new cell at slot i of the path leaf. */
+static int gather_shift(bt_tree *t, kvt_page *left, kvt_page *right, kvt_page *leaf,
+                        uint32_t i, const uint8_t *cell, uint32_t n, bt_list *l) {
+    uint32_t cells = bt_count(left->data) + bt_count(right->data) + 1;
+    KVT_TRY(bt_list_init(l, cells, 2 * t->ps + n));
+    int rc = KVT_OK;
+    kvt_page *side[2] = {left, right};
+    for (int s = 0; s < 2 && rc == KVT_OK; s++) {
+        uint32_t cnt = bt_count(side[s]->data);
+        for (uint32_t k = 0; rc == KVT_OK && k <= cnt; k++) {
+            bt_cell c;
+            if (side[s] == leaf && k == i) rc = bt_list_push(l, cell, n);
+            if (rc == KVT_OK && k < cnt) rc = bt_cell_at(t, side[s], k, &c);
+            if (rc == KVT_OK && k < cnt) rc = bt_list_push(l, c.p, c.size);
+        }
+    }
+    if (rc < 0) bt_list_free(l);
+    return rc;
+}
+
+/* Bytes (cells + slots) of list cells [a, b). */
+static uint64_t list_span(const bt_list *l, uint32_t a, uint32_t b) {
+    uint64_t sum = 0;
+    for (uint32_t k = a; k < b; k++) sum += l->len[k] + 2u;
+    return sum;
+}
+
+/* Rebuild the pair around the new cell, evenly by bytes, and replace the parent's
+ * separator between them (which may split the parent). *done 0 if the halves would not
+ * fit (cells too large to even out): nothing but the sibling's copy-on-write happened. */
+static int shift_fill(bt_tree *t, bt_path *path, uint32_t lv, kvt_page *left, kvt_page *right,
+                      uint32_t jl, const bt_list *l, int *done) {
+    uint32_t m = bt_list_mid(l, 1);
+    if (list_span(l, 0, m) > t->usable || list_span(l, m, l->n) > t->usable) return KVT_OK;
+    kvt_page *parent = path->pg[lv - 1];
+    bt_cell old;
+    KVT_TRY(bt_cell_at(t, parent, jl, &old));
+    uint8_t sep[BT_MAX_PAGE / 4];           /* >= max_local */
+    uint32_t sepn;
+    KVT_TRY(bt_leaf_separator(t, l->buf + l->off[m - 1], l->buf + l->off[m], right->pgno,
+                              sep, &sepn));
+    KVT_TRY(bt_free_cell_blobs(t, &old));   /* a leaf separator owns its key blob */
+    bt_list_fill(t, left->data, l, 0, m);
+    bt_list_fill(t, right->data, l, m, l->n);
+    bt_remove_slot(parent->data, jl, old.size);
+    *done = 1;
+    return bt_insert_at(t, path, lv - 1, jl, sep, sepn, 0);
+}
+
+/* Try to make room by evening out the path leaf at lv with its sibling at child index js
+ * of the parent, when that sibling has an eighth of a page free besides the cell. */
+static int shift_with(bt_tree *t, bt_path *path, uint32_t lv, uint32_t js, uint32_t i,
+                      const uint8_t *cell, uint32_t n, int *done) {
+    kvt_page *parent = path->pg[lv - 1], *leaf = path->pg[lv], *sib;
+    uint32_t j = path->idx[lv - 1];
+    int rc;
+    kvt_pgno sp = bt_child(t, parent, js, &rc);
+    KVT_TRY(rc);
+    KVT_TRY(kvt_pager_get(t->pager, sp, &sib));
+    rc = bt_page_verify(t, sib, 1);
+    if (rc == KVT_OK && t->usable - bt_used(t, sib->data) < n + 2u + t->usable / 8) {
+        kvt_pager_unpin(t->pager, sib);   /* not worth it: split instead */
+        return KVT_OK;
+    }
+    if (rc == KVT_OK) rc = kvt_pager_write(t->pager, &sib);
+    if (rc < 0) { kvt_pager_unpin(t->pager, sib); return rc; }
+    if (sib->pgno != sp) bt_set_child(parent->data, js, sib->pgno);
+    kvt_page *left = js < j ? sib : leaf, *right = js < j ? leaf : sib;
+    bt_list l;
+    rc = gather_shift(t, left, right, leaf, i, cell, n, &l);
+    if (rc == KVT_OK) {
+        rc = shift_fill(t, path, lv, left, right, js < j ? js : j, &l, done);
+        bt_list_free(&l);
+    }
+    kvt_pager_unpin(t->pager, sib);
+    return rc;
+}
+
+int bt_shift_insert(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
+                    const uint8_t *cell, uint32_t n, int *done) {
+    *done = 0;
+    if (lv == 0 || !bt_is_leaf(path->pg[lv]->data)) return KVT_OK;
+    uint32_t j = path->idx[lv - 1], cnt = bt_count(path->pg[lv - 1]->data);
+    if (j < cnt) KVT_TRY(shift_with(t, path, lv, j + 1, i, cell, n, done));
+    if (!*done && j > 0) KVT_TRY(shift_with(t, path, lv, j - 1, i, cell, n, done));
+    return KVT_OK;
+}
+
 int bt_insert_at(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
                  const uint8_t *cell, uint32_t n, int append) {
     uint8_t *d = path->pg[lv]->data;

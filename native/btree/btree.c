@@ -187,7 +187,10 @@ static int put_path(bt_tree *t, bt_path *path, bt_scratch *s, const uint8_t *k, 
     int append = !eq && i == bt_count(leaf->data) && rightmost_path(path);
     uint8_t buf[BT_MAX_PAGE / 4];  /* >= max_local; t->tmp is taken by compaction */
     KVT_TRY(bt_build_leaf(t, k, kl, v, vl, buf, &n));
-    KVT_TRY(bt_insert_at(t, path, lv, i, buf, n, append));
+    int done = 0;
+    if (!eq && !append && !bt_fits(t, leaf->data, n))
+        KVT_TRY(bt_shift_insert(t, path, lv, i, buf, n, &done));
+    if (!done) KVT_TRY(bt_insert_at(t, path, lv, i, buf, n, append));
     if (!eq) t->entries++;
     if (eq && lv > 0) KVT_TRY(bt_rebalance(t, path, lv));
     return KVT_OK;

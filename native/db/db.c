@@ -383,9 +383,9 @@ int kvt_get_stats(kvt_db *db, kvt_stats *s) {
     db->ops->stats(db->eng, &es);
     s->wal_size = kvt_wal_bytes(db->wal);
     pthread_rwlock_unlock(&db->rw);
-    s->cache_hits = ps.cache_hits;
-    s->cache_misses = ps.cache_misses;
-    s->evictions = ps.evictions;
+    s->cache_hits = ps.cache_hits + es.cache_hits;
+    s->cache_misses = ps.cache_misses + es.cache_misses;
+    s->evictions = ps.evictions + es.evictions;
     s->pages_total = ps.pages_total;
     s->pages_free = ps.pages_free;
     s->file_size = ps.pages_total * s->page_size;

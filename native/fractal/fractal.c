@@ -236,6 +236,11 @@ static void ft_stats_op(kvt_engine *e, kvt_engine_stats *out) {
     out->entries = e->entries;
     out->nodes = e->ntab > 1 ? e->ntab - 1 - e->nfree : 0;
     out->flushes = e->flushes;
+    pthread_mutex_lock(&e->mu);
+    out->cache_hits = e->hits;
+    out->cache_misses = e->misses;
+    out->evictions = e->evictions;
+    pthread_mutex_unlock(&e->mu);
 }
 
 const kvt_engine_ops kvt_fractal_ops = {

@@ -30,6 +30,9 @@ typedef struct kvt_engine_stats {
     uint64_t entries;          /* live keys (exact for btree, may be estimated) */
     uint64_t nodes;            /* pages or nodes in the tree (may be estimated) */
     uint64_t flushes;          /* fractal: buffer flushes done; btree: 0 */
+    /* An engine's own node cache above the pager (0 when it has none): the db layer
+     * reports them added to the pager's counters. */
+    uint64_t cache_hits, cache_misses, evictions;
 } kvt_engine_stats;
 
 /* Visitor for scan: return 0 to continue, 1 to stop, < 0 to abort with that error. */

@@ -103,13 +103,18 @@ class _Write:
         self.ops: dict[bytes, Optional[bytes]] = {}
         self.events: list = []
         self.overlay: dict[bytes, Entry] = {}
+        self.reads: dict[bytes, Optional[Entry]] = {}   # base-revision reads, memoized
         self.has_puts = False
 
     def current(self, key: bytes) -> Optional[Entry]:
-        if key in self.overlay:
-            e = self.overlay[key]
+        e = self.overlay.get(key)
+        if e is not None:
             return None if e.tombstone else e
-        return self.store._live(key, self.base)
+        try:
+            return self.reads[key]        # a compare then a put of one key: one read
+        except KeyError:
+            e = self.reads[key] = self.store._live(key, self.base)
+            return e
 
     def put(self, key: bytes, value: bytes, lease: int) -> Optional[Entry]:
         prev = self.current(key)
@@ -189,7 +194,7 @@ class Store:
         # newest mod_revision of recently used keys (0: no version): see _latest()
         self._heads: Optional[dict[bytes, int]] = None if read_only else {}
         self._heads_lock = threading.Lock()
-        self._rev = self._meta_int(mvcc.META_REVISION, 1)
+        self._rev = self._load_revision()
         self._compact_rev = self._meta_int(mvcc.META_COMPACT, 0)
         self._leases = LeaseTable(self._expire_lease, min_lease_ttl)
         self._load_leases()
@@ -206,6 +211,17 @@ class Store:
         if len(v) != 8:
             raise CorruptionError("store metadata %r is %d bytes, expected 8" % (name, len(v)))
         return int.from_bytes(v, "big")
+
+    def _load_revision(self) -> int:
+        """The current revision: that of the newest revision-log entry (every revision
+        writes one in the same batch, and compaction keeps those at and above its
+        target), or META_REVISION, which stores written before that rule kept, or 1."""
+        rev = self._meta_int(mvcc.META_REVISION, 1)
+        for rk in self._eng.keys(mvcc.REVLOG, mvcc.REVLOG + b"\xff", reverse=True):
+            if len(rk) != 13:
+                raise CorruptionError("store: malformed revision-log entry %r" % (rk,))
+            return max(rev, int.from_bytes(rk[1:9], "big"))
+        return rev
 
     def _load_leases(self) -> None:
         for ek, ev in self._eng.items(mvcc.LEASE, mvcc.LEASE + b"\xff" * 9):
@@ -254,8 +270,8 @@ class Store:
         ops = dict(w.ops)
         if extra:
             ops.update(extra)
-        if w.events:
-            ops[mvcc.META_REVISION] = mvcc.be64(w.rev)
+        # (no META_REVISION write: the newest revision-log entry is the revision, see
+        # _load_revision)
         if not ops:
             return
         try:

@@ -54,17 +54,19 @@ def test_sigkill_mid_workload(engine, delay, tmp_path):
     # The kill clock starts at the first acknowledged write, not at spawn: start-up
     # time on a loaded machine must not decide whether the writer got anywhere.
     first = p.stdout.readline()
-    if first:
+    if first.endswith("\n"):
         acked.append(tuple(map(int, first.split())))
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline:
         line = p.stdout.readline()
-        if not line:
+        if not line.endswith("\n"):
             break
         acked.append(tuple(map(int, line.split())))
     p.send_signal(signal.SIGKILL)
     p.wait()
-    acked += [tuple(map(int, ln.split())) for ln in p.stdout.read().splitlines() if ln.strip()]
+    # a line cut by the kill (no newline, or one field) was never fully acknowledged
+    acked += [tuple(map(int, ln.split())) for ln in p.stdout.read().splitlines(keepends=True)
+              if ln.endswith("\n") and len(ln.split()) == 2]
     assert acked, "writer acknowledged nothing"
 
     db = open_store(engine, path)

@@ -61,6 +61,16 @@ static int slot_cmp(const bt_tree *t, const kvt_page *pg, uint32_t i, const uint
     return kvt_keycmp(k, kl, ck, klen);
 }
 
+/* Start loading the cells of both possible next probes while this one is compared: a
+ * page that is a cache hit in the pool is usually cold in the CPU cache, and its cells
+ * lie at unrelated offsets, so a plain binary search waits for one DRAM miss per probe.
+ * (Prefetches never fault, so a damaged slot is harmless here.) */
+static inline void prefetch_next(const uint8_t *d, uint32_t lo, uint32_t mid, uint32_t hi) {
+    if (hi - lo < 3) return;
+    __builtin_prefetch(d + kvt_get16(d + BT_HDR + 2u * ((lo + mid) / 2)));
+    __builtin_prefetch(d + kvt_get16(d + BT_HDR + 2u * ((mid + 1 + hi) / 2)));
+}
+
 int bt_search(const bt_tree *t, const kvt_page *pg, const uint8_t *k, size_t kl,
               bt_scratch *s, uint32_t *idx, int *eq) {
     uint32_t lo = 0, hi = bt_count(pg->data);
@@ -68,6 +78,7 @@ int bt_search(const bt_tree *t, const kvt_page *pg, const uint8_t *k, size_t kl,
     *eq = 0;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
+        prefetch_next(pg->data, lo, mid, hi);
         int r = slot_cmp(t, pg, mid, k, kl, s, &rc);
         KVT_TRY(rc);
         if (r > 0) {
@@ -87,6 +98,7 @@ int bt_route(const bt_tree *t, const kvt_page *pg, const uint8_t *k, size_t kl,
     int rc = KVT_OK;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
+        prefetch_next(pg->data, lo, mid, hi);
         int r = slot_cmp(t, pg, mid, k, kl, s, &rc);
         KVT_TRY(rc);
         if (r == 0) { lo = mid + 1; break; }

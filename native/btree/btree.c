@@ -77,6 +77,11 @@ static void bt_close(kvt_engine *e) {
 /* Pin the page at level lv of a descent (verifying its type against the depth). */
 static int pin_level(bt_tree *t, kvt_pgno pgno, uint32_t lv, kvt_page **pg) {
     KVT_TRY(kvt_pager_get(t->pager, pgno, pg));
+    /* The slot array follows the header: load its first lines together with it (a
+     * branch's slots span more lines than a leaf's). */
+    const uint8_t *d = (*pg)->data;
+    uint32_t lines = lv + 1 == t->height ? 2 : 8;
+    for (uint32_t b = 64; b < 64 * lines && b < t->ps; b += 64) __builtin_prefetch(d + b);
     int rc = bt_page_verify(t, *pg, lv + 1 == t->height);
     if (rc < 0) kvt_pager_unpin(t->pager, *pg);
     return rc;

@@ -21,6 +21,8 @@ MAX_REQUEST_BYTES = 1572864  # etcd's default --max-request-bytes (1.5 MiB)
 
 _OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}
 TARGETS = ("value", "version", "create", "mod", "lease")
+_KV_FIELD = {"value": "value", "version": "version", "create": "create_revision",
+             "mod": "mod_revision", "lease": "lease"}
 
 
 def to_key(key: Any) -> bytes:
@@ -99,8 +101,7 @@ class Compare:
                 return False
             actual = 0
         else:
-            actual = {"value": kv.value, "version": kv.version, "create": kv.create_revision,
-                      "mod": kv.mod_revision, "lease": kv.lease}[self.target]
+            actual = getattr(kv, _KV_FIELD[self.target])
         return _OPS[self.op](actual, self.operand)
 
 

@@ -170,11 +170,18 @@ class Watcher:
                     return False
                 self._cond.wait(left)
             if self._queue:
-                rev, events = self._queue.popleft()
-                self._replay_next = rev + 1
+                # take every queued revision at once: one wake-up per burst of writes,
+                # not one per revision (filtering happens outside the lock)
+                batch = list(self._queue)
+                self._queue.clear()
+                self._replay_next = batch[-1][0] + 1
+            else:
+                batch = None
+                spilled = self._spilled
+        if batch is not None:
+            for _, events in batch:
                 self._pending.extend(self._filter(events))
-                return True
-            spilled = self._spilled
+            return True
         if spilled:
             self._store._rearm_watch(self)
         return True

@@ -28,6 +28,7 @@
  */
 #ifndef BT_INT_H
 #define BT_INT_H
+#include <pthread.h>
 #include "kvt_engine.h"
 #include "kvt_error.h"
 
@@ -49,6 +50,19 @@
 #define BT_META_MAGIC   0x42545245u    /* "ERTB" */
 #define BT_META_VERSION 1u
 
+/* A read-only digest of the root branch for readers: the first 8 key bytes of each cell
+ * (big-endian, zero-padded) and every child, in two dense arrays. Most lookups then route
+ * through the root without pinning it and without touching its scattered cells. Valid
+ * while built_for == the tree's version (bumped by every put/delete, which run under the
+ * db's exclusive lock, so a valid digest cannot change under a reader). */
+typedef struct bt_rootidx {
+    pthread_mutex_t mu;       /* serialises (re)builds by concurrent readers */
+    uint64_t built_for;       /* version it describes (atomic); 0: none */
+    uint32_t n;               /* root cells */
+    uint64_t *prefix;         /* n prefixes */
+    kvt_pgno *child;          /* n + 1 children: child[0] is the leftmost */
+} bt_rootidx;
+
 typedef struct bt_tree {
     kvt_pager *pager;
     uint32_t ps;            /* page size */
@@ -61,6 +75,8 @@ typedef struct bt_tree {
     uint64_t entries;
     uint64_t pages;         /* pages in the tree (not counting overflow) */
     uint8_t *tmp;           /* writer-only scratch page (compaction) */
+    uint64_t version;       /* bumped by every put/delete (writer only) */
+    bt_rootidx ridx;
 } bt_tree;
 
 /* A decoded, bounds-checked cell. Pointers point into the pinned page. */
@@ -105,6 +121,14 @@ void bt_remove_slot(uint8_t *d, uint32_t i, uint32_t cell_size);
 void bt_compact(const bt_tree *t, uint8_t *d);
 
 /* ---- keys (bt_key.c) ---- */
+/* The first 8 bytes of a key as a big-endian word, zero-padded: words that differ order
+ * their keys like memcmp; equal words leave the decision to a full comparison. */
+static inline uint64_t bt_be_prefix(const uint8_t *p, size_t n) {
+    if (n >= 8) return __builtin_bswap64(kvt_get64(p));
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++) w |= (uint64_t)p[i] << (56 - 8 * i);
+    return w;
+}
 uint32_t bt_key_local(const bt_tree *t, size_t klen);
 /* Compare a search key with a cell's key (<0, 0, >0 like memcmp); *rc set on error. */
 int  bt_cmp(const bt_tree *t, const uint8_t *k, size_t kl, const bt_cell *c,
@@ -165,6 +189,13 @@ void bt_list_fill(const bt_tree *t, uint8_t *d, const bt_list *l, uint32_t from,
 /* Split point: the first cell of the right half (leaf) or the cell promoted to the
  * parent (branch), chosen so that the smaller half is as large as possible. */
 uint32_t bt_list_mid(const bt_list *l, int leaf);
+
+/* ---- root digest (bt_root.c) ---- */
+void bt_rootidx_init(bt_tree *t);
+void bt_rootidx_free(bt_tree *t);
+/* The root's child for k from the digest: 1 and *child, or 0 (no digest, the root is a
+ * leaf, or k ties with a separator on its first 8 bytes): then search the root page. */
+int  bt_rootidx_route(bt_tree *t, const uint8_t *k, size_t kl, kvt_pgno *child);
 
 /* ---- scan / check (bt_scan.c, bt_check.c) ---- */
 int bt_scan(bt_tree *t, const uint8_t *from, size_t fl, int inclusive, int reverse,

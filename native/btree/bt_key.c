@@ -30,15 +30,6 @@ int bt_cmp(const bt_tree *t, const uint8_t *k, size_t kl, const bt_cell *c,
     return kvt_keycmp(k, kl, full, c->klen);
 }
 
-/* The first 8 bytes of a key as a big-endian word, zero-padded: words that differ order
- * their keys like memcmp; equal words leave the decision to a full comparison. */
-static inline uint64_t be_prefix(const uint8_t *p, size_t n) {
-    if (n >= 8) return __builtin_bswap64(kvt_get64(p));
-    uint64_t w = 0;
-    for (size_t i = 0; i < n; i++) w |= (uint64_t)p[i] << (56 - 8 * i);
-    return w;
-}
-
 /* Compare k with the key of slot i during a binary search. Only what the comparison
  * needs is decoded (slot offset, key length, key bytes, all bounds-checked); a spilled
  * key takes the full decode. The first 8 bytes are compared as one big-endian word,
@@ -56,7 +47,7 @@ static int slot_cmp(const bt_tree *t, const kvt_page *pg, uint32_t i, const uint
         return *rc < 0 ? 0 : bt_cmp(t, k, kl, &c, s, rc);
     }
     const uint8_t *ck = d + off + fixed;
-    uint64_t a = be_prefix(k, kl), b = be_prefix(ck, klen);
+    uint64_t a = bt_be_prefix(k, kl), b = bt_be_prefix(ck, klen);
     if (a != b) return a < b ? -1 : 1;
     return kvt_keycmp(k, kl, ck, klen);
 }

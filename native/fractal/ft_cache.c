@@ -1,10 +1,11 @@
 /* ft_cache.c - the node cache (deserialized nodes by id) and the translation table.
  *
  * A node in the cache is either pinned (someone holds a pointer to it) or on the LRU
- * list only. Eviction takes unpinned nodes from the LRU tail, basements first: the
- * internal nodes and leaves (pivots, buffers) are what every query walks through, and
- * they are a small fraction of the data, so they stay cached while basements come and
- * go (a point query then costs one basement read). A dirty one is written
+ * list only. Eviction takes unpinned nodes from the LRU tail, basements first, then
+ * partitions (message buffers), then leaves and internal headers: the headers are
+ * what every query walks through and are tiny, so they stay cached; partitions are
+ * kept over basements because a query needs every partition on its path but only one
+ * basement (a point query then costs one basement read). A dirty one is written
  * back first, which only the writer may do (readers skip dirty nodes: they may not call
  * the pager's write functions). The cache may exceed its budget while everything is
  * pinned or dirty during a read; the writer brings it back under at its next step.
@@ -24,7 +25,7 @@ int ft_cache_init(kvt_engine *e) {
     e->nbuckets = 1u << 14;
     e->hash = calloc(e->nbuckets, sizeof *e->hash);
     if (!e->hash) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for the node cache");
-    for (int i = 0; i < 2; i++) e->lru[i].lnext = e->lru[i].lprev = &e->lru[i];
+    for (int i = 0; i < 3; i++) e->lru[i].lnext = e->lru[i].lprev = &e->lru[i];
     if (pthread_mutex_init(&e->mu, NULL))
         return kvt_seterr(KVT_ENOMEM, "fractal: cannot create the cache mutex");
     return KVT_OK;
@@ -44,7 +45,7 @@ static void lru_unlink(fnode *n) {
 }
 
 static void lru_front(kvt_engine *e, fnode *n) {
-    fnode *l = &e->lru[n->kind != FT_BASEMENT];
+    fnode *l = &e->lru[n->kind == FT_BASEMENT ? 0 : n->kind == FT_PARTITION ? 1 : 2];
     n->lnext = l->lnext;
     n->lprev = l;
     l->lnext->lprev = n;
@@ -247,8 +248,9 @@ static fnode *victim_in(kvt_engine *e, fnode *l) {
 }
 
 static fnode *victim(kvt_engine *e) {
-    fnode *n = victim_in(e, &e->lru[0]);
-    return n ? n : victim_in(e, &e->lru[1]);
+    fnode *n = NULL;
+    for (int i = 0; i < 3 && !n; i++) n = victim_in(e, &e->lru[i]);
+    return n;
 }
 
 int ft_evict(kvt_engine *e) {

@@ -100,6 +100,18 @@ static int check_pivots(ck *c, const fnode *n, kr range) {
     return KVT_OK;
 }
 
+/* Pin partition i of internal node n (NULL if it has none), marking its id seen. */
+static int load_part(ck *c, const fnode *n, uint32_t i, fnode **out) {
+    *out = NULL;
+    if (!n->part[i]) return KVT_OK;
+    KVT_TRY(visit(c, n->part[i]));
+    KVT_TRY(ft_get(c->e, n->part[i], out));
+    if ((*out)->kind == FT_PARTITION) return KVT_OK;
+    ft_unpin(c->e, *out);
+    *out = NULL;
+    return bad(c, n->part[i], "not a partition");
+}
+
 static kr child_range(const fnode *n, uint32_t i, kr range) {
     return (kr){ i > 0 ? &n->piv[i - 1] : range.lo, i + 1 < n->n ? &n->piv[i] : range.hi };
 }
@@ -115,12 +127,20 @@ static int check_children(ck *c, fnode *n, kr range, const fvec *cons) {
             c->bytes += by;
             continue;
         }
-        KVT_TRY(check_vec(c, n->id, &n->buf[i], cr, cons, 0));
-        fvec cc;
-        KVT_TRY(cons_child(cons, &n->buf[i], cr, &cc));
+        fnode *pn = NULL;
+        KVT_TRY(load_part(c, n, i, &pn));
+        fvec none = {0}, cc = {0};
+        const fvec *buf = pn ? &pn->ents : &none;
+        uint64_t pid = pn ? pn->id : n->id;
+        int rc = KVT_OK;
+        if (buf->n != n->bcount[i] || buf->bytes != n->bbytes[i] || (pn && buf->n == 0))
+            rc = bad(c, n->id, "partition accounting wrong");
+        if (rc == KVT_OK) rc = check_vec(c, pid, buf, cr, cons, 0);
+        if (rc == KVT_OK) rc = cons_child(cons, buf, cr, &cc);
         uint8_t kind = n->height == 1 ? FT_LEAF : FT_INTERNAL;
-        int rc = check_node(c, n->child[i], cr, (int64_t)n->height - 1, kind, &cc, NULL, NULL);
+        if (rc == KVT_OK) rc = check_node(c, n->child[i], cr, (int64_t)n->height - 1, kind, &cc, NULL, NULL);
         free(cc.r);
+        ft_unpin(c->e, pn);                   /* cc borrowed its records until here */
         KVT_TRY(rc);
     }
     return KVT_OK;
@@ -132,7 +152,7 @@ static int check_node(ck *c, uint64_t id, kr range, int64_t height, uint8_t kind
     fnode *n;
     KVT_TRY(ft_get(c->e, id, &n));
     int rc = KVT_OK;
-    if (n->kind != kind && !(height < 0 && n->kind != FT_BASEMENT)) rc = bad(c, id, "wrong node kind");
+    if (n->kind != kind && !(height < 0 && (n->kind == FT_INTERNAL || n->kind == FT_LEAF))) rc = bad(c, id, "wrong node kind");
     else if (height >= 0 && n->height != (uint64_t)height) rc = bad(c, id, "wrong height");
     else if (n->kind == FT_BASEMENT) {
         rc = check_vec(c, id, &n->ents, range, cons, 1);

@@ -7,8 +7,11 @@
  *                and the translation table node id -> blob (pgno, len)
  *   backing      the shared pager: every node is one blob (kvt_blob_write/read/free)
  *
- * Node kinds. An INTERNAL node holds n children, n-1 pivots and one message buffer per
- * child (sorted by key, then MSN). A LEAF holds n basement ids, n-1 pivots and per
+ * Node kinds. An INTERNAL node is a small header: n children, n-1 pivots and per child
+ * the id of its message buffer (a PARTITION node, 0 while the buffer is empty) with the
+ * buffer's record count and bytes. A PARTITION holds one child's buffer (sorted by key,
+ * one message per key) and is stored, cached and evicted on its own: a query loads only
+ * the partition on its path, a flush rewrites only the partitions it changed. A LEAF holds n basement ids, n-1 pivots and per
  * basement its entry count and byte size, so a leaf can be split without reading its
  * basements. A BASEMENT holds sorted (key, value) entries and is read on its own: a point
  * query reads one basement, never a whole leaf. Child i covers [piv[i-1], piv[i]).
@@ -35,7 +38,7 @@
 #define FT_META_MAGIC  0x31544d46u   /* "FMT1" */
 #define FT_NODE_MAGIC  0x314e5446u   /* "FTN1" */
 #define FT_TAB_MAGIC   0x31425446u   /* "FTB1" */
-#define FT_VERSION     1
+#define FT_VERSION     2
 
 /* Defaults (chosen by measurement, see native/fractal/README.md). */
 #define FT_DEF_NODE_SIZE     (1u << 20) /* internal-node buffer budget */
@@ -46,7 +49,7 @@
 
 /* Message / entry types. Entries in basements are PUT or PUTBLOB. */
 enum { FT_PUT = 1, FT_DEL = 2, FT_PUTBLOB = 3 };
-enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3 };
+enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4 };
 
 #define FT_REC_HDR 17u               /* serialized: u8 type, u64 msn, u32 kl, u32 vl */
 #define FT_BLOBREF 16u               /* PUTBLOB value: u64 pgno, u64 len */
@@ -81,11 +84,12 @@ typedef struct fnode {
     uint32_t n, cap;                 /* children (internal, leaf) */
     uint64_t *child;
     fkey *piv;                       /* n-1 pivots */
-    fvec *buf;                       /* internal: one buffer per child */
-    uint32_t *bcount;                /* leaf: entries per basement */
-    uint64_t *bbytes;                /* leaf: bytes per basement */
-    fvec ents;                       /* basement: the entries */
-    uint64_t owned;                  /* basement: bytes of entries outside the arena */
+    uint64_t *part;                  /* internal: partition id per child (0: empty) */
+    uint32_t *bcount;                /* leaf: entries per basement; internal: messages
+                                        per partition */
+    uint64_t *bbytes;                /* leaf: bytes per basement; internal: per partition */
+    fvec ents;                       /* basement: the entries; partition: the messages */
+    uint64_t owned;                  /* basement/partition: record bytes outside the arena */
 } fnode;
 
 typedef struct ftab { uint64_t pgno, len; } ftab;
@@ -110,8 +114,9 @@ struct kvt_engine {
     pthread_mutex_t mu;              /* cache map, LRU, pins, mem */
     fnode **hash;
     uint64_t nbuckets;
-    fnode lru[2];                    /* sentinels, lnext = most recent: [0] basements,
-                                        [1] leaves and internal nodes (evicted last) */
+    fnode lru[3];                    /* sentinels, lnext = most recent: [0] basements,
+                                        [1] partitions, [2] leaves and internal headers
+                                        (evicted last) */
     uint64_t mem, ncached;
     int writer;                      /* a put/del/flush is running (no readers) */
     uint64_t hits, misses, evictions, writebacks;
@@ -142,6 +147,7 @@ int  ft_node_grow(fnode *n, uint32_t cap);
 void ft_node_destroy(fnode *n);
 uint64_t ft_node_mem(const fnode *n);
 uint64_t ft_node_buffered(const fnode *n);  /* internal: bytes in all buffers */
+int  ft_is_records(const fnode *n);         /* basement or partition: holds ents */
 int  ft_compact(fnode *b);                  /* basement: entries into one fresh arena */
 
 /* ft_cache.c - node cache and translation table */

@@ -2,16 +2,15 @@
  *
  * Blob layout (little-endian):
  *   u32 magic, u8 kind, u8 pad[3], u32 height, u32 n, u64 id          (24 bytes)
- *   INTERNAL: n x u64 child, (n-1) x pivot, n x buffer
- *   LEAF:     n x (u64 basement id, u32 count, u64 bytes), (n-1) x pivot
- *   BASEMENT: one buffer of entries
+ *   INTERNAL:  n x (u64 child, u64 partition id, u32 count, u64 bytes), (n-1) x pivot
+ *   LEAF:      n x (u64 basement id, u32 count, u64 bytes), (n-1) x pivot
+ *   BASEMENT, PARTITION: one buffer of records
  *   pivot:  u32 kl, key
  *   buffer: u32 count, count x record (u8 type, u64 msn, u32 kl, u32 vl, key, value)
- * A decoded basement keeps the blob as its arena: its entries point into it (no copies),
- * and after each change the basement is compacted into a fresh arena (ft_compact), so a
- * basement's memory is exactly its arena plus the record array. Internal nodes and
- * leaves copy their records out (one malloc each) and drop the blob: they stay cached
- * for long and change record by record.
+ * A decoded basement or partition keeps the blob as its arena: its records point into
+ * it (no copies); records added later are owned (one malloc each, counted in `owned`)
+ * until ft_compact packs everything into a fresh arena, so the memory charge is exact.
+ * Internal headers and leaves hold no records and drop the blob.
  */
 #include "ft_int.h"
 
@@ -34,10 +33,11 @@ int ft_node_grow(fnode *n, uint32_t cap) {
     if (p) n->piv = p;
     int ok = c && p;
     if (ok && n->kind == FT_INTERNAL) {
-        fvec *b = realloc(n->buf, cap * sizeof *b);
-        if (b) { n->buf = b; memset(b + n->cap, 0, (cap - n->cap) * sizeof *b); }
-        ok = b != NULL;
-    } else if (ok && n->kind == FT_LEAF) {
+        uint64_t *pt = realloc(n->part, cap * sizeof *pt);
+        if (pt) { n->part = pt; memset(pt + n->cap, 0, (cap - n->cap) * sizeof *pt); }
+        ok = pt != NULL;
+    }
+    if (ok && (n->kind == FT_LEAF || n->kind == FT_INTERNAL)) {
         uint32_t *bc = realloc(n->bcount, cap * sizeof *bc);
         if (bc) n->bcount = bc;
         uint64_t *bb = realloc(n->bbytes, cap * sizeof *bb);
@@ -51,11 +51,9 @@ int ft_node_grow(fnode *n, uint32_t cap) {
 
 void ft_node_destroy(fnode *n) {
     if (!n) return;
-    if (n->kind == FT_INTERNAL && n->buf)
-        for (uint32_t i = 0; i < n->n; i++) fvec_free(&n->buf[i]);
     for (uint32_t i = 0; i + 1 < n->n; i++) free(n->piv[i].k);
     fvec_free(&n->ents);
-    free(n->child); free(n->piv); free(n->buf); free(n->bcount); free(n->bbytes);
+    free(n->child); free(n->piv); free(n->part); free(n->bcount); free(n->bbytes);
     free(n->arena);
     free(n);
 }
@@ -63,22 +61,21 @@ void ft_node_destroy(fnode *n) {
 uint64_t ft_node_buffered(const fnode *n) {
     uint64_t s = 0;
     if (n->kind == FT_INTERNAL)
-        for (uint32_t i = 0; i < n->n; i++) s += n->buf[i].bytes;
+        for (uint32_t i = 0; i < n->n; i++) s += n->bbytes[i];
     return s;
 }
 
+int ft_is_records(const fnode *n) { return n->kind == FT_BASEMENT || n->kind == FT_PARTITION; }
+
 /* Bytes this node holds: arena, record arrays, owned records (+16 bytes malloc overhead). */
 uint64_t ft_node_mem(const fnode *n) {
-    uint64_t m = sizeof *n + n->arena_len + (uint64_t)n->cap * 48;
-    if (n->kind == FT_INTERNAL)
-        for (uint32_t i = 0; i < n->n; i++)
-            m += n->buf[i].bytes + (uint64_t)n->buf[i].cap * (sizeof(frec) + 16);
+    uint64_t m = sizeof *n + n->arena_len + (uint64_t)n->cap * 56;
     for (uint32_t i = 0; i + 1 < n->n; i++) m += n->piv[i].kl + 16;
     m += (uint64_t)n->ents.cap * sizeof(frec) + n->owned;
     return m;
 }
 
-/* Copy a basement's entries into one fresh arena (owned records are freed). */
+/* Copy a basement's or partition's records into one fresh arena (owned ones are freed). */
 int ft_compact(fnode *b) {
     fvec *v = &b->ents;
     size_t total = 0;
@@ -137,20 +134,16 @@ int ft_encode(const fnode *n, kvt_buf *b) {
     uint8_t kind[4] = { n->kind, 0, 0, 0 };
     KVT_TRY(kvt_buf_append(b, kind, 4));
     KVT_TRY(put_u32(b, n->height));
-    KVT_TRY(put_u32(b, n->kind == FT_BASEMENT ? 0 : n->n));
+    KVT_TRY(put_u32(b, ft_is_records(n) ? 0 : n->n));
     KVT_TRY(put_u64(b, n->id));
-    if (n->kind == FT_BASEMENT) return enc_vec(b, &n->ents);
+    if (ft_is_records(n)) return enc_vec(b, &n->ents);
     for (uint32_t i = 0; i < n->n; i++) {
         KVT_TRY(put_u64(b, n->child[i]));
-        if (n->kind == FT_LEAF) {
-            KVT_TRY(put_u32(b, n->bcount[i]));
-            KVT_TRY(put_u64(b, n->bbytes[i]));
-        }
+        if (n->kind == FT_INTERNAL) KVT_TRY(put_u64(b, n->part[i]));
+        KVT_TRY(put_u32(b, n->bcount[i]));
+        KVT_TRY(put_u64(b, n->bbytes[i]));
     }
-    KVT_TRY(enc_pivots(b, n));
-    if (n->kind == FT_INTERNAL)
-        for (uint32_t i = 0; i < n->n; i++) KVT_TRY(enc_vec(b, &n->buf[i]));
-    return KVT_OK;
+    return enc_pivots(b, n);
 }
 
 /* ---- decoding: every length is bounds-checked, damage -> KVT_ECORRUPT ---- */
@@ -210,21 +203,22 @@ static int dec_pivots(rd *r, fnode *n) {
 
 static int dec_children(rd *r, fnode *n, uint32_t cnt) {
     KVT_TRY(ft_node_grow(n, cnt));
-    size_t per = n->kind == FT_LEAF ? 20 : 8;
+    size_t per = n->kind == FT_LEAF ? 20 : 28;
     KVT_TRY(rd_need(r, per * cnt, "child list"));
     for (uint32_t i = 0; i < cnt; i++) {
         n->child[i] = rd64(r);
-        if (n->kind == FT_LEAF) { n->bcount[i] = rd32(r); n->bbytes[i] = rd64(r); }
+        if (n->kind == FT_INTERNAL) n->part[i] = rd64(r);
+        n->bcount[i] = rd32(r);
+        n->bbytes[i] = rd64(r);
+        if (n->kind == FT_INTERNAL && (n->part[i] == 0) != (n->bcount[i] == 0))
+            return rd_err(r, "partition id and count disagree");
     }
     n->n = cnt;
-    KVT_TRY(dec_pivots(r, n));
-    if (n->kind == FT_INTERNAL)
-        for (uint32_t i = 0; i < cnt; i++) KVT_TRY(dec_vec(r, &n->buf[i]));
-    return KVT_OK;
+    return dec_pivots(r, n);
 }
 
 static int dec_body(rd *r, fnode *n, uint32_t cnt) {
-    if (n->kind == FT_BASEMENT) return dec_vec(r, &n->ents);
+    if (ft_is_records(n)) return dec_vec(r, &n->ents);
     if (cnt == 0 || cnt > 1u << 20) return rd_err(r, "child count");
     return dec_children(r, n, cnt);
 }
@@ -237,7 +231,7 @@ int ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out
     r.off = 8;
     uint32_t height = rd32(&r), cnt = rd32(&r);
     uint64_t nid = rd64(&r);
-    if (magic != FT_NODE_MAGIC || kind < FT_INTERNAL || kind > FT_BASEMENT || nid != id)
+    if (magic != FT_NODE_MAGIC || kind < FT_INTERNAL || kind > FT_PARTITION || nid != id)
         return rd_err(&r, "magic, kind or id");
     if ((kind == FT_INTERNAL) != (height > 0) || height > 64) return rd_err(&r, "height");
     fnode *n = ft_node_alloc(kind, height);
@@ -249,15 +243,11 @@ int ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out
         ft_node_destroy(n);        /* records point into data (not owned): kept */
         return rc;
     }
-    n->arena = data;
-    n->arena_len = len;
-    if (kind != FT_BASEMENT) {                 /* own every record, drop the blob */
-        for (uint32_t i = 0; rc == KVT_OK && kind == FT_INTERNAL && i < n->n; i++)
-            for (uint32_t j = 0; rc == KVT_OK && j < n->buf[i].n; j++) rc = frec_detach(&n->buf[i].r[j]);
-        if (rc < 0) { n->arena = NULL; ft_node_destroy(n); return rc; }
+    if (ft_is_records(n)) {                    /* records point into the blob */
+        n->arena = data;
+        n->arena_len = len;
+    } else {
         free(data);
-        n->arena = NULL;
-        n->arena_len = 0;
     }
     *out = n;
     return KVT_OK;

@@ -22,18 +22,43 @@ static int find_in(const fvec *v, const uint8_t *k, size_t kl) {
     return pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, k, kl) == 0 ? (int)pos : -1;
 }
 
+/* Pin partition i of internal node n (*out NULL if the buffer is empty). */
+static int get_part(kvt_engine *e, const fnode *n, uint32_t i, fnode **out) {
+    *out = NULL;
+    if (!n->part[i]) return KVT_OK;
+    KVT_TRY(ft_get(e, n->part[i], out));
+    if ((*out)->kind == FT_PARTITION) return KVT_OK;
+    ft_unpin(e, *out);
+    *out = NULL;
+    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu child %u: node %llu is not a partition",
+                      (unsigned long long)n->id, i, (unsigned long long)n->part[i]);
+}
+
+#define NO_MSG 2   /* lookup_part: no message for the key (KVT_NOTFOUND is an answer) */
+
+/* The message for k in partition i of n: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none. */
+static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t *k, size_t kl,
+                       kvt_buf *out) {
+    fnode *pn;
+    KVT_TRY(get_part(e, n, i, &pn));
+    if (!pn) return NO_MSG;
+    int pos = find_in(&pn->ents, k, kl);
+    int rc = pos >= 0 ? value_out(e, &pn->ents.r[pos], out) : NO_MSG;
+    ft_unpin(e, pn);
+    return rc;
+}
+
 int ft_lookup(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out) {
     fnode *n, *c;
     KVT_TRY(ft_get(e, e->root, &n));
     while (n->kind == FT_INTERNAL) {
         uint32_t i = fpiv_child(n->piv, n->n - 1, k, kl);
-        int pos = find_in(&n->buf[i], k, kl);
-        if (pos >= 0) {
-            int rc = value_out(e, &n->buf[i].r[pos], out);
+        int rc = lookup_part(e, n, i, k, kl, out);
+        if (rc != NO_MSG) {
             ft_unpin(e, n);
             return rc;
         }
-        int rc = ft_get(e, n->child[i], &c);
+        rc = ft_get(e, n->child[i], &c);
         ft_unpin(e, n);
         if (rc < 0) return rc;
         n = c;
@@ -65,7 +90,7 @@ typedef struct scan {
     kvt_buf blob;                /* out-of-line values */
     const frec **m;              /* path messages of the current basement */
     uint32_t nm, capm;
-    fnode *path[64];
+    fnode *path[64], *part[64];      /* internal nodes and their partition on the path */
     uint32_t idx[64];
     int depth;
 } scan;
@@ -88,7 +113,8 @@ static int cmp_msg(const void *a, const void *b) {
 static int collect(scan *s, bound lo, bound hi) {
     s->nm = 0;
     for (int d = 0; d < s->depth; d++) {
-        const fvec *v = &s->path[d]->buf[s->idx[d]];
+        if (!s->part[d]) continue;
+        const fvec *v = &s->part[d]->ents;
         uint32_t a = range_start(v, lo), b = range_end(v, hi);
         if (b <= a) continue;
         if (s->nm + (b - a) > s->capm) {
@@ -184,7 +210,10 @@ static int scan_leaf(scan *s, fnode *leaf, bound lo, bound hi) {
 }
 
 static void unpin_path(scan *s) {
-    for (int d = 0; d < s->depth; d++) ft_unpin(s->e, s->path[d]);
+    for (int d = 0; d < s->depth; d++) {
+        ft_unpin(s->e, s->part[d]);
+        ft_unpin(s->e, s->path[d]);
+    }
     s->depth = 0;
 }
 
@@ -202,7 +231,9 @@ static int descend(scan *s, fnode **leaf, bound *lo, bound *hi) {
         if (i < np) *hi = (bound){ n->piv[i].k, n->piv[i].kl, 0 };
         if (s->depth == 64) { ft_unpin(s->e, n); return kvt_seterr(KVT_ECORRUPT, "fractal: tree too deep"); }
         s->path[s->depth] = n;
-        s->idx[s->depth++] = i;
+        s->idx[s->depth] = i;
+        s->part[s->depth++] = NULL;
+        KVT_TRY(get_part(s->e, n, i, &s->part[s->depth - 1]));
         KVT_TRY(ft_get(s->e, n->child[i], &n));
     }
     *leaf = n;

@@ -18,22 +18,69 @@ static void vec_recount(fvec *v) {
     for (uint32_t i = 0; i < v->n; i++) v->bytes += frec_size(&v->r[i]);
 }
 
-/* Insert one message (newer than everything in v); it supersedes v's message for its key. */
-static int buf_insert(kvt_engine *e, fvec *v, frec *m) {
-    uint32_t pos = fvec_lower(v, m->k, m->kl);
-    if (pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, m->k, m->kl) == 0) {
-        v->bytes -= frec_size(&v->r[pos]);
-        frec old = v->r[pos];
-        v->r[pos] = *m;
-        v->bytes += frec_size(m);
-        return ft_rec_release(e, &old);
+/* ---- partitions: one per child of an internal node, its message buffer ---- */
+
+/* Pin partition i of x; with create, make an empty one if x has none (else *out NULL). */
+static int part_get(kvt_engine *e, fnode *x, uint32_t i, int create, fnode **out) {
+    *out = NULL;
+    if (!x->part[i]) {
+        if (!create) return KVT_OK;
+        KVT_TRY(ft_new(e, FT_PARTITION, 0, out));
+        x->part[i] = (*out)->id;
+        return KVT_OK;
     }
-    return fvec_insert(v, pos, m);
+    KVT_TRY(ft_get(e, x->part[i], out));
+    if ((*out)->kind == FT_PARTITION) return KVT_OK;
+    ft_unpin(e, *out);
+    *out = NULL;
+    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu child %u: node %llu is not a partition",
+                      (unsigned long long)x->id, i, (unsigned long long)x->part[i]);
 }
 
-/* Merge a sorted run of newer messages into dst; an older message of the same key goes. */
-static int buf_merge(kvt_engine *e, fvec *dst, frec *in, uint32_t nin) {
-    fvec out = {0};
+/* After partition pn (of x's child i) changed: header counters and dirty marks; an
+ * empty partition is dropped (x->part[i] = 0 iff the buffer is empty). Consumes the pin. */
+static int part_done(kvt_engine *e, fnode *x, uint32_t i, fnode *pn) {
+    x->bcount[i] = pn->ents.n;
+    x->bbytes[i] = pn->ents.bytes;
+    ft_dirty(e, x);
+    if (pn->ents.n == 0) {
+        x->part[i] = 0;
+        return ft_drop(e, pn);
+    }
+    ft_dirty(e, pn);
+    ft_unpin(e, pn);
+    return KVT_OK;
+}
+
+static void vec_own_recount(fnode *pn) {
+    pn->owned = 0;
+    for (uint32_t i = 0; i < pn->ents.n; i++) pn->owned += frec_mem(&pn->ents.r[i]);
+}
+
+/* Insert one message (newer than everything in the partition); it supersedes the
+ * partition's message for its key. Consumes m (freed on failure). */
+static int buf_insert(kvt_engine *e, fnode *pn, frec *m) {
+    fvec *v = &pn->ents;
+    uint32_t pos = fvec_lower(v, m->k, m->kl);
+    if (pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, m->k, m->kl) == 0) {
+        frec old = v->r[pos];
+        v->bytes -= frec_size(&old);
+        pn->owned -= frec_mem(&old);
+        v->r[pos] = *m;
+        v->bytes += frec_size(m);
+        pn->owned += frec_mem(m);
+        return ft_rec_release(e, &old);
+    }
+    int rc = fvec_insert(v, pos, m);
+    if (rc < 0) { frec_free(m); return rc; }
+    pn->owned += frec_mem(m);
+    return KVT_OK;
+}
+
+/* Merge a sorted run of newer messages (owned) into partition pn; an older message of
+ * the same key goes. A mostly-owned partition is packed into one arena. */
+static int buf_merge(kvt_engine *e, fnode *pn, frec *in, uint32_t nin) {
+    fvec out = {0}, *dst = &pn->ents;
     KVT_TRY(fvec_reserve(&out, dst->n + nin));
     uint32_t i = 0, j = 0;
     int rc = KVT_OK;
@@ -47,6 +94,8 @@ static int buf_merge(kvt_engine *e, fvec *dst, frec *in, uint32_t nin) {
     free(dst->r);
     *dst = out;
     vec_recount(dst);
+    vec_own_recount(pn);
+    if (rc == KVT_OK && pn->owned > pn->arena_len / 2 + 4096) rc = ft_compact(pn);
     return rc;
 }
 
@@ -109,14 +158,13 @@ static int child_insert(fnode *p, uint32_t at, uint64_t id, const uint8_t *pk, s
     memmove(p->piv + at, p->piv + at - 1, (p->n - at) * sizeof *p->piv);
     p->child[at] = id;
     p->piv[at - 1] = piv;
-    if (p->kind == FT_LEAF) {
-        memmove(p->bcount + at + 1, p->bcount + at, (p->n - at) * sizeof *p->bcount);
-        memmove(p->bbytes + at + 1, p->bbytes + at, (p->n - at) * sizeof *p->bbytes);
-        p->bcount[at] = 0;
-        p->bbytes[at] = 0;
-    } else {
-        memmove(p->buf + at + 1, p->buf + at, (p->n - at) * sizeof *p->buf);
-        p->buf[at] = (fvec){0};
+    memmove(p->bcount + at + 1, p->bcount + at, (p->n - at) * sizeof *p->bcount);
+    memmove(p->bbytes + at + 1, p->bbytes + at, (p->n - at) * sizeof *p->bbytes);
+    p->bcount[at] = 0;
+    p->bbytes[at] = 0;
+    if (p->kind == FT_INTERNAL) {
+        memmove(p->part + at + 1, p->part + at, (p->n - at) * sizeof *p->part);
+        p->part[at] = 0;
     }
     p->n++;
     return KVT_OK;
@@ -127,13 +175,10 @@ static void child_remove(fnode *p, uint32_t at) {
     free(p->piv[pv].k);
     memmove(p->piv + pv, p->piv + pv + 1, (p->n - 2 - pv) * sizeof *p->piv);
     memmove(p->child + at, p->child + at + 1, (p->n - 1 - at) * sizeof *p->child);
-    if (p->kind == FT_LEAF) {
-        memmove(p->bcount + at, p->bcount + at + 1, (p->n - 1 - at) * sizeof *p->bcount);
-        memmove(p->bbytes + at, p->bbytes + at + 1, (p->n - 1 - at) * sizeof *p->bbytes);
-    } else {
-        fvec_free(&p->buf[at]);
-        memmove(p->buf + at, p->buf + at + 1, (p->n - 1 - at) * sizeof *p->buf);
-    }
+    memmove(p->bcount + at, p->bcount + at + 1, (p->n - 1 - at) * sizeof *p->bcount);
+    memmove(p->bbytes + at, p->bbytes + at + 1, (p->n - 1 - at) * sizeof *p->bbytes);
+    if (p->kind == FT_INTERNAL)               /* callers remove only empty buffers */
+        memmove(p->part + at, p->part + at + 1, (p->n - 1 - at) * sizeof *p->part);
     p->n--;
 }
 
@@ -272,29 +317,39 @@ static int move_children(fnode *c, fnode *d, uint32_t m) {
     KVT_TRY(ft_node_grow(d, k));
     memcpy(d->child, c->child + m, k * sizeof *d->child);
     memcpy(d->piv, c->piv + m, (k - 1) * sizeof *d->piv);
-    if (c->kind == FT_LEAF) {
-        memcpy(d->bcount, c->bcount + m, k * sizeof *d->bcount);
-        memcpy(d->bbytes, c->bbytes + m, k * sizeof *d->bbytes);
-    } else {
-        for (uint32_t i = m; i < c->n; i++) KVT_TRY(vec_detach_all(&c->buf[i]));
-        memcpy(d->buf, c->buf + m, k * sizeof *d->buf);
-    }
+    memcpy(d->bcount, c->bcount + m, k * sizeof *d->bcount);
+    memcpy(d->bbytes, c->bbytes + m, k * sizeof *d->bbytes);
+    if (c->kind == FT_INTERNAL)               /* partitions move by id */
+        memcpy(d->part, c->part + m, k * sizeof *d->part);
     d->n = k;
     c->n = m;
     return KVT_OK;
 }
 
-/* Split p's buffer at index i by key sep: messages >= sep go to buffer i+1 (empty). */
-static void buffer_split(fnode *p, uint32_t i, const fkey *sep) {
-    fvec *a = &p->buf[i], *b = &p->buf[i + 1];
-    uint32_t at = fvec_lower(a, sep->k, sep->kl);
-    if (at == a->n) return;
-    if (fvec_reserve(b, a->n - at) < 0) return;   /* caller checks b->cap */
-    memcpy(b->r, a->r + at, (a->n - at) * sizeof *a->r);
-    b->n = a->n - at;
-    a->n = at;
-    vec_recount(a);
-    vec_recount(b);
+/* Split p's buffer i at pivot i: messages >= the pivot go to buffer i+1 (empty), a new
+ * partition; they are copied out of partition i's arena. */
+static int buffer_split(kvt_engine *e, fnode *p, uint32_t i) {
+    const fkey *sep = &p->piv[i];
+    fnode *a, *b = NULL;
+    KVT_TRY(part_get(e, p, i, 0, &a));
+    if (!a) return KVT_OK;
+    uint32_t at = fvec_lower(&a->ents, sep->k, sep->kl), n = a->ents.n;
+    if (at == n) { ft_unpin(e, a); return KVT_OK; }
+    int rc = part_get(e, p, i + 1, 1, &b);
+    if (rc == KVT_OK) rc = fvec_reserve(&b->ents, n - at);
+    if (rc == KVT_OK) {
+        memcpy(b->ents.r, a->ents.r + at, (n - at) * sizeof *b->ents.r);
+        b->ents.n = n - at;
+        a->ents.n = at;                      /* a's owned tail now belongs to b */
+        rc = ft_compact(b);
+        if (rc < 0) { a->ents.n = n; b->ents.n = 0; }
+    }
+    vec_recount(&a->ents);
+    vec_own_recount(a);
+    if (b) vec_recount(&b->ents);
+    int r2 = b ? part_done(e, p, i + 1, b) : KVT_OK;
+    int r3 = part_done(e, p, i, a);
+    return rc < 0 ? rc : r2 < 0 ? r2 : r3;
 }
 
 static int split_child(kvt_engine *e, fnode *p, uint32_t i, fnode *c, int asc, fnode **out) {
@@ -307,12 +362,8 @@ static int split_child(kvt_engine *e, fnode *p, uint32_t i, fnode *c, int asc, f
     if (rc == KVT_OK) rc = child_insert(p, i + 1, d->id, sep.k, sep.kl);
     free(sep.k);
     if (rc < 0) { ft_unpin(e, d); return rc; }
-    if (p->kind == FT_INTERNAL) {
-        const fkey *s = &p->piv[i];
-        uint32_t need = p->buf[i].n - fvec_lower(&p->buf[i], s->k, s->kl);
-        if (need && fvec_reserve(&p->buf[i + 1], need) < 0) { ft_unpin(e, d); return KVT_ENOMEM; }
-        buffer_split(p, i, s);
-    }
+    if (p->kind == FT_INTERNAL) rc = buffer_split(e, p, i);
+    if (rc < 0) { ft_unpin(e, d); return rc; }
     ft_dirty(e, c);
     ft_dirty(e, d);
     ft_dirty(e, p);
@@ -342,7 +393,7 @@ static int fix_child(kvt_engine *e, fnode *p, uint32_t i, fnode *c, int asc) {
         int r2 = fix_child(e, p, i, c, asc);
         return rc < 0 ? rc : r2;
     }
-    if (is_empty_leaf(c) && p->n > 1 && p->buf[i].n == 0) return remove_leaf(e, p, i, c);
+    if (is_empty_leaf(c) && p->n > 1 && p->bcount[i] == 0) return remove_leaf(e, p, i, c);
     ft_unpin(e, c);
     return KVT_OK;
 }
@@ -356,14 +407,16 @@ static int fix_root(kvt_engine *e, fnode *r, int asc) {
         if (rc == KVT_OK) rc = ft_node_grow(nr, 2);
         if (rc < 0) { ft_unpin(e, r); return rc; }
         nr->child[0] = r->id;
-        nr->buf[0] = (fvec){0};
+        nr->part[0] = 0;
+        nr->bcount[0] = 0;
+        nr->bbytes[0] = 0;
         nr->n = 1;
         e->root = nr->id;
         rc = fix_child(e, nr, 0, r, asc);
         r = nr;
         if (rc < 0) { ft_unpin(e, r); return rc; }
     }
-    while (r->kind == FT_INTERNAL && r->n == 1 && r->buf[0].n == 0) {
+    while (r->kind == FT_INTERNAL && r->n == 1 && r->bcount[0] == 0) {
         fnode *c;
         int rc = ft_get(e, r->child[0], &c);
         if (rc < 0) { ft_unpin(e, r); return rc; }
@@ -381,7 +434,7 @@ static int fix_root(kvt_engine *e, fnode *r, int asc) {
 static uint32_t heaviest(const fnode *x) {
     uint32_t best = 0;
     for (uint32_t i = 1; i < x->n; i++)
-        if (x->buf[i].bytes > x->buf[best].bytes) best = i;
+        if (x->bbytes[i] > x->bbytes[best]) best = i;
     return best;
 }
 
@@ -396,8 +449,13 @@ static int route_into(kvt_engine *e, fnode *c, fvec *in) {
             while (k < in->n && kvt_keycmp(in->r[k].k, in->r[k].kl, c->piv[g].k, c->piv[g].kl) < 0) k++;
         else
             k = in->n;
-        KVT_TRY(buf_merge(e, &c->buf[g], in->r + j, k - j));
+        fnode *pn;
+        KVT_TRY(part_get(e, c, g, 1, &pn));
+        int rc = buf_merge(e, pn, in->r + j, k - j);
         j = k;
+        int r2 = part_done(e, c, g, pn);
+        KVT_TRY(rc);
+        KVT_TRY(r2);
     }
     return KVT_OK;
 }
@@ -415,17 +473,29 @@ static int flush_into(kvt_engine *e, fnode *c, fvec *in) {
     return rc;
 }
 
+/* Take all messages of partition i of x (detached), dropping the partition. */
+static int buffer_take(kvt_engine *e, fnode *x, uint32_t i, fvec *in) {
+    fnode *pn;
+    *in = (fvec){0};
+    KVT_TRY(part_get(e, x, i, 0, &pn));
+    if (!pn) return KVT_OK;
+    int rc = vec_detach_all(&pn->ents);
+    if (rc < 0) { vec_own_recount(pn); ft_unpin(e, pn); return rc; }
+    *in = pn->ents;
+    pn->ents = (fvec){0};
+    pn->owned = 0;
+    return part_done(e, x, i, pn);
+}
+
 /* Move x's heaviest child buffer down in one batch. */
 static int flush_node(kvt_engine *e, fnode *x) {
     uint32_t i = heaviest(x);
-    if (x->buf[i].n == 0) return KVT_OK;
+    if (x->bcount[i] == 0) return KVT_OK;
     fnode *c;
     KVT_TRY(ft_get(e, x->child[i], &c));
-    int rc = vec_detach_all(&x->buf[i]);
-    if (rc < 0) { ft_unpin(e, c); return rc; }
-    fvec in = x->buf[i];
-    x->buf[i] = (fvec){0};
-    ft_dirty(e, x);
+    fvec in;
+    int rc = buffer_take(e, x, i, &in);
+    if (rc < 0) { fvec_free(&in); ft_unpin(e, c); return rc; }
     e->flushes++;
     rc = flush_into(e, c, &in);
     fvec_free(&in);                           /* frees only what was not consumed */
@@ -467,9 +537,15 @@ static int put_root(kvt_engine *e, frec *m) {
     if (r->kind == FT_LEAF) {
         rc = leaf_apply(e, r, m, 1, 0);
     } else {
-        rc = buf_insert(e, &r->buf[fpiv_child(r->piv, r->n - 1, m->k, m->kl)], m);
+        uint32_t i = fpiv_child(r->piv, r->n - 1, m->k, m->kl);
+        fnode *pn;
+        rc = part_get(e, r, i, 1, &pn);
         if (rc < 0) frec_free(m);
-        ft_dirty(e, r);
+        else {
+            rc = buf_insert(e, pn, m);
+            int r2 = part_done(e, r, i, pn);
+            if (rc == KVT_OK) rc = r2;
+        }
         while (rc == KVT_OK && ft_node_buffered(r) > e->node_size) rc = flush_node(e, r);
     }
     int r2 = fix_root(e, r, 0);

@@ -11,7 +11,8 @@
  *   make -C native build/test_fractal && native/build/test_fractal [seed]
  *   fake pager: gcc -std=gnu11 -Inative/include -pthread -DFT_FAKE_PAGER \
  *       native/tests/test_fractal.c native/fractal/(all .c) native/util/(all .c)
- * Benchmark (C level, real pager; FT_DIRECT=1 for O_DIRECT, FT_BTREE=1 for the B+tree):
+ * Benchmark (C level, real pager; FT_DIRECT=1 for O_DIRECT, FT_BTREE=1 for the B+tree,
+ * FT_LEAF=n for leaves of n basements instead of the default):
  *   native/build/test_fractal SEED bench NKEYS NODE_SIZE BASEMENT_SIZE CACHE_BYTES
  */
 #include <pthread.h>
@@ -627,6 +628,8 @@ static int count_visit(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
 static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) {
     H h;
     if (h_open(&h, node, base, cache)) return 1;
+    if (ops == &kvt_fractal_ops && getenv("FT_LEAF"))   /* basements per leaf */
+        h.e->max_basements = (uint32_t)atoi(getenv("FT_LEAF"));
     uint64_t seed = rng_state;
     uint8_t k[16], v[100];
     memset(v, 'v', sizeof v);

@@ -142,6 +142,10 @@ class Entry(NamedTuple):
     lease: int
     value: bytes
 
+    # KeyValue's names, so a compare can read an Entry without building a KeyValue
+    create_revision = property(lambda self: self.create)
+    mod_revision = property(lambda self: self.mod)
+
     def to_kv(self, keys_only: bool = False) -> KeyValue:
         return KeyValue(self.key, b"" if keys_only else self.value, self.create,
                         self.mod, self.version, self.lease)
@@ -189,23 +193,45 @@ def older_versions(eng, key: bytes, rev: int) -> Iterator[bytes]:
 
 def scan(eng, start: bytes, end: Optional[bytes], rev: int,
          reverse: bool = False) -> Iterator[Entry]:
-    """Live entries at revision rev for user keys in [start, end), in key order.
+    """Live entries at revision rev for user keys in [start, end), in key order."""
+    hdr, unpack = _HDR.size, _HDR.unpack_from
+    for ek, ev in _pick(eng, start, end, rev, reverse):
+        if len(ev) < hdr:
+            raise ValueError("malformed MVCC entry %r" % (ek[:64],))
+        flags, create, version, lease = unpack(ev)
+        if not flags & FLAG_TOMBSTONE:
+            yield Entry(unesc(ek[1:-10]), _MAXREV - int.from_bytes(ek[-8:], "big"), False,
+                        create, version, lease, bytes(ev[hdr:]))
+
+
+def scan_kvs(eng, start: bytes, end: Optional[bytes], rev: int, reverse: bool = False,
+             keys_only: bool = False) -> Iterator[KeyValue]:
+    """scan() for range reads: KeyValues directly (no Entry in between)."""
+    hdr, unpack = _HDR.size, _HDR.unpack_from
+    for ek, ev in _pick(eng, start, end, rev, reverse):
+        if len(ev) < hdr:
+            raise ValueError("malformed MVCC entry %r" % (ek[:64],))
+        flags, create, version, lease = unpack(ev)
+        if not flags & FLAG_TOMBSTONE:
+            yield KeyValue(unesc(ek[1:-10]), b"" if keys_only else bytes(ev[hdr:]), create,
+                           _MAXREV - int.from_bytes(ek[-8:], "big"), version, lease)
+
+
+def _pick(eng, start: bytes, end: Optional[bytes], rev: int,
+          reverse: bool) -> Iterator[tuple]:
+    """(engine key, value) of each user key's version at rev (tombstones included).
 
     Hot loop of every range: the versions of one key share the engine-key prefix
     ek[:-8], and "mod <= rev" is "inverted revision >= inv_rev(rev)" on the raw 8 bytes,
-    so skipped versions cost a slice and a compare; only the chosen one is decoded."""
+    so a skipped version costs a slice and a compare; nothing is decoded here."""
     lo, hi = range_bounds(start, end)
     irev = inv_rev(rev)
-    hdr = _HDR.size
-    unpack = _HDR.unpack_from
     cur, best_k, best_v = None, None, None
     for ek, ev in eng.items(lo, hi, reverse=reverse):
         grp = ek[:-8]
         if grp != cur:
             if best_k is not None:
-                e = _decode_live(best_k, best_v, hdr, unpack)
-                if e is not None:
-                    yield e
+                yield best_k, best_v
             if grp[-2:] != KEY_TERM:
                 raise ValueError("malformed MVCC key %r" % (ek[:64],))
             cur, best_k = grp, None
@@ -215,17 +241,4 @@ def scan(eng, start: bytes, end: Optional[bytes], rev: int,
         if best_k is None or reverse:
             best_k, best_v = ek, ev
     if best_k is not None:
-        e = _decode_live(best_k, best_v, hdr, unpack)
-        if e is not None:
-            yield e
-
-
-def _decode_live(ek: bytes, ev: bytes, hdr: int, unpack) -> Optional[Entry]:
-    """decode_entry() for scan(): None for a tombstone."""
-    if len(ev) < hdr:
-        raise ValueError("malformed MVCC entry %r" % (ek[:64],))
-    flags, create, version, lease = unpack(ev)
-    if flags & FLAG_TOMBSTONE:
-        return None
-    return Entry(unesc(ek[1:-10]), _MAXREV - int.from_bytes(ek[-8:], "big"), False, create,
-                 version, lease, bytes(ev[hdr:]))
+        yield best_k, best_v

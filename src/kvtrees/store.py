@@ -9,7 +9,6 @@ docs/STORE.md.
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import os
 import struct
@@ -101,7 +100,7 @@ class _Write:
         self.rev = store._rev + 1
         self.sub = 0
         self.ops: dict[bytes, Optional[bytes]] = {}
-        self.events: list = []
+        self.events: list = []     # (entry, previous live entry): see _events()
         self.overlay: dict[bytes, Entry] = {}
         self.reads: dict[bytes, Optional[Entry]] = {}   # base-revision reads, memoized
         self.has_puts = False
@@ -153,11 +152,37 @@ class _Write:
             if e.lease:
                 self.ops[mvcc.ATTACH + mvcc.be64(e.lease) + e.key] = b""
         self.overlay[e.key] = e
-        prev_kv = prev.to_kv() if prev else None
+        self.events.append((e, prev))
+
+
+def _events(changes: list, with_prev: bool) -> list:
+    """Watch events of one revision's (entry, prev) changes; built only when a watcher
+    exists to receive them (most writes have none), with prev_kv only if one wants it."""
+    out = []
+    for e, prev in changes:
+        prev_kv = prev.to_kv() if prev and with_prev else None
         if e.tombstone:
-            self.events.append(DeleteEvent(KeyValue(e.key, b"", 0, e.mod, 0, 0), prev_kv))
+            out.append(DeleteEvent(KeyValue(e.key, b"", 0, e.mod, 0, 0), prev_kv))
         else:
-            self.events.append(PutEvent(e.to_kv(), prev_kv))
+            out.append(PutEvent(e.to_kv(), prev_kv))
+    return out
+
+
+class _Writing:
+    """Store._writing()'s context manager (a class: cheaper than a generator one)."""
+    __slots__ = ("store",)
+
+    def __init__(self, store: "Store"):
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store._wlock.acquire()
+
+    def __exit__(self, *exc) -> None:
+        store = self.store
+        store._wlock.release()
+        if not store._wlock._is_owned():   # nested in another write: that one finishes
+            store._finish_writes()
 
 
 class Store:
@@ -262,6 +287,8 @@ class Store:
                                  % (revision, self._compact_rev), self._compact_rev)
 
     def _check_key_size(self, key: bytes) -> None:
+        if 2 * len(key) + 11 <= mvcc.MAX_ENGINE_KEY:   # fits even if every byte is NUL
+            return
         if len(mvcc.kv_key(key, 0)) > mvcc.MAX_ENGINE_KEY:
             raise TooLargeError("key of %d bytes is too long for the store" % len(key))
 
@@ -348,8 +375,7 @@ class Store:
                 for k in keys:
                     self._heads.pop(k, None)
 
-    @contextlib.contextmanager
-    def _writing(self):
+    def _writing(self) -> "_Writing":
         """The writer lock around assigning a revision and committing its batch; on exit,
         outside the lock: wait until the commit is durable, then deliver its watch events.
 
@@ -358,12 +384,7 @@ class Store:
         fsync per group instead of one each behind the lock. Readers may see a revision
         while its fsync is in flight (as with the C layer's own commits); the writer's call
         returns, and watchers hear of it, only after it is durable."""
-        try:
-            with self._wlock:
-                yield
-        finally:
-            if not self._wlock._is_owned():   # nested in another write: that one finishes
-                self._finish_writes()
+        return _Writing(self)
 
     def _finish_writes(self) -> None:
         upto = self._rev
@@ -381,9 +402,12 @@ class Store:
         with self._publish_lock:
             q = self._unpublished
             while q and q[0][0] <= upto:
-                rev, events = q.popleft()
-                for watcher in list(self._watchers.values()):
-                    watcher.push(rev, events)
+                rev, changes = q.popleft()
+                watchers = list(self._watchers.values())
+                if watchers:
+                    events = _events(changes, any(w.prev_kv for w in watchers))
+                    for watcher in watchers:
+                        watcher.push(rev, events)
 
     @property
     def revision(self) -> int:
@@ -415,18 +439,21 @@ class Store:
         rev = self._read_rev(revision or header_rev)   # from header_rev + 1 misses nothing
         filt = _revision_filter(min_mod_revision, max_mod_revision, min_create_revision,
                                 max_create_revision)
-        kvs, count, more = _select(self._entries(start, end, rev, sort_order, sort_target),
+        kvs, count, more = _select(self._kvs(start, end, rev, sort_order, sort_target,
+                                             keys_only),
                                    limit, count_only, keys_only, sort_order, sort_target,
                                    filt)
         self._check_compacted(rev)
         return RangeResult(kvs, count, more, header_rev)
 
-    def _entries(self, start, end, rev, sort_order=None, sort_target="key"):
+    def _kvs(self, start, end, rev, sort_order=None, sort_target="key", keys_only=False):
+        """KeyValues of [start, end) at rev (end None: the single key start)."""
         if end is None:
             e = self._live(start, rev)
-            return iter([e] if e else [])
+            return iter([e.to_kv(keys_only)] if e else [])
         reverse = _order(sort_order, sort_target) == "descend" and sort_target == "key"
-        return mvcc.scan(self._eng, start, None if end == b"\x00" else end, rev, reverse)
+        return mvcc.scan_kvs(self._eng, start, None if end == b"\x00" else end, rev, reverse,
+                             keys_only)
 
     def _iter_range(self, start, end, revision, sort_order, sort_target, keys_only, limit,
                     **filters) -> Iterator:
@@ -436,14 +463,15 @@ class Store:
         if sort_target == "key" and filt is None:
             # streaming: memory stays flat however many keys match
             n = 0
-            for e in self._entries(start, end, rev, order, "key"):
+            for kv in self._kvs(start, end, rev, order, "key", keys_only):
                 if limit and n >= limit:
                     break
                 n += 1
-                yield (b"" if keys_only else e.value), e.to_kv(keys_only)
+                yield kv.value, kv
             self._check_compacted(rev)
             return
-        kvs, _, _ = _select(self._entries(start, end, rev, order, sort_target), limit or 0,
+        kvs, _, _ = _select(self._kvs(start, end, rev, order, sort_target, keys_only),
+                            limit or 0,
                             False, keys_only, order, sort_target, filt)
         self._check_compacted(rev)
         for kv in kvs:
@@ -544,7 +572,7 @@ class Store:
             return ok, _fix_revisions(responses, self._rev)
 
     def _run_txn(self, w: _Write, compare, success, failure):
-        ok = all(c.holds(_kv_or_none(w.current(c.key))) for c in compare)
+        ok = all(c.holds(w.current(c.key)) for c in compare)   # Entry reads as a KeyValue
         responses = [self._run_op(w, op) for op in (success if ok else failure)]
         return ok, responses
 
@@ -933,10 +961,6 @@ class Store:
 
 def _opt_key(k):
     return None if k is None else to_key(k)
-
-
-def _kv_or_none(e: Optional[Entry]):
-    return e.to_kv() if e else None
 
 
 def _all_puts(ops):

@@ -1,0 +1,161 @@
+"""Regression tests for the store's per-operation fast paths (issue 4): the head cache
+(newest revision per key), the revision taken from the revision log at open, the
+one-pass range scan, and watch wake-ups that take every queued revision at once."""
+
+import pytest
+
+from etcd_model import load_kvtrees, open_store
+
+kvtrees, ENGINES = load_kvtrees()
+mvcc = kvtrees.store.mvcc
+
+
+@pytest.fixture(params=ENGINES)
+def db(request, tmp_path):
+    d = open_store(request.param, str(tmp_path / "db"), sync="none")
+    d._test_path = str(tmp_path / "db")
+    d._test_engine = request.param
+    yield d
+    if not d._closed:
+        d.check()
+        d.close()
+
+
+def _count_slow_reads(monkeypatch):
+    calls = []
+    orig = mvcc.latest
+
+    def counting(eng, key, rev):
+        calls.append(key)
+        return orig(eng, key, rev)
+    monkeypatch.setattr(mvcc, "latest", counting)
+    return calls
+
+
+def test_point_reads_after_writes_skip_the_iterator(db, monkeypatch):
+    db.put(b"a", b"1")
+    calls = _count_slow_reads(monkeypatch)
+    for i in range(5):
+        db.put(b"a", b"v%d" % i)
+        assert db.get(b"a")[0] == b"v%d" % i
+    t = db.transactions
+    ok, _ = db.transaction([t.mod(b"a") == db.revision], [t.put(b"a", b"x")], [])
+    assert ok and db.get(b"a")[0] == b"x"
+    assert calls == []                      # every read used the head cache
+    # a past revision is older than the head: the slow path answers, correctly
+    assert db.get(b"a", revision=2)[0] == b"1"
+    assert calls == [b"a"]
+
+
+def test_cold_key_is_learned_once(db, monkeypatch):
+    db.put(b"k", b"1")
+    db._heads.clear()                        # as after a reopen
+    calls = _count_slow_reads(monkeypatch)
+    assert db.get(b"k")[0] == b"1"
+    assert db.get(b"k")[0] == b"1"
+    assert db.get(b"missing") == (None, None)
+    assert db.get(b"missing") == (None, None)
+    assert calls == [b"k", b"missing"]
+
+
+def test_compaction_of_a_tombstone_head(db):
+    db.put(b"a", b"1")
+    db.delete(b"a")
+    db.put(b"b", b"x")
+    db.compact(db.revision)                 # drops a's versions, tombstone included
+    assert db.get(b"a") == (None, None)
+    r = db.put(b"a", b"2")
+    _, kv = db.get(b"a")
+    assert (kv.version, kv.create_revision, kv.mod_revision) == (1, r.revision, r.revision)
+
+
+def test_stale_head_whose_entry_vanished_falls_back(db):
+    db.put(b"a", b"1")
+    db.delete(b"a")
+    head = db._heads[b"a"]
+    db.compact(db.revision)
+    db._heads[b"a"] = head                  # as if a reader re-learned it meanwhile
+    assert db.get(b"a") == (None, None)
+
+
+def test_head_cache_is_bounded(db, monkeypatch):
+    monkeypatch.setattr(kvtrees.store, "HEAD_CACHE_ENTRIES", 8)
+    for i in range(30):
+        db.put(b"k%02d" % i, b"v")
+    assert len(db._heads) <= 8
+    for i in range(30):
+        assert db.get(b"k%02d" % i)[0] == b"v"
+    assert len(db._heads) <= 8
+
+
+def test_revision_comes_from_the_revision_log(db):
+    for i in range(3):
+        db.put(b"a", b"%d" % i)
+    db.delete(b"missing")                   # no revision
+    assert db._eng.get(mvcc.META_REVISION) is None
+    db.compact(db.revision)
+    path, engine = db._test_path, db._test_engine
+    db.close()
+    db2 = open_store(engine, path, sync="none")
+    try:
+        assert db2.revision == 4
+        assert db2.put(b"b", b"x").revision == 5
+    finally:
+        db2.close()
+
+
+def test_legacy_meta_revision_is_still_honoured(db):
+    db.put(b"a", b"1")
+    with db._eng.batch() as b:              # a store written before: META_REVISION ahead
+        b.put(mvcc.META_REVISION, mvcc.be64(40))
+    path, engine = db._test_path, db._test_engine
+    db.close()
+    db2 = open_store(engine, path, sync="none")
+    try:
+        assert db2.revision == 40
+        assert db2.put(b"a", b"2").revision == 41
+    finally:
+        db2.close()
+
+
+def test_scan_picks_the_version_at_the_revision(db):
+    db.put(b"a", b"1")                      # 2
+    db.put(b"a\x00", b"nul")                # 3
+    db.put(b"b", b"1")                      # 4
+    db.put(b"a", b"2")                      # 5
+    db.delete(b"b")                         # 6
+    db.put(b"c", b"1")                      # 7
+    def at(rev, order=None):
+        return [(kv.key, kv.value, kv.mod_revision) for kv in
+                db.range(b"\x00", b"\x00", revision=rev, sort_order=order).kvs]
+    assert at(4) == [(b"a", b"1", 2), (b"a\x00", b"nul", 3), (b"b", b"1", 4)]
+    assert at(7) == [(b"a", b"2", 5), (b"a\x00", b"nul", 3), (b"c", b"1", 7)]
+    assert at(7, "descend") == [(b"c", b"1", 7), (b"a\x00", b"nul", 3), (b"a", b"2", 5)]
+    assert at(5, "descend") == [(b"b", b"1", 4), (b"a\x00", b"nul", 3), (b"a", b"2", 5)]
+
+
+def test_watch_takes_a_burst_at_once_in_order(db):
+    events, cancel = db.watch_prefix(b"w/")
+    revs = [db.put(b"w/%d" % (i % 3), b"%d" % i).revision for i in range(50)]
+    assert len(events._queue) == 50         # queued while nobody was reading
+    got = [events.get(2).mod_revision for _ in revs]
+    assert got == revs
+    assert not events._queue
+    db.put(b"w/x", b"late")
+    assert events.get(2).value == b"late"
+    cancel()
+
+
+def test_watch_spill_then_live_after_batch(tmp_path):
+    engine = ENGINES[0]
+    db = open_store(engine, str(tmp_path / "s"), sync="none", watch_queue_limit=4)
+    try:
+        events, cancel = db.watch_prefix(b"w/")
+        revs = [db.put(b"w/a", b"%d" % i).revision for i in range(3)]
+        first = events.get(2)               # takes the 3 queued revisions at once
+        revs += [db.put(b"w/a", b"%d" % i).revision for i in range(3, 20)]   # spills
+        got = [first.mod_revision] + [events.get(2).mod_revision for _ in revs[1:]]
+        assert got == revs
+        cancel()
+    finally:
+        db.close()

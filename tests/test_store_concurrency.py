@@ -9,12 +9,19 @@ import threading
 
 import pytest
 
-from etcd_model import load_kvtrees, open_store
+from etcd_model import load_kvtrees
+from etcd_model import open_store as _open_store
 
 kvtrees, ENGINES = load_kvtrees()
 
+
+def open_store(engine, path, **opts):
+    if engine == "mem":            # the pure-Python stand-in takes no engine options
+        opts.pop("sync", None)
+    return _open_store(engine, path, **opts)
+
 THREADS = 16
-OPS = 40          # per thread: small, the machine is shared
+OPS = 100         # per thread: small, the machine is shared
 KEYS = [b"/c/k%02d" % i for i in range(8)]     # shared by every thread: real contention
 
 
@@ -54,6 +61,39 @@ def _worker(db, tid, ops, log, errors, barrier):
         errors.append(e)
 
 
+class _LiveWatch:
+    """A watch opened while the writers run (from start_revision: replay, then live) and
+    consumed on its own thread as they write."""
+
+    def __init__(self, db, start_revision, opened):
+        self.db, self.start, self.opened = db, start_revision, opened
+        self.revs, self.final, self.error = [], None, None
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        try:
+            self.opened.wait(30)
+            events, cancel = self.db.watch_prefix(b"/c/", start_revision=self.start)
+            while self.final is None or (self.revs and self.revs[-1] < self.final) \
+                    or (not self.revs and self.final >= self.start):
+                try:
+                    self.revs.append(events.get(0.2).mod_revision)
+                except TimeoutError:
+                    pass
+            cancel()
+        except BaseException as e:
+            self.error = e
+
+    def finish(self, final):
+        self.final = final
+        self.th.join(30)
+        assert not self.th.is_alive()
+        if self.error is not None:
+            raise self.error
+        return self.revs
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("sync", ["commit", "none"])
 def test_16_threads_never_corrupt_revisions(engine, sync, tmp_path):
@@ -65,8 +105,13 @@ def test_16_threads_never_corrupt_revisions(engine, sync, tmp_path):
     barrier = threading.Barrier(THREADS)
     threads = [threading.Thread(target=_worker, args=(db, i, OPS, log, errors, barrier))
                for i in range(THREADS)]
+    opened = threading.Event()
+    live = _LiveWatch(db, start + 1, opened)
     for th in threads:
         th.start()
+    while len(log) < THREADS * OPS // 8 and any(th.is_alive() for th in threads):
+        threading.Event().wait(0.001)
+    opened.set()                        # registers mid-run: replay + live must join up
     for th in threads:
         th.join(120)
     assert not errors, errors[0]
@@ -88,6 +133,7 @@ def test_16_threads_never_corrupt_revisions(engine, sync, tmp_path):
         assert (ev.value if isinstance(ev, kvtrees.store.PutEvent) else None) == v
     cancel()
     assert seen == revs
+    assert live.finish(final) == revs
 
     # point reads at every past revision and the final state match the log
     last = {}

@@ -77,7 +77,6 @@ static void bt_close(kvt_engine *e) {
     free(e);
 }
 
-/* Pin the page at level lv of a descent (verifying its type against the depth). */
 /* Start loading every line a search of this (verified) page may touch: its slots and its
  * cells. A page found in the pool is usually cold in the CPU cache (the pool is larger
  * than it), and a binary search otherwise waits for one miss per probe, in sequence;
@@ -88,6 +87,7 @@ static void prefetch_page(const bt_tree *t, const uint8_t *d) {
     for (uint32_t b = bt_lo(d) & ~63u; b < t->ps; b += 64) __builtin_prefetch(d + b);
 }
 
+/* Pin the page at level lv of a descent (verifying its type against the depth). */
 static int pin_level(bt_tree *t, kvt_pgno pgno, uint32_t lv, kvt_page **pg) {
     KVT_TRY(kvt_pager_get(t->pager, pgno, pg));
     int rc = bt_page_verify(t, *pg, lv + 1 == t->height);
@@ -101,10 +101,10 @@ static int pin_level(bt_tree *t, kvt_pgno pgno, uint32_t lv, kvt_page **pg) {
 static int find_leaf(bt_tree *t, const uint8_t *k, size_t kl, bt_scratch *s, int digest,
                      kvt_page **leaf) {
     kvt_page *pg;
-    kvt_pgno child;
+    kvt_pgno below_root;
     uint32_t lv = 0;
-    if (digest && bt_rootidx_route(t, k, kl, &child)) {
-        KVT_TRY(pin_level(t, child, 1, &pg));
+    if (digest && bt_rootidx_route(t, k, kl, &below_root)) {
+        KVT_TRY(pin_level(t, below_root, 1, &pg));
         lv = 1;
     } else {
         KVT_TRY(pin_level(t, t->root, 0, &pg));

@@ -310,8 +310,8 @@ static int copy_on_write(kvt_pager *p, frame **fp) {
     memcpy(nf->page.data + KVT_PAGE_HDR, old->page.data + KVT_PAGE_HDR,
            p->page_size - KVT_PAGE_HDR);
     kvt_pgno oldno = old->page.pgno;
-    kvt_pager_unpin(p, &old->page);
-    if (!pin_count(old)) pool_drop(p, old);    /* the current state no longer uses it */
+    if (old->pin) old->pin--;
+    if (!old->pin) pool_drop(p, old);    /* the current state no longer uses it */
     bm_set(&p->deferb, oldno);
     p->ndefer++;
     *fp = nf;
@@ -338,7 +338,7 @@ int pager_free_locked(kvt_pager *p, kvt_pgno pgno) {
     if (bm_get(&p->freeb, pgno) || bm_get(&p->deferb, pgno))
         return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 " freed twice", p->path, pgno);
     frame *f = pool_lookup(p, pgno);
-    if (f && pin_count(f))
+    if (f && f->pin)
         return kvt_seterr(KVT_EINVAL, "%s: free of pinned page %" PRIu64, p->path, pgno);
     if (f) pool_drop(p, f);
     if (bm_get(&p->newb, pgno)) return fm_free(p, pgno);   /* never durable: reuse now */

@@ -42,7 +42,7 @@ typedef struct bitmap {
 typedef struct frame {
     kvt_page page;      /* first member: a kvt_page* handed out is a frame* */
     struct frame *hnext;
-    uint32_t pin;       /* taken under mu, dropped without it: atomic accesses only */
+    uint32_t pin;
     int load_rc;        /* result of the read that filled it, for waiters */
     uint8_t dirty, ref, live;
     uint8_t loading;    /* a reader fills it outside mu; others wait on p->loaded */
@@ -122,7 +122,6 @@ void   pool_drop(kvt_pager *p, frame *f);
 void   pool_mark_dirty(kvt_pager *p, frame *f);
 int    pool_flush_dirty(kvt_pager *p);
 int    pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out);
-uint32_t pin_count(const frame *f);       /* pins are dropped without mu: read atomically */
 
 /* free a page (callers hold mu) */
 int pager_free_locked(kvt_pager *p, kvt_pgno pgno);

@@ -3,15 +3,11 @@
  * unless every frame is pinned, in which case the pool grows rather than fail.
  * Evicting a dirty frame writes it back first (never in read-only mode: there dirty
  * pages come from WAL replay and exist nowhere else). Every function here expects mu
- * to be held, except kvt_pager_get, which takes it, and kvt_pager_unpin (lock-free).
+ * to be held, except kvt_pager_get/unpin which take it.
  */
 #include <stdlib.h>
 #include <inttypes.h>
 #include "pager_int.h"
-
-/* Pins are taken under mu but dropped without it (kvt_pager_unpin): every access is
- * atomic, and the evictor's read pairs with the unpin's release. */
-uint32_t pin_count(const frame *f) { return __atomic_load_n(&f->pin, __ATOMIC_ACQUIRE); }
 
 static size_t hash_slot(const kvt_pager *p, kvt_pgno pgno) {
     return (size_t)((pgno * 0x9E3779B97F4A7C15ull) >> 17) & (p->nbuckets - 1);
@@ -84,7 +80,7 @@ void pool_drop(kvt_pager *p, frame *f) {
     if (f->dirty) p->ndirty--;
     f->dirty = f->ref = 0;
     f->live = 0;
-    __atomic_store_n(&f->pin, 0, __ATOMIC_RELAXED);
+    f->pin = 0;
     p->nlive--;
     p->spare[p->nspare++] = f;         /* spare has room for every frame */
 }
@@ -135,7 +131,7 @@ static int evict_one(kvt_pager *p, frame **out) {
     for (size_t step = 0; step < 2 * p->nframes; step++) {
         frame *f = p->frames[p->hand];
         p->hand = (p->hand + 1) % p->nframes;
-        if (!f->live || pin_count(f)) continue;
+        if (!f->live || f->pin) continue;
         if (f->ref) { f->ref = 0; continue; }
         if (f->dirty && p->read_only) continue;
         if (f->dirty) KVT_TRY(write_frame(p, f));
@@ -154,7 +150,7 @@ static int evict_one(kvt_pager *p, frame **out) {
 int pool_take(kvt_pager *p, kvt_pgno pgno, frame **out) {
     frame *f = pool_lookup(p, pgno);
     if (f) {
-        if (pin_count(f))
+        if (f->pin)
             return kvt_seterr(KVT_EINVAL, "%s: page %" PRIu64 " reused while pinned",
                               p->path, pgno);
         pool_drop(p, f);
@@ -165,7 +161,7 @@ int pool_take(kvt_pager *p, kvt_pgno pgno, frame **out) {
     else KVT_TRY(evict_one(p, &f));
     if (!f) KVT_TRY(new_frame(p, &f));        /* everything pinned: grow past the limit */
     f->page.pgno = pgno;
-    __atomic_store_n(&f->pin, 1, __ATOMIC_RELAXED);
+    f->pin = 1;
     f->ref = 1;
     f->dirty = 0;
     f->live = 1;
@@ -233,7 +229,7 @@ int pool_flush_dirty(kvt_pager *p) {
 /* Drop the caller's pin on a frame whose load failed (already out of the hash table);
  * the last one out makes it a spare. */
 static void release_failed(kvt_pager *p, frame *f) {
-    if (__atomic_sub_fetch(&f->pin, 1, __ATOMIC_ACQ_REL) == 0) p->spare[p->nspare++] = f;
+    if (--f->pin == 0) p->spare[p->nspare++] = f;
 }
 
 /* A hit on a frame another reader is still loading: wait for it. */
@@ -274,7 +270,7 @@ int pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out) {
     KVT_TRY(pager_check_usable(p));
     frame *f = pool_lookup(p, pgno);
     if (f) {
-        __atomic_add_fetch(&f->pin, 1, __ATOMIC_RELAXED);
+        f->pin++;
         f->ref = 1;
         p->st.cache_hits++;
         if (f->loading) KVT_TRY(wait_loaded(p, f));
@@ -303,15 +299,10 @@ int kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
     return rc;
 }
 
-/* Without mu: a reader's unpin only lowers a count that the evictor reads (acquire)
- * under mu, so it saves a lock round trip per page visit. A frame can only become
- * evictable here, never be reused under a holder. Unpinning an unpinned frame stays a
- * no-op, as it always was. */
 void kvt_pager_unpin(kvt_pager *p, kvt_page *pg) {
     if (!pg) return;
     frame *f = (frame *)pg;
-    uint32_t v = __atomic_load_n(&f->pin, __ATOMIC_RELAXED);
-    while (v && !__atomic_compare_exchange_n(&f->pin, &v, v - 1, 1, __ATOMIC_RELEASE,
-                                             __ATOMIC_RELAXED)) {
-    }
+    pthread_mutex_lock(&p->mu);
+    if (f->pin) f->pin--;
+    pthread_mutex_unlock(&p->mu);
 }

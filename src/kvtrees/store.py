@@ -17,7 +17,7 @@ from typing import Any, Iterator, NamedTuple, Optional
 
 from . import mvcc
 from .errors import (ClosedError, CompactedError, CorruptionError, FutureRevisionError,
-                     LeaseNotFoundError, NoSpaceError, TooLargeError)
+                     KvtreesError, LeaseNotFoundError, NoSpaceError, TooLargeError)
 from .lease import MIN_TTL, Lease, LeaseTable
 from .mvcc import Entry, KeyValue, RangeResult, PutResult, DeleteResult
 from .txn import (MAX_REQUEST_BYTES, Compare, Delete, Get, Put, Transactions, Txn,
@@ -242,7 +242,7 @@ class Store:
         writes one in the same batch, and compaction keeps those at and above its
         target), or META_REVISION, which stores written before that rule kept, or 1."""
         rev = self._meta_int(mvcc.META_REVISION, 1)
-        for rk in self._eng.keys(mvcc.REVLOG, mvcc.REVLOG + b"\xff", reverse=True):
+        for rk, _ in self._eng.items(mvcc.REVLOG, mvcc.REVLOG + b"\xff", reverse=True):
             if len(rk) != 13:
                 raise CorruptionError("store: malformed revision-log entry %r" % (rk,))
             return max(rev, int.from_bytes(rk[1:9], "big"))
@@ -935,6 +935,7 @@ class Store:
             if self._closed:
                 return
             self._closed = True
+            self._save_revision()
         self._leases.stop()
         for w in list(self._watchers.values()):
             w.cancel()
@@ -942,6 +943,19 @@ class Store:
             cb.cancel()
         self._callbacks.clear()
         self._eng.close()
+
+    def _save_revision(self) -> None:
+        """Write META_REVISION at a clean close. Open does not need it (the revision log
+        has the revision), but code from before issue 4 reads only this key, so a cleanly
+        closed store stays readable by it. Best effort: a failure here must not stop the
+        close; the engine's own close reports real I/O trouble."""
+        if self._read_only:
+            return
+        try:
+            with self._eng.batch() as b:
+                b.put(mvcc.META_REVISION, mvcc.be64(self._rev))
+        except KvtreesError:
+            pass
 
     def __enter__(self):
         return self
@@ -1031,6 +1045,16 @@ def _select(entries, limit, count_only, keys_only, sort_order, sort_target, filt
         raise ValueError("limit must be a non-negative int")
     order = _order(sort_order, sort_target)
     streaming = filt is None and sort_target == "key"
+    if count_only:
+        return [], sum(1 for _ in entries), False
+    if streaming:
+        # the common case, without per-item Python: keep limit + 1, count the rest
+        it = iter(entries)
+        kvs = list(itertools.islice(it, limit + 1)) if limit else list(it)
+        count = len(kvs) + sum(1 for _ in it)
+        kvs = [e.to_kv(keys_only) if isinstance(e, Entry) else e for e in kvs]
+        more = bool(limit) and len(kvs) > limit
+        return (kvs[:limit] if limit else kvs), count, more
     kvs, count = [], 0
     for e in entries:
         count += 1

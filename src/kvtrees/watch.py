@@ -14,6 +14,7 @@ etcd.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Callable, Optional
 
@@ -144,7 +145,6 @@ class Watcher:
 
     def get(self, timeout: Optional[float]):
         """Next event; None once cancelled; raises TimeoutError after timeout seconds."""
-        import time
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._cancelled:
@@ -162,7 +162,6 @@ class Watcher:
                 raise TimeoutError("no watch event within %s s" % timeout)
 
     def _wait_live(self, deadline) -> bool:
-        import time
         with self._cond:
             while not (self._queue or self._spilled or self._cancelled or self._error):
                 left = None if deadline is None else deadline - time.monotonic()

@@ -9,7 +9,11 @@ from typing import List, Optional
 from .adapters import ENGINES, PEERS
 from .workloads import QUICK, WORKLOADS
 
-QUICK_NUM = 60_000
+QUICK_NUM = 200_000
+# --quick keeps the data (~25 MB) several times larger than the cache, so the run shows
+# what separates the engines (I/O past the cache), not two in-memory trees.
+QUICK_CACHE = 4 << 20
+QUICK_OPS = 20_000
 DEFAULT_NUM = 100_000
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20,
           "mb": 1000 ** 2, "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30}
@@ -90,7 +94,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record-size", type=size, default=0,
                    help="YCSB record size (default: --value-size)")
     p.add_argument("--batch", type=count, default=1000, help="puts per commit for fills")
-    p.add_argument("--cache-size", type=size, default=64 << 20, help="default 64MiB")
+    p.add_argument("--cache-size", type=size, default=None,
+                   help=f"default 64MiB (--quick: {QUICK_CACHE >> 20}MiB)")
     p.add_argument("--sync", action="store_true", help="fsync every commit")
     p.add_argument("--direct-io", action="store_true", help="O_DIRECT data files")
     p.add_argument("--threads", type=count, default=1, help="reader threads")
@@ -104,7 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     p.add_argument("--plot", metavar="DIR", help="write PNG plots (needs matplotlib)")
     p.add_argument("--quick", action="store_true",
-                   help=f"about a minute: --num {QUICK_NUM:,}, one repetition, all workloads")
+                   help=f"about a minute: --num {QUICK_NUM:,}, --ops {QUICK_OPS:,}, "
+                   f"--cache-size {QUICK_CACHE >> 20}MiB, one repetition, all workloads")
     p.add_argument("--dir", help="scratch directory parent (default: the system temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directories")
     p.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
@@ -139,6 +145,10 @@ def parse(argv: Optional[List[str]], prog: str = "kvtrees bench") -> argparse.Na
     a = p.parse_args(argv)
     if a.num is None:
         a.num = QUICK_NUM if a.quick else DEFAULT_NUM
+    if a.cache_size is None:
+        a.cache_size = QUICK_CACHE if a.quick else 64 << 20
+    if a.quick and not a.ops:
+        a.ops = QUICK_OPS
     if a.repeat is None:
         a.repeat = 1 if a.quick else 3
     if a.workloads is None:

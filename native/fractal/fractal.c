@@ -15,15 +15,15 @@
 static uint32_t ft_page_size(const kvt_engine_config *cfg) { (void)cfg; return FT_PAGE_SIZE; }
 
 /* Sizes (see README.md for the measurements behind them). The node size is the buffer
- * budget of an internal node; a leaf may hold FT_LEAF_FACTOR times as many bytes in
- * basements, which keeps the internal nodes (~ data / (fanout * leaf factor)) small
- * enough to stay cached while the basements come and go. By default the node size
- * shrinks with a small cache, so that the root and its children always fit. */
+ * budget of an internal node; a leaf holds FT_LEAF_FACTOR times as many bytes in
+ * basements. Buffers are partitioned (only the header and the segments on a path are
+ * read), so the total buffer space may exceed the cache; but a flush loads one whole
+ * child buffer, so by default the node size shrinks with a small cache. */
 static void apply_config(kvt_engine *e, const kvt_engine_config *cfg, uint32_t ns, uint32_t bs) {
     uint64_t cache = cfg && cfg->cache_bytes ? cfg->cache_bytes : 64ull << 20;
     e->cache_budget = cache - cache / 4;   /* headroom: malloc overhead, pager frames */
     uint64_t def_ns = FT_DEF_NODE_SIZE;
-    while (def_ns > 64 * 1024 && def_ns > e->cache_budget / 4) def_ns /= 2;
+    while (def_ns > 64 * 1024 && def_ns > e->cache_budget / 3) def_ns /= 2;
     e->want_ns = cfg && cfg->node_size ? cfg->node_size : ns;     /* 0: default */
     e->want_bs = cfg && cfg->basement_size ? cfg->basement_size : bs;
     e->node_size = e->want_ns ? e->want_ns : def_ns;

@@ -2,10 +2,10 @@
  *
  * A node in the cache is either pinned (someone holds a pointer to it) or on the LRU
  * list only. Eviction takes unpinned nodes from the LRU tail, basements first, then
- * partitions (message buffers), then leaves and internal headers: the headers are
- * what every query walks through and are tiny, so they stay cached; partitions are
- * kept over basements because a query needs every partition on its path but only one
- * basement (a point query then costs one basement read). A dirty one is written
+ * buffer segments, then leaves, internal headers and partitions (segment lists): the
+ * headers are what every query walks through and are small, so they stay cached;
+ * segments are kept over basements because a query needs one segment per level of its
+ * path but only one basement. A dirty one is written
  * back first, which only the writer may do (readers skip dirty nodes: they may not call
  * the pager's write functions). The cache may exceed its budget while everything is
  * pinned or dirty during a read; the writer brings it back under at its next step.
@@ -45,7 +45,7 @@ static void lru_unlink(fnode *n) {
 }
 
 static void lru_front(kvt_engine *e, fnode *n) {
-    fnode *l = &e->lru[n->kind == FT_BASEMENT ? 0 : n->kind == FT_PARTITION ? 1 : 2];
+    fnode *l = &e->lru[n->kind == FT_BASEMENT ? 0 : n->kind == FT_SEGMENT ? 1 : 2];
     n->lnext = l->lnext;
     n->lprev = l;
     l->lnext->lprev = n;
@@ -232,6 +232,7 @@ static int write_back(kvt_engine *e, fnode *n) {
         e->tab[n->id] = (ftab){ pg, b.len };
         n->dirty = 0;
         e->writebacks++;
+        e->wb_bytes[n->kind] += b.len;
     }
     kvt_buf_free(&b);
     return rc;

@@ -100,20 +100,60 @@ static int check_pivots(ck *c, const fnode *n, kr range) {
     return KVT_OK;
 }
 
-/* Pin partition i of internal node n (NULL if it has none), marking its id seen. */
-static int load_part(ck *c, const fnode *n, uint32_t i, fnode **out) {
-    *out = NULL;
-    if (!n->part[i]) return KVT_OK;
-    KVT_TRY(visit(c, n->part[i]));
-    KVT_TRY(ft_get(c->e, n->part[i], out));
-    if ((*out)->kind == FT_PARTITION) return KVT_OK;
-    ft_unpin(c->e, *out);
-    *out = NULL;
-    return bad(c, n->part[i], "not a partition");
-}
-
 static kr child_range(const fnode *n, uint32_t i, kr range) {
     return (kr){ i > 0 ? &n->piv[i - 1] : range.lo, i + 1 < n->n ? &n->piv[i] : range.hi };
+}
+
+/* A child's buffer under check: its partition and segments stay pinned while `all`
+ * (their records, borrowed, in key order) is in use. */
+typedef struct pbuf {
+    fnode *pn, **segs;
+    uint32_t nsegs;
+    fvec all;
+} pbuf;
+
+static void pbuf_release(ck *c, pbuf *b) {
+    for (uint32_t j = 0; j < b->nsegs; j++) ft_unpin(c->e, b->segs[j]);
+    ft_unpin(c->e, b->pn);
+    free(b->segs);
+    free(b->all.r);
+    *b = (pbuf){0};
+}
+
+/* One segment of partition pn: kind, records in range and sorted, accounting. */
+static int check_seg(ck *c, pbuf *b, uint32_t j, kr range, const fvec *cons) {
+    fnode *pn = b->pn, *sg;
+    KVT_TRY(visit(c, pn->child[j]));
+    KVT_TRY(ft_get(c->e, pn->child[j], &sg));
+    b->segs[b->nsegs++] = sg;
+    if (sg->kind != FT_SEGMENT) return bad(c, sg->id, "not a buffer segment");
+    KVT_TRY(check_vec(c, sg->id, &sg->ents, child_range(pn, j, range), cons, 0));
+    if (sg->ents.n == 0 || sg->ents.n != pn->bcount[j] || sg->ents.bytes != pn->bbytes[j])
+        return bad(c, pn->id, "segment accounting wrong");
+    for (uint32_t k = 0; k < sg->ents.n; k++)
+        if (!ft_bloom_maybe(pn, j, sg->ents.r[k].k, sg->ents.r[k].kl))
+            return bad(c, pn->id, "segment filter misses a key");
+    KVT_TRY(fvec_reserve(&b->all, b->all.n + sg->ents.n));
+    for (uint32_t k = 0; k < sg->ents.n; k++) {
+        b->all.r[b->all.n] = sg->ents.r[k];
+        b->all.r[b->all.n++].owned = 0;         /* borrowed */
+    }
+    b->all.bytes += sg->ents.bytes;
+    return KVT_OK;
+}
+
+/* Load and check buffer i of internal node n (empty if it has no partition). */
+static int load_part(ck *c, const fnode *n, uint32_t i, kr range, const fvec *cons, pbuf *b) {
+    if (!n->part[i]) return n->bcount[i] ? bad(c, n->id, "buffer without a partition") : KVT_OK;
+    KVT_TRY(visit(c, n->part[i]));
+    KVT_TRY(ft_get(c->e, n->part[i], &b->pn));
+    fnode *pn = b->pn;
+    if (pn->kind != FT_PARTITION || pn->n == 0) return bad(c, pn->id, "not a partition, or empty");
+    KVT_TRY(check_pivots(c, pn, range));
+    b->segs = calloc(pn->n, sizeof *b->segs);
+    if (!b->segs) return kvt_seterr(KVT_ENOMEM, "fractal check: no memory");
+    for (uint32_t j = 0; j < pn->n; j++) KVT_TRY(check_seg(c, b, j, range, cons));
+    return KVT_OK;
 }
 
 static int check_children(ck *c, fnode *n, kr range, const fvec *cons) {
@@ -127,20 +167,16 @@ static int check_children(ck *c, fnode *n, kr range, const fvec *cons) {
             c->bytes += by;
             continue;
         }
-        fnode *pn = NULL;
-        KVT_TRY(load_part(c, n, i, &pn));
-        fvec none = {0}, cc = {0};
-        const fvec *buf = pn ? &pn->ents : &none;
-        uint64_t pid = pn ? pn->id : n->id;
-        int rc = KVT_OK;
-        if (buf->n != n->bcount[i] || buf->bytes != n->bbytes[i] || (pn && buf->n == 0))
+        pbuf pb = {0};
+        fvec cc = {0};
+        int rc = load_part(c, n, i, cr, cons, &pb);
+        if (rc == KVT_OK && (pb.all.n != n->bcount[i] || pb.all.bytes != n->bbytes[i]))
             rc = bad(c, n->id, "partition accounting wrong");
-        if (rc == KVT_OK) rc = check_vec(c, pid, buf, cr, cons, 0);
-        if (rc == KVT_OK) rc = cons_child(cons, buf, cr, &cc);
+        if (rc == KVT_OK) rc = cons_child(cons, &pb.all, cr, &cc);
         uint8_t kind = n->height == 1 ? FT_LEAF : FT_INTERNAL;
         if (rc == KVT_OK) rc = check_node(c, n->child[i], cr, (int64_t)n->height - 1, kind, &cc, NULL, NULL);
         free(cc.r);
-        ft_unpin(c->e, pn);                   /* cc borrowed its records until here */
+        pbuf_release(c, &pb);                 /* cc borrowed its records until here */
         KVT_TRY(rc);
     }
     return KVT_OK;

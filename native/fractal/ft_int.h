@@ -9,9 +9,11 @@
  *
  * Node kinds. An INTERNAL node is a small header: n children, n-1 pivots and per child
  * the id of its message buffer (a PARTITION node, 0 while the buffer is empty) with the
- * buffer's record count and bytes. A PARTITION holds one child's buffer (sorted by key,
- * one message per key) and is stored, cached and evicted on its own: a query loads only
- * the partition on its path, a flush rewrites only the partitions it changed. A LEAF holds n basement ids, n-1 pivots and per
+ * buffer's record count and bytes. A PARTITION is one child's buffer, stored, cached and
+ * evicted on its own, and shaped like a leaf: n SEGMENT ids with pivots and per segment
+ * its message count and bytes; a SEGMENT holds sorted messages (one per key, up to about
+ * basement_size bytes). A query loads the (small) partition and one segment on each
+ * level of its path; a flush rewrites only the segments it changed plus the headers. A LEAF holds n basement ids, n-1 pivots and per
  * basement its entry count and byte size, so a leaf can be split without reading its
  * basements. A BASEMENT holds sorted (key, value) entries and is read on its own: a point
  * query reads one basement, never a whole leaf. Child i covers [piv[i-1], piv[i]).
@@ -38,19 +40,20 @@
 #define FT_META_MAGIC  0x31544d46u   /* "FMT1" */
 #define FT_NODE_MAGIC  0x314e5446u   /* "FTN1" */
 #define FT_TAB_MAGIC   0x31425446u   /* "FTB1" */
-#define FT_VERSION     2
+#define FT_VERSION     3
 
 /* Defaults (chosen by measurement, see native/fractal/README.md). */
-#define FT_DEF_NODE_SIZE     (1u << 20) /* internal-node buffer budget */
+#define FT_DEF_NODE_SIZE     (4u << 20) /* internal-node buffer budget */
 #define FT_DEF_BASEMENT_SIZE (32u << 10)
-#define FT_LEAF_FACTOR       8u         /* leaf holds up to 8 x node_size of basements */
+#define FT_LEAF_FACTOR       1u         /* leaf holds up to 1 x node_size of basements */
 #define FT_FANOUT            16u        /* children per internal node before a split */
 #define FT_PAGE_SIZE         4096u
 
 /* Message / entry types. Entries in basements are PUT or PUTBLOB. */
 enum { FT_PUT = 1, FT_DEL = 2, FT_PUTBLOB = 3 };
-enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4 };
+enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4, FT_SEGMENT = 5 };
 
+#define FT_SEG_BLOOM 256u            /* bytes of Bloom filter per buffer segment */
 #define FT_REC_HDR 17u               /* serialized: u8 type, u64 msn, u32 kl, u32 vl */
 #define FT_BLOBREF 16u               /* PUTBLOB value: u64 pgno, u64 len */
 
@@ -85,11 +88,13 @@ typedef struct fnode {
     uint64_t *child;
     fkey *piv;                       /* n-1 pivots */
     uint64_t *part;                  /* internal: partition id per child (0: empty) */
+    uint8_t *bloom;                  /* partition: FT_SEG_BLOOM bytes per segment, the
+                                        keys of its messages (a get skips the segment) */
     uint32_t *bcount;                /* leaf: entries per basement; internal: messages
                                         per partition */
     uint64_t *bbytes;                /* leaf: bytes per basement; internal: per partition */
-    fvec ents;                       /* basement: the entries; partition: the messages */
-    uint64_t owned;                  /* basement/partition: record bytes outside the arena */
+    fvec ents;                       /* basement: the entries; segment: the messages */
+    uint64_t owned;                  /* basement/segment: record bytes outside the arena */
 } fnode;
 
 typedef struct ftab { uint64_t pgno, len; } ftab;
@@ -115,11 +120,13 @@ struct kvt_engine {
     fnode **hash;
     uint64_t nbuckets;
     fnode lru[3];                    /* sentinels, lnext = most recent: [0] basements,
-                                        [1] partitions, [2] leaves and internal headers
+                                        [1] segments, [2] leaves, internal headers and
+                                        partitions
                                         (evicted last) */
     uint64_t mem, ncached;
     int writer;                      /* a put/del/flush is running (no readers) */
     uint64_t hits, misses, evictions, writebacks;
+    uint64_t wb_bytes[FT_SEGMENT + 1];  /* bytes written back per node kind (tuning) */
 };
 
 /* ft_rec.c - records and sorted vectors */
@@ -147,8 +154,11 @@ int  ft_node_grow(fnode *n, uint32_t cap);
 void ft_node_destroy(fnode *n);
 uint64_t ft_node_mem(const fnode *n);
 uint64_t ft_node_buffered(const fnode *n);  /* internal: bytes in all buffers */
-int  ft_is_records(const fnode *n);         /* basement or partition: holds ents */
+int  ft_is_records(const fnode *n);         /* basement or segment: holds ents */
+int  ft_is_list(const fnode *n);            /* leaf or partition: ids + counts + pivots */
 int  ft_compact(fnode *b);                  /* basement: entries into one fresh arena */
+void ft_bloom_build(fnode *pn, uint32_t j, const fvec *v);   /* segment j's filter */
+int  ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl);
 
 /* ft_cache.c - node cache and translation table */
 int  ft_cache_init(kvt_engine *e);

@@ -3,11 +3,12 @@
  * Blob layout (little-endian):
  *   u32 magic, u8 kind, u8 pad[3], u32 height, u32 n, u64 id          (24 bytes)
  *   INTERNAL:  n x (u64 child, u64 partition id, u32 count, u64 bytes), (n-1) x pivot
- *   LEAF:      n x (u64 basement id, u32 count, u64 bytes), (n-1) x pivot
- *   BASEMENT, PARTITION: one buffer of records
+ *   LEAF, PARTITION: n x (u64 basement/segment id, u32 count, u64 bytes), (n-1) x pivot
+ *              PARTITION then: n x FT_SEG_BLOOM bytes (per-segment Bloom filters)
+ *   BASEMENT, SEGMENT: one buffer of records
  *   pivot:  u32 kl, key
  *   buffer: u32 count, count x record (u8 type, u64 msn, u32 kl, u32 vl, key, value)
- * A decoded basement or partition keeps the blob as its arena: its records point into
+ * A decoded basement or segment keeps the blob as its arena: its records point into
  * it (no copies); records added later are owned (one malloc each, counted in `owned`)
  * until ft_compact packs everything into a fresh arena, so the memory charge is exact.
  * Internal headers and leaves hold no records and drop the blob.
@@ -37,12 +38,17 @@ int ft_node_grow(fnode *n, uint32_t cap) {
         if (pt) { n->part = pt; memset(pt + n->cap, 0, (cap - n->cap) * sizeof *pt); }
         ok = pt != NULL;
     }
-    if (ok && (n->kind == FT_LEAF || n->kind == FT_INTERNAL)) {
+    if (ok && (ft_is_list(n) || n->kind == FT_INTERNAL)) {
         uint32_t *bc = realloc(n->bcount, cap * sizeof *bc);
         if (bc) n->bcount = bc;
         uint64_t *bb = realloc(n->bbytes, cap * sizeof *bb);
         if (bb) n->bbytes = bb;
         ok = bc && bb;
+    }
+    if (ok && n->kind == FT_PARTITION) {
+        uint8_t *bl = realloc(n->bloom, (size_t)cap * FT_SEG_BLOOM);
+        if (bl) n->bloom = bl;
+        ok = bl != NULL;
     }
     if (!ok) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for %u children", cap);
     n->cap = cap;
@@ -53,7 +59,7 @@ void ft_node_destroy(fnode *n) {
     if (!n) return;
     for (uint32_t i = 0; i + 1 < n->n; i++) free(n->piv[i].k);
     fvec_free(&n->ents);
-    free(n->child); free(n->piv); free(n->part); free(n->bcount); free(n->bbytes);
+    free(n->child); free(n->piv); free(n->part); free(n->bcount); free(n->bbytes); free(n->bloom);
     free(n->arena);
     free(n);
 }
@@ -65,17 +71,19 @@ uint64_t ft_node_buffered(const fnode *n) {
     return s;
 }
 
-int ft_is_records(const fnode *n) { return n->kind == FT_BASEMENT || n->kind == FT_PARTITION; }
+int ft_is_records(const fnode *n) { return n->kind == FT_BASEMENT || n->kind == FT_SEGMENT; }
+int ft_is_list(const fnode *n) { return n->kind == FT_LEAF || n->kind == FT_PARTITION; }
 
 /* Bytes this node holds: arena, record arrays, owned records (+16 bytes malloc overhead). */
 uint64_t ft_node_mem(const fnode *n) {
     uint64_t m = sizeof *n + n->arena_len + (uint64_t)n->cap * 56;
+    if (n->kind == FT_PARTITION) m += (uint64_t)n->cap * FT_SEG_BLOOM;
     for (uint32_t i = 0; i + 1 < n->n; i++) m += n->piv[i].kl + 16;
     m += (uint64_t)n->ents.cap * sizeof(frec) + n->owned;
     return m;
 }
 
-/* Copy a basement's or partition's records into one fresh arena (owned ones are freed). */
+/* Copy a basement's or segment's records into one fresh arena (owned ones are freed). */
 int ft_compact(fnode *b) {
     fvec *v = &b->ents;
     size_t total = 0;
@@ -97,6 +105,41 @@ int ft_compact(fnode *b) {
     b->arena_len = total;
     b->owned = 0;
     return KVT_OK;
+}
+
+/* ---- segment Bloom filters: 4 probes (double hashing) into FT_SEG_BLOOM * 8 bits ---- */
+
+static uint64_t key_hash(const uint8_t *k, size_t kl) {
+    uint64_t h = 0xcbf29ce484222325ull;               /* FNV-1a, then a final mix */
+    for (size_t i = 0; i < kl; i++) h = (h ^ k[i]) * 0x100000001b3ull;
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdull; h ^= h >> 33;
+    return h;
+}
+
+static void bloom_add(uint8_t *f, const uint8_t *k, size_t kl) {
+    uint64_t h = key_hash(k, kl);
+    uint32_t a = (uint32_t)h, b = (uint32_t)(h >> 32) | 1;
+    for (uint32_t i = 0; i < 4; i++) {
+        uint32_t bit = (a + i * b) % (FT_SEG_BLOOM * 8);
+        f[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+    }
+}
+
+void ft_bloom_build(fnode *pn, uint32_t j, const fvec *v) {
+    uint8_t *f = pn->bloom + (size_t)j * FT_SEG_BLOOM;
+    memset(f, 0, FT_SEG_BLOOM);
+    for (uint32_t i = 0; i < v->n; i++) bloom_add(f, v->r[i].k, v->r[i].kl);
+}
+
+int ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl) {
+    const uint8_t *f = pn->bloom + (size_t)j * FT_SEG_BLOOM;
+    uint64_t h = key_hash(k, kl);
+    uint32_t a = (uint32_t)h, b = (uint32_t)(h >> 32) | 1;
+    for (uint32_t i = 0; i < 4; i++) {
+        uint32_t bit = (a + i * b) % (FT_SEG_BLOOM * 8);
+        if (!(f[bit >> 3] & (1u << (bit & 7)))) return 0;
+    }
+    return 1;
 }
 
 /* ---- encoding ---- */
@@ -143,7 +186,8 @@ int ft_encode(const fnode *n, kvt_buf *b) {
         KVT_TRY(put_u32(b, n->bcount[i]));
         KVT_TRY(put_u64(b, n->bbytes[i]));
     }
-    return enc_pivots(b, n);
+    KVT_TRY(enc_pivots(b, n));
+    return n->kind == FT_PARTITION ? kvt_buf_append(b, n->bloom, (size_t)n->n * FT_SEG_BLOOM) : KVT_OK;
 }
 
 /* ---- decoding: every length is bounds-checked, damage -> KVT_ECORRUPT ---- */
@@ -203,7 +247,7 @@ static int dec_pivots(rd *r, fnode *n) {
 
 static int dec_children(rd *r, fnode *n, uint32_t cnt) {
     KVT_TRY(ft_node_grow(n, cnt));
-    size_t per = n->kind == FT_LEAF ? 20 : 28;
+    size_t per = ft_is_list(n) ? 20 : 28;
     KVT_TRY(rd_need(r, per * cnt, "child list"));
     for (uint32_t i = 0; i < cnt; i++) {
         n->child[i] = rd64(r);
@@ -214,7 +258,12 @@ static int dec_children(rd *r, fnode *n, uint32_t cnt) {
             return rd_err(r, "partition id and count disagree");
     }
     n->n = cnt;
-    return dec_pivots(r, n);
+    KVT_TRY(dec_pivots(r, n));
+    if (n->kind != FT_PARTITION) return KVT_OK;
+    KVT_TRY(rd_need(r, (size_t)cnt * FT_SEG_BLOOM, "segment filters"));
+    memcpy(n->bloom, r->p + r->off, (size_t)cnt * FT_SEG_BLOOM);
+    r->off += (size_t)cnt * FT_SEG_BLOOM;
+    return KVT_OK;
 }
 
 static int dec_body(rd *r, fnode *n, uint32_t cnt) {
@@ -231,7 +280,7 @@ int ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out
     r.off = 8;
     uint32_t height = rd32(&r), cnt = rd32(&r);
     uint64_t nid = rd64(&r);
-    if (magic != FT_NODE_MAGIC || kind < FT_INTERNAL || kind > FT_PARTITION || nid != id)
+    if (magic != FT_NODE_MAGIC || kind < FT_INTERNAL || kind > FT_SEGMENT || nid != id)
         return rd_err(&r, "magic, kind or id");
     if ((kind == FT_INTERNAL) != (height > 0) || height > 64) return rd_err(&r, "height");
     fnode *n = ft_node_alloc(kind, height);

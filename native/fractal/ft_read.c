@@ -36,15 +36,29 @@ static int get_part(kvt_engine *e, const fnode *n, uint32_t i, fnode **out) {
 
 #define NO_MSG 2   /* lookup_part: no message for the key (KVT_NOTFOUND is an answer) */
 
-/* The message for k in partition i of n: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none. */
+/* Pin segment j of partition pn. */
+static int get_seg(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
+    KVT_TRY(ft_get(e, pn->child[j], out));
+    if ((*out)->kind == FT_SEGMENT) return KVT_OK;
+    ft_unpin(e, *out);
+    return kvt_seterr(KVT_ECORRUPT, "fractal: partition %llu: node %llu is not a segment",
+                      (unsigned long long)pn->id, (unsigned long long)pn->child[j]);
+}
+
+/* The message for k in buffer i of n: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none.
+ * Reads the partition (small, usually cached) and the one segment that may hold k. */
 static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t *k, size_t kl,
                        kvt_buf *out) {
-    fnode *pn;
+    fnode *pn, *sg;
     KVT_TRY(get_part(e, n, i, &pn));
     if (!pn) return NO_MSG;
-    int pos = find_in(&pn->ents, k, kl);
-    int rc = pos >= 0 ? value_out(e, &pn->ents.r[pos], out) : NO_MSG;
+    uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
+    int rc = pn->n && ft_bloom_maybe(pn, j, k, kl) ? get_seg(e, pn, j, &sg) : NO_MSG;
     ft_unpin(e, pn);
+    if (rc != KVT_OK) return rc;
+    int pos = find_in(&sg->ents, k, kl);
+    rc = pos >= 0 ? value_out(e, &sg->ents.r[pos], out) : NO_MSG;
+    ft_unpin(e, sg);
     return rc;
 }
 
@@ -90,6 +104,8 @@ typedef struct scan {
     kvt_buf blob;                /* out-of-line values */
     const frec **m;              /* path messages of the current basement */
     uint32_t nm, capm;
+    fnode **segs;                /* buffer segments pinned for m */
+    uint32_t nsegs, capsegs;
     fnode *path[64], *part[64];      /* internal nodes and their partition on the path */
     uint32_t idx[64];
     int depth;
@@ -109,22 +125,56 @@ static int cmp_msg(const void *a, const void *b) {
     return frec_cmp(*(const frec *const *)a, *(const frec *const *)b);
 }
 
-/* Messages of the path in [lo, hi], sorted, one (the newest) per key. */
+static void unpin_segs(scan *s) {
+    for (uint32_t i = 0; i < s->nsegs; i++) ft_unpin(s->e, s->segs[i]);
+    s->nsegs = 0;
+}
+
+/* Pin the segments of partition pn that overlap [lo, hi] (kept until unpin_segs). */
+static int pin_segs(scan *s, const fnode *pn, bound lo, bound hi, uint32_t *first) {
+    *first = s->nsegs;
+    if (pn->n == 0) return KVT_OK;
+    uint32_t a = lo.k ? fpiv_child(pn->piv, pn->n - 1, lo.k, lo.kl) : 0;
+    uint32_t b = hi.k ? fpiv_child(pn->piv, pn->n - 1, hi.k, hi.kl) : pn->n - 1;
+    if (b < a) return KVT_OK;
+    if (s->nsegs + (b - a + 1) > s->capsegs) {
+        uint32_t c = (s->nsegs + (b - a + 1)) * 2;
+        fnode **g = realloc(s->segs, c * sizeof *g);
+        if (!g) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for a scan");
+        s->segs = g;
+        s->capsegs = c;
+    }
+    for (uint32_t j = a; j <= b; j++) {
+        KVT_TRY(get_seg(s->e, pn, j, &s->segs[s->nsegs]));
+        s->nsegs++;
+    }
+    return KVT_OK;
+}
+
+/* Add v's messages in [lo, hi] to s->m. */
+static int collect_vec(scan *s, const fvec *v, bound lo, bound hi) {
+    uint32_t a = range_start(v, lo), b = range_end(v, hi);
+    if (b <= a) return KVT_OK;
+    if (s->nm + (b - a) > s->capm) {
+        uint32_t c = (s->nm + (b - a)) * 2;
+        const frec **m = realloc(s->m, c * sizeof *m);
+        if (!m) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for a scan");
+        s->m = m;
+        s->capm = c;
+    }
+    for (uint32_t i = a; i < b; i++) s->m[s->nm++] = &v->r[i];
+    return KVT_OK;
+}
+
+/* Messages of the path in [lo, hi], sorted, one (the newest) per key. Their segments
+ * stay pinned until unpin_segs. */
 static int collect(scan *s, bound lo, bound hi) {
     s->nm = 0;
     for (int d = 0; d < s->depth; d++) {
         if (!s->part[d]) continue;
-        const fvec *v = &s->part[d]->ents;
-        uint32_t a = range_start(v, lo), b = range_end(v, hi);
-        if (b <= a) continue;
-        if (s->nm + (b - a) > s->capm) {
-            uint32_t c = (s->nm + (b - a)) * 2;
-            const frec **m = realloc(s->m, c * sizeof *m);
-            if (!m) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for a scan");
-            s->m = m;
-            s->capm = c;
-        }
-        for (uint32_t i = a; i < b; i++) s->m[s->nm++] = &v->r[i];
+        uint32_t first;
+        KVT_TRY(pin_segs(s, s->part[d], lo, hi, &first));
+        for (uint32_t g = first; g < s->nsegs; g++) KVT_TRY(collect_vec(s, &s->segs[g]->ents, lo, hi));
     }
     if (s->nm < 2) return KVT_OK;
     qsort(s->m, s->nm, sizeof *s->m, cmp_msg);
@@ -189,6 +239,7 @@ static int scan_basement(scan *s, fnode *leaf, uint32_t bi, bound lo, bound hi) 
     KVT_TRY(ft_get(s->e, leaf->child[bi], &b));
     int rc = collect(s, lo, hi);
     if (rc == KVT_OK) rc = merge_emit(s, &b->ents, range_start(&b->ents, lo), range_end(&b->ents, hi));
+    unpin_segs(s);
     ft_unpin(s->e, b);
     return rc;
 }
@@ -280,5 +331,6 @@ int ft_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int re
     kvt_buf_free(&s.cur);
     kvt_buf_free(&s.blob);
     free(s.m);
+    free(s.segs);
     return rc < 0 ? rc : KVT_OK;
 }

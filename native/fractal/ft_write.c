@@ -18,87 +18,6 @@ static void vec_recount(fvec *v) {
     for (uint32_t i = 0; i < v->n; i++) v->bytes += frec_size(&v->r[i]);
 }
 
-/* ---- partitions: one per child of an internal node, its message buffer ---- */
-
-/* Pin partition i of x; with create, make an empty one if x has none (else *out NULL). */
-static int part_get(kvt_engine *e, fnode *x, uint32_t i, int create, fnode **out) {
-    *out = NULL;
-    if (!x->part[i]) {
-        if (!create) return KVT_OK;
-        KVT_TRY(ft_new(e, FT_PARTITION, 0, out));
-        x->part[i] = (*out)->id;
-        return KVT_OK;
-    }
-    KVT_TRY(ft_get(e, x->part[i], out));
-    if ((*out)->kind == FT_PARTITION) return KVT_OK;
-    ft_unpin(e, *out);
-    *out = NULL;
-    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu child %u: node %llu is not a partition",
-                      (unsigned long long)x->id, i, (unsigned long long)x->part[i]);
-}
-
-/* After partition pn (of x's child i) changed: header counters and dirty marks; an
- * empty partition is dropped (x->part[i] = 0 iff the buffer is empty). Consumes the pin. */
-static int part_done(kvt_engine *e, fnode *x, uint32_t i, fnode *pn) {
-    x->bcount[i] = pn->ents.n;
-    x->bbytes[i] = pn->ents.bytes;
-    ft_dirty(e, x);
-    if (pn->ents.n == 0) {
-        x->part[i] = 0;
-        return ft_drop(e, pn);
-    }
-    ft_dirty(e, pn);
-    ft_unpin(e, pn);
-    return KVT_OK;
-}
-
-static void vec_own_recount(fnode *pn) {
-    pn->owned = 0;
-    for (uint32_t i = 0; i < pn->ents.n; i++) pn->owned += frec_mem(&pn->ents.r[i]);
-}
-
-/* Insert one message (newer than everything in the partition); it supersedes the
- * partition's message for its key. Consumes m (freed on failure). */
-static int buf_insert(kvt_engine *e, fnode *pn, frec *m) {
-    fvec *v = &pn->ents;
-    uint32_t pos = fvec_lower(v, m->k, m->kl);
-    if (pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, m->k, m->kl) == 0) {
-        frec old = v->r[pos];
-        v->bytes -= frec_size(&old);
-        pn->owned -= frec_mem(&old);
-        v->r[pos] = *m;
-        v->bytes += frec_size(m);
-        pn->owned += frec_mem(m);
-        return ft_rec_release(e, &old);
-    }
-    int rc = fvec_insert(v, pos, m);
-    if (rc < 0) { frec_free(m); return rc; }
-    pn->owned += frec_mem(m);
-    return KVT_OK;
-}
-
-/* Merge a sorted run of newer messages (owned) into partition pn; an older message of
- * the same key goes. A mostly-owned partition is packed into one arena. */
-static int buf_merge(kvt_engine *e, fnode *pn, frec *in, uint32_t nin) {
-    fvec out = {0}, *dst = &pn->ents;
-    KVT_TRY(fvec_reserve(&out, dst->n + nin));
-    uint32_t i = 0, j = 0;
-    int rc = KVT_OK;
-    while (i < dst->n || j < nin) {
-        int c = i == dst->n ? 1 : j == nin ? -1
-              : kvt_keycmp(dst->r[i].k, dst->r[i].kl, in[j].k, in[j].kl);
-        if (c < 0) { out.r[out.n++] = dst->r[i++]; continue; }
-        if (c == 0) { int r2 = ft_rec_release(e, &dst->r[i++]); if (r2 < 0) rc = r2; }
-        out.r[out.n++] = in[j++];
-    }
-    free(dst->r);
-    *dst = out;
-    vec_recount(dst);
-    vec_own_recount(pn);
-    if (rc == KVT_OK && pn->owned > pn->arena_len / 2 + 4096) rc = ft_compact(pn);
-    return rc;
-}
-
 /* One message into a basement, in place (the ascending and single-put case). */
 static int basement_apply1(kvt_engine *e, fnode *b, frec *m, int64_t *dcount) {
     fvec *v = &b->ents;
@@ -162,6 +81,11 @@ static int child_insert(fnode *p, uint32_t at, uint64_t id, const uint8_t *pk, s
     memmove(p->bbytes + at + 1, p->bbytes + at, (p->n - at) * sizeof *p->bbytes);
     p->bcount[at] = 0;
     p->bbytes[at] = 0;
+    if (p->kind == FT_PARTITION) {            /* the caller builds the new filter */
+        memmove(p->bloom + (size_t)(at + 1) * FT_SEG_BLOOM, p->bloom + (size_t)at * FT_SEG_BLOOM,
+                (size_t)(p->n - at) * FT_SEG_BLOOM);
+        memset(p->bloom + (size_t)at * FT_SEG_BLOOM, 0, FT_SEG_BLOOM);
+    }
     if (p->kind == FT_INTERNAL) {
         memmove(p->part + at + 1, p->part + at, (p->n - at) * sizeof *p->part);
         p->part[at] = 0;
@@ -189,7 +113,7 @@ static int basement_peel(kvt_engine *e, fnode *l, uint32_t bi, fnode *b, uint32_
                          uint32_t end) {
     fvec *v = &b->ents;
     fnode *d;
-    KVT_TRY(ft_new(e, FT_BASEMENT, 0, &d));
+    KVT_TRY(ft_new(e, b->kind, 0, &d));       /* a basement or a buffer segment */
     int rc = fvec_reserve(&d->ents, end - start);
     if (rc == KVT_OK) rc = child_insert(l, bi + 1, d->id, v->r[start].k, v->r[start].kl);
     if (rc < 0) { ft_unpin(e, d); return rc; }   /* d stays an empty orphan: fatal anyway */
@@ -202,6 +126,7 @@ static int basement_peel(kvt_engine *e, fnode *l, uint32_t bi, fnode *b, uint32_
     vec_recount(&d->ents);
     l->bcount[bi + 1] = d->ents.n;
     l->bbytes[bi + 1] = d->ents.bytes;
+    if (l->kind == FT_PARTITION) ft_bloom_build(l, bi + 1, &d->ents);
     v->n = start;
     ft_dirty(e, d);
     ft_unpin(e, d);
@@ -293,12 +218,203 @@ static int leaf_apply(kvt_engine *e, fnode *l, frec *m, uint32_t nm, int asc) {
     return rc;
 }
 
+/* ---- partitions: an internal node's buffer for one child, a list of segments ---- */
+
+/* Pin partition i of x; with create, make an empty one (no segment) if x has none. */
+static int part_get(kvt_engine *e, fnode *x, uint32_t i, int create, fnode **out) {
+    *out = NULL;
+    if (!x->part[i]) {
+        if (!create) return KVT_OK;
+        KVT_TRY(ft_new(e, FT_PARTITION, 0, out));
+        x->part[i] = (*out)->id;
+        return KVT_OK;
+    }
+    KVT_TRY(ft_get(e, x->part[i], out));
+    if ((*out)->kind == FT_PARTITION) return KVT_OK;
+    ft_unpin(e, *out);
+    *out = NULL;
+    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu child %u: node %llu is not a partition",
+                      (unsigned long long)x->id, i, (unsigned long long)x->part[i]);
+}
+
+static int seg_get(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
+    KVT_TRY(ft_get(e, pn->child[j], out));
+    if ((*out)->kind == FT_SEGMENT) return KVT_OK;
+    ft_unpin(e, *out);
+    return kvt_seterr(KVT_ECORRUPT, "fractal: partition %llu: node %llu is not a segment",
+                      (unsigned long long)pn->id, (unsigned long long)pn->child[j]);
+}
+
+/* After partition pn (of x's child i) changed: header counters and dirty marks; an
+ * empty partition (no segment left) is dropped: x->part[i] = 0 iff the buffer is empty.
+ * Consumes the pin. */
+static int part_done(kvt_engine *e, fnode *x, uint32_t i, fnode *pn) {
+    uint64_t cnt = 0, bytes = 0;
+    for (uint32_t j = 0; j < pn->n; j++) { cnt += pn->bcount[j]; bytes += pn->bbytes[j]; }
+    x->bcount[i] = (uint32_t)cnt;
+    x->bbytes[i] = bytes;
+    ft_dirty(e, x);
+    if (cnt == 0) {
+        x->part[i] = 0;
+        return ft_drop(e, pn);
+    }
+    ft_dirty(e, pn);
+    ft_unpin(e, pn);
+    return KVT_OK;
+}
+
+/* Merge a sorted run of newer messages (owned) into segment sg; an older message of the
+ * same key goes. */
+static int seg_merge(kvt_engine *e, fnode *sg, frec *in, uint32_t nin) {
+    fvec out = {0}, *dst = &sg->ents;
+    KVT_TRY(fvec_reserve(&out, dst->n + nin));
+    uint32_t i = 0, j = 0;
+    int rc = KVT_OK;
+    while (i < dst->n || j < nin) {
+        int c = i == dst->n ? 1 : j == nin ? -1
+              : kvt_keycmp(dst->r[i].k, dst->r[i].kl, in[j].k, in[j].kl);
+        if (c < 0) { out.r[out.n++] = dst->r[i++]; continue; }
+        if (c == 0) {
+            sg->owned -= frec_mem(&dst->r[i]);
+            int r2 = ft_rec_release(e, &dst->r[i++]);
+            if (r2 < 0) rc = r2;
+        }
+        sg->owned += frec_mem(&in[j]);
+        out.r[out.n++] = in[j++];
+    }
+    free(dst->r);
+    *dst = out;
+    vec_recount(dst);
+    return rc;
+}
+
+/* Merge messages into segment j of partition pn, then cut it if too big. Consumes the pin. */
+static int seg_step(kvt_engine *e, fnode *pn, uint32_t j, fnode *sg, frec *m, uint32_t nm) {
+    int rc = seg_merge(e, sg, m, nm);
+    pn->bcount[j] = sg->ents.n;
+    pn->bbytes[j] = sg->ents.bytes;
+    if (rc == KVT_OK && sg->ents.bytes > e->basement_size && sg->ents.n > 1)
+        rc = basement_cut(e, pn, j, sg, cut_target(e, sg->ents.bytes, 0));
+    ft_bloom_build(pn, j, &sg->ents);         /* after the cut: only what stayed */
+    if (rc == KVT_OK && sg->owned > sg->arena_len / 2 + 4096) rc = ft_compact(sg);
+    ft_dirty(e, sg);
+    ft_unpin(e, sg);
+    return rc;
+}
+
+/* Give an empty partition its first (empty) segment. */
+static int part_first_segment(kvt_engine *e, fnode *pn) {
+    fnode *sg;
+    KVT_TRY(ft_node_grow(pn, 1));
+    KVT_TRY(ft_new(e, FT_SEGMENT, 0, &sg));
+    pn->child[0] = sg->id;
+    memset(pn->bloom, 0, FT_SEG_BLOOM);
+    pn->bcount[0] = 0;
+    pn->bbytes[0] = 0;
+    pn->n = 1;
+    ft_unpin(e, sg);
+    return KVT_OK;
+}
+
+/* Merge sorted newer messages (owned, detached) into partition pn: only the segments
+ * they fall in are read and rewritten. The messages are consumed. */
+static int part_merge(kvt_engine *e, fnode *pn, frec *m, uint32_t nm) {
+    int rc = pn->n ? KVT_OK : part_first_segment(e, pn);
+    uint32_t ns = pn->n, *start = rc == KVT_OK ? malloc((ns + 1) * sizeof *start) : NULL;
+    if (rc == KVT_OK && !start) rc = kvt_seterr(KVT_ENOMEM, "fractal: no memory for a buffer merge");
+    if (rc < 0) {
+        for (uint32_t i = 0; i < nm; i++) frec_free(&m[i]);
+        return rc;
+    }
+    uint32_t j = 0;
+    for (uint32_t g = 0; g < ns; g++) {
+        start[g] = j;
+        while (j < nm && (g + 1 == ns || kvt_keycmp(m[j].k, m[j].kl, pn->piv[g].k, pn->piv[g].kl) < 0)) j++;
+    }
+    start[ns] = nm;
+    for (uint32_t g = ns; g-- > 0 && rc == KVT_OK;) {     /* right to left: indexes stay */
+        if (start[g] == start[g + 1]) continue;
+        fnode *sg;
+        rc = seg_get(e, pn, g, &sg);
+        if (rc == KVT_OK) rc = seg_step(e, pn, g, sg, m + start[g], start[g + 1] - start[g]);
+        nm = rc < 0 ? start[g + 1] : start[g];
+    }
+    for (uint32_t i = 0; i < nm; i++) frec_free(&m[i]);   /* unapplied after an error */
+    free(start);
+    return rc;
+}
+
+/* Messages (owned, sorted, newer than x's buffer i) into x's buffer i. Consumed. */
+static int buffer_add(kvt_engine *e, fnode *x, uint32_t i, frec *m, uint32_t nm) {
+    fnode *pn;
+    int rc = part_get(e, x, i, 1, &pn);
+    if (rc < 0) {
+        for (uint32_t k = 0; k < nm; k++) frec_free(&m[k]);
+        return rc;
+    }
+    rc = part_merge(e, pn, m, nm);
+    int r2 = part_done(e, x, i, pn);
+    return rc < 0 ? rc : r2;
+}
+
+/* Take all messages of x's buffer i (detached, sorted), dropping its partition. The
+ * segments go last first, each into its place in `in` (known from the counts), so that
+ * after an error `in` holds exactly the messages taken and the partition the rest. */
+static int buffer_take(kvt_engine *e, fnode *x, uint32_t i, fvec *in) {
+    fnode *pn;
+    *in = (fvec){0};
+    KVT_TRY(part_get(e, x, i, 0, &pn));
+    if (!pn) return KVT_OK;
+    uint64_t total = 0;
+    for (uint32_t j = 0; j < pn->n; j++) total += pn->bcount[j];
+    int rc = total > UINT32_MAX ? kvt_seterr(KVT_ECORRUPT, "fractal: partition %llu too big",
+                                             (unsigned long long)pn->id)
+                                : fvec_reserve(in, (uint32_t)total);
+    uint32_t end = (uint32_t)total;                       /* in->r[end, total) taken */
+    while (rc == KVT_OK && pn->n > 0) {
+        fnode *sg;
+        uint32_t j = pn->n - 1;
+        rc = seg_get(e, pn, j, &sg);
+        if (rc < 0) break;
+        if (sg->ents.n != pn->bcount[j])
+            rc = kvt_seterr(KVT_ECORRUPT, "fractal: partition %llu: segment %llu count differs",
+                            (unsigned long long)pn->id, (unsigned long long)sg->id);
+        if (rc == KVT_OK) rc = vec_detach_all(&sg->ents);
+        if (rc < 0) { ft_unpin(e, sg); break; }
+        end -= sg->ents.n;
+        memcpy(in->r + end, sg->ents.r, sg->ents.n * sizeof *in->r);
+        sg->ents.n = 0;                                   /* the records are in `in` now */
+        sg->owned = 0;
+        if (j > 0) free(pn->piv[j - 1].k);
+        pn->n--;
+        rc = ft_drop(e, sg);
+    }
+    if (end > 0) memmove(in->r, in->r + end, (total - end) * sizeof *in->r);
+    in->n = (uint32_t)total - end;
+    vec_recount(in);
+    int r2 = part_done(e, x, i, pn);
+    return rc < 0 ? rc : r2;
+}
+
+/* Split p's buffer i at pivot i: messages >= the pivot go to buffer i+1 (empty). */
+static int buffer_split(kvt_engine *e, fnode *p, uint32_t i) {
+    if (!p->part[i]) return KVT_OK;
+    fvec in;
+    int rc = buffer_take(e, p, i, &in);
+    if (rc < 0) { fvec_free(&in); return rc; }
+    uint32_t at = fvec_lower(&in, p->piv[i].k, p->piv[i].kl);
+    rc = at ? buffer_add(e, p, i, in.r, at) : KVT_OK;
+    if (rc == KVT_OK && at < in.n) rc = buffer_add(e, p, i + 1, in.r + at, in.n - at);
+    else if (rc < 0) for (uint32_t k = at; k < in.n; k++) frec_free(&in.r[k]);
+    free(in.r);
+    return rc;
+}
+
 /* ---- splits and merges ---- */
 
-/* Basements per leaf: FT_LEAF_FACTOR x node_size of them (tests may fix another). The
- * internal nodes hold about data x node_size / (fanout x leaf size) bytes and must stay
- * cached, else every get reads whole internal nodes; a bigger leaf makes a flush batch
- * touch more basements per message (more bytes written). See README.md. */
+/* Basements per leaf: FT_LEAF_FACTOR x node_size of them (tests may fix another). A
+ * bigger leaf means fewer internal nodes (less buffer space to rewrite) but a flush
+ * batch touches more basements per message. Measured trade-off: README.md. */
 static uint32_t leaf_max(const kvt_engine *e) {
     return e->max_basements ? e->max_basements : e->min_basements * FT_LEAF_FACTOR;
 }
@@ -324,32 +440,6 @@ static int move_children(fnode *c, fnode *d, uint32_t m) {
     d->n = k;
     c->n = m;
     return KVT_OK;
-}
-
-/* Split p's buffer i at pivot i: messages >= the pivot go to buffer i+1 (empty), a new
- * partition; they are copied out of partition i's arena. */
-static int buffer_split(kvt_engine *e, fnode *p, uint32_t i) {
-    const fkey *sep = &p->piv[i];
-    fnode *a, *b = NULL;
-    KVT_TRY(part_get(e, p, i, 0, &a));
-    if (!a) return KVT_OK;
-    uint32_t at = fvec_lower(&a->ents, sep->k, sep->kl), n = a->ents.n;
-    if (at == n) { ft_unpin(e, a); return KVT_OK; }
-    int rc = part_get(e, p, i + 1, 1, &b);
-    if (rc == KVT_OK) rc = fvec_reserve(&b->ents, n - at);
-    if (rc == KVT_OK) {
-        memcpy(b->ents.r, a->ents.r + at, (n - at) * sizeof *b->ents.r);
-        b->ents.n = n - at;
-        a->ents.n = at;                      /* a's owned tail now belongs to b */
-        rc = ft_compact(b);
-        if (rc < 0) { a->ents.n = n; b->ents.n = 0; }
-    }
-    vec_recount(&a->ents);
-    vec_own_recount(a);
-    if (b) vec_recount(&b->ents);
-    int r2 = b ? part_done(e, p, i + 1, b) : KVT_OK;
-    int r3 = part_done(e, p, i, a);
-    return rc < 0 ? rc : r2 < 0 ? r2 : r3;
 }
 
 static int split_child(kvt_engine *e, fnode *p, uint32_t i, fnode *c, int asc, fnode **out) {
@@ -449,13 +539,12 @@ static int route_into(kvt_engine *e, fnode *c, fvec *in) {
             while (k < in->n && kvt_keycmp(in->r[k].k, in->r[k].kl, c->piv[g].k, c->piv[g].kl) < 0) k++;
         else
             k = in->n;
-        fnode *pn;
-        KVT_TRY(part_get(e, c, g, 1, &pn));
-        int rc = buf_merge(e, pn, in->r + j, k - j);
+        int rc = buffer_add(e, c, g, in->r + j, k - j);
+        if (rc < 0) {                             /* the rest is still ours */
+            for (uint32_t x = k; x < in->n; x++) frec_free(&in->r[x]);
+            return rc;
+        }
         j = k;
-        int r2 = part_done(e, c, g, pn);
-        KVT_TRY(rc);
-        KVT_TRY(r2);
     }
     return KVT_OK;
 }
@@ -471,20 +560,6 @@ static int flush_into(kvt_engine *e, fnode *c, fvec *in) {
     ft_dirty(e, c);
     while (rc == KVT_OK && ft_node_buffered(c) > e->node_size) rc = flush_node(e, c);
     return rc;
-}
-
-/* Take all messages of partition i of x (detached), dropping the partition. */
-static int buffer_take(kvt_engine *e, fnode *x, uint32_t i, fvec *in) {
-    fnode *pn;
-    *in = (fvec){0};
-    KVT_TRY(part_get(e, x, i, 0, &pn));
-    if (!pn) return KVT_OK;
-    int rc = vec_detach_all(&pn->ents);
-    if (rc < 0) { vec_own_recount(pn); ft_unpin(e, pn); return rc; }
-    *in = pn->ents;
-    pn->ents = (fvec){0};
-    pn->owned = 0;
-    return part_done(e, x, i, pn);
 }
 
 /* Move x's heaviest child buffer down in one batch. */
@@ -537,15 +612,7 @@ static int put_root(kvt_engine *e, frec *m) {
     if (r->kind == FT_LEAF) {
         rc = leaf_apply(e, r, m, 1, 0);
     } else {
-        uint32_t i = fpiv_child(r->piv, r->n - 1, m->k, m->kl);
-        fnode *pn;
-        rc = part_get(e, r, i, 1, &pn);
-        if (rc < 0) frec_free(m);
-        else {
-            rc = buf_insert(e, pn, m);
-            int r2 = part_done(e, r, i, pn);
-            if (rc == KVT_OK) rc = r2;
-        }
+        rc = buffer_add(e, r, fpiv_child(r->piv, r->n - 1, m->k, m->kl), m, 1);
         while (rc == KVT_OK && ft_node_buffered(r) > e->node_size) rc = flush_node(e, r);
     }
     int r2 = fix_root(e, r, 0);

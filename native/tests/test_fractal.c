@@ -226,7 +226,7 @@ static void ref_restore(void) {
     }
 }
 
-/* Tests: leaves of node_size bytes (not FT_LEAF_FACTOR times more), so small trees get
+/* Tests: leaves of node_size bytes (whatever FT_LEAF_FACTOR is), so small trees get
  * deep and leaf splits and merges happen all the time. */
 static void small_leaves(H *h) {
     if (ops == &kvt_fractal_ops && h->cfg.node_size && h->cfg.node_size < 65536)
@@ -388,6 +388,28 @@ static int random_ops(H *h, int n, int keyspace) {
 
 /* ------------------------------------------------------------------ tests ---- */
 
+/* White box: buffer partitions in the cache, how many have several segments (the
+ * tests' small sizes must exercise segment cuts and multi-segment reads), and how often
+ * a segment filter lets a key through that no message has (check() verifies that it
+ * never misses one that does). */
+static void cached_partitions(kvt_engine *e, uint32_t *parts, uint32_t *multi,
+                              uint32_t *probes, uint32_t *passed) {
+    *parts = *multi = *probes = *passed = 0;
+    for (uint64_t b = 0; b < e->nbuckets; b++)
+        for (fnode *n = e->hash[b]; n; n = n->hnext) {
+            if (n->kind != FT_PARTITION) continue;
+            ++*parts;
+            *multi += n->n > 1;
+            for (uint32_t j = 0; j < n->n; j++)
+                for (int i = 0; i < 20; i++) {
+                    char k[32];
+                    int kl = snprintf(k, sizeof k, "absent-%u-%d", j, i);   /* never put */
+                    ++*probes;
+                    *passed += ft_bloom_maybe(n, j, (const uint8_t *)k, (size_t)kl);
+                }
+        }
+}
+
 static int test_random(void) {
     H h;
     if (h_open(&h, 8192, 1024, 96 << 10)) return 1;
@@ -399,6 +421,12 @@ static int test_random(void) {
     ops->stats(h.e, &st);
     CHECK(st.height >= 3 && st.flushes > 10, "tree too small: height %llu flushes %llu",
           (unsigned long long)st.height, (unsigned long long)st.flushes);
+    uint32_t parts, multi, probes, passed;
+    cached_partitions(h.e, &parts, &multi, &probes, &passed);
+    CHECK(multi > 0, "no cached buffer partition has several segments (%u partitions)", parts);
+    CHECK(probes > 0 && passed * 10 < probes, "segment filters pass %u of %u absent keys", passed, probes);
+    printf("  random: partitions cached %u (%u with several segments), filters pass %u of %u absent keys\n",
+           parts, multi, passed, probes);
     printf("  random: height %llu entries %llu nodes %llu flushes %llu\n", (unsigned long long)st.height,
            (unsigned long long)st.entries, (unsigned long long)st.nodes, (unsigned long long)st.flushes);
     h_close(&h);
@@ -659,6 +687,11 @@ static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) 
         found += ops->get(h.e, k, 16, &out) == KVT_OK;
     }
     t1 = now();
+    if (ops == &kvt_fractal_ops)
+        printf("  written per key by kind: internal %.0f leaf %.0f basement %.0f partition %.0f segment %.0f\n",
+               (double)h.e->wb_bytes[FT_INTERNAL] / n, (double)h.e->wb_bytes[FT_LEAF] / n,
+               (double)h.e->wb_bytes[FT_BASEMENT] / n, (double)h.e->wb_bytes[FT_PARTITION] / n,
+               (double)h.e->wb_bytes[FT_SEGMENT] / n);
     printf("readrandom: %.0f gets/s (%lu found, %.0f bytes read/get)\n", nr / (t1 - t0), found,
            (double)(hp_read(&h) - r0) / nr);
     kvt_buf_free(&out);

@@ -16,6 +16,7 @@ import time
 from typing import Optional
 
 MIN_TTL = 2          # etcd 3.4 with default election timeout: `lease grant 1` -> TTL(2s)
+MAX_TTL = 9_000_000_000   # etcd's MaxLeaseTTL: above it, "etcdserver: too large lease TTL"
 
 
 class Lease:
@@ -28,11 +29,14 @@ class Lease:
 
     @property
     def granted_ttl(self) -> int:
+        """The TTL granted, 0 once expired or revoked (etcd's LeaseTimeToLive answers
+        an unknown lease with TTL -1 and grantedTTL 0)."""
         return self._store._leases.granted_ttl(self.id)
 
     @property
     def remaining_ttl(self) -> int:
-        """Seconds left (rounded up, as etcd), -1 once expired or revoked."""
+        """Whole seconds left, rounded down as etcd does (`lease grant 60` then
+        `timetolive` says remaining(59s)); -1 once expired or revoked."""
         return self._store._leases.remaining(self.id)
 
     @property
@@ -74,6 +78,8 @@ class LeaseTable:
             raise TypeError("ttl must be an int (seconds)")
         if ttl <= 0:
             raise ValueError("ttl must be positive")
+        if ttl > MAX_TTL:
+            raise ValueError("too large lease TTL (%d s > %d s)" % (ttl, MAX_TTL))
         return max(ttl, self.min_ttl)
 
     def new_id(self) -> int:
@@ -105,13 +111,18 @@ class LeaseTable:
             self._deadline.pop(lid, None)
 
     def granted_ttl(self, lid: int) -> int:
-        return self._ttl.get(lid, -1)
+        return self._ttl.get(lid, 0)
 
     def remaining(self, lid: int) -> int:
         d = self._deadline.get(lid)
         if d is None:
             return -1
-        return max(0, math.ceil(d - time.monotonic()))
+        return max(0, math.floor(d - time.monotonic()))
+
+    def expired(self, lid: int) -> bool:
+        """True once lid's deadline has passed (exact: remaining() rounds down)."""
+        d = self._deadline.get(lid)
+        return d is not None and d <= time.monotonic()
 
     def _touch(self, lid: int) -> None:
         d = time.monotonic() + self._ttl[lid]

@@ -174,6 +174,8 @@ def decode_value(key: bytes, mod: int, ev: bytes) -> Entry:
 def latest(eng, key: bytes, rev: int) -> Optional[Entry]:
     """Newest version of key with mod_revision <= rev (tombstones included), or None."""
     pfx = kv_prefix(key)
+    if len(pfx) + 8 > MAX_ENGINE_KEY:
+        return None        # too long to have been stored (puts refuse it): absent, as etcd
     for ek, ev in eng.items(pfx + inv_rev(rev), pfx[:-1] + b"\x02"):
         return decode_entry(ek, ev)
     return None
@@ -219,12 +221,31 @@ def scan_kvs(eng, start: bytes, end: Optional[bytes], rev: int, reverse: bool = 
 
 def _pick(eng, start: bytes, end: Optional[bytes], rev: int,
           reverse: bool) -> Iterator[tuple]:
-    """(engine key, value) of each user key's version at rev (tombstones included).
+    """(engine key, value) of each user key's version at rev (tombstones included)."""
+    lo, hi = range_bounds(start, end)
+    if len(lo) <= MAX_ENGINE_KEY and len(hi) <= MAX_ENGINE_KEY:
+        return _pick_in(eng, lo, hi, rev, reverse)
+    return _pick_clamped(eng, lo, hi, rev, reverse)
+
+
+def _pick_clamped(eng, lo: bytes, hi: bytes, rev: int, reverse: bool) -> Iterator[tuple]:
+    """_pick() for a range bound longer than the engine accepts (etcd takes any range):
+    scan the widest engine range that still fits (a cut lo is <= lo; the keys between a
+    cut hi and hi all start with the cut, so the cut's prefix_end covers them) and keep
+    the keys whose encoded form lies in [lo, hi): the encoding keeps user-key order."""
+    elo = lo[:MAX_ENGINE_KEY]
+    ehi = hi if len(hi) <= MAX_ENGINE_KEY else (prefix_end(hi[:MAX_ENGINE_KEY]) or KV_END)
+    for ek, ev in _pick_in(eng, elo, ehi, rev, reverse):
+        if lo <= ek[:-8] < hi:
+            yield ek, ev
+
+
+def _pick_in(eng, lo: bytes, hi: bytes, rev: int, reverse: bool) -> Iterator[tuple]:
+    """_pick() over the engine range [lo, hi).
 
     Hot loop of every range: the versions of one key share the engine-key prefix
     ek[:-8], and "mod <= rev" is "inverted revision >= inv_rev(rev)" on the raw 8 bytes,
     so a skipped version costs a slice and a compare; nothing is decoded here."""
-    lo, hi = range_bounds(start, end)
     irev = inv_rev(rev)
     cur, best_k, best_v = None, None, None
     for ek, ev in eng.items(lo, hi, reverse=reverse):

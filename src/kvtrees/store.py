@@ -440,7 +440,7 @@ class Store:
         filt = _revision_filter(min_mod_revision, max_mod_revision, min_create_revision,
                                 max_create_revision)
         kvs, count, more = _select(self._kvs(start, end, rev, sort_order, sort_target,
-                                             keys_only),
+                                             _strip_early(keys_only, sort_target)),
                                    limit, count_only, keys_only, sort_order, sort_target,
                                    filt)
         self._check_compacted(rev)
@@ -457,25 +457,31 @@ class Store:
 
     def _iter_range(self, start, end, revision, sort_order, sort_target, keys_only, limit,
                     **filters) -> Iterator:
+        """Validate everything and fix the read revision now, so bad arguments, a closed
+        store and compacted/future revisions raise at the call (as etcd's unary Range
+        does, and python-etcd3's before the first item); the iterator then streams."""
+        limit = _check_limit(limit)
         rev = self._read_rev(revision)
         order = _order(sort_order, sort_target)
         filt = _revision_filter(**filters)
         if sort_target == "key" and filt is None:
-            # streaming: memory stays flat however many keys match
-            n = 0
-            for kv in self._kvs(start, end, rev, order, "key", keys_only):
-                if limit and n >= limit:
-                    break
-                n += 1
-                yield kv.value, kv
-            self._check_compacted(rev)
-            return
-        kvs, _, _ = _select(self._kvs(start, end, rev, order, sort_target, keys_only),
-                            limit or 0,
-                            False, keys_only, order, sort_target, filt)
+            return self._stream(start, end, rev, order, keys_only, limit)
+        kvs, _, _ = _select(self._kvs(start, end, rev, order, sort_target,
+                                      _strip_early(keys_only, sort_target)),
+                            limit, False, keys_only, order, sort_target, filt)
         self._check_compacted(rev)
-        for kv in kvs:
+        return iter([(kv.value, kv) for kv in kvs])
+
+    def _stream(self, start, end, rev, order, keys_only, limit) -> Iterator:
+        """Key-ordered (value, KeyValue) pairs at rev: memory stays flat however many
+        keys match."""
+        n = 0
+        for kv in self._kvs(start, end, rev, order, "key", keys_only):
+            if limit and n >= limit:
+                break
+            n += 1
             yield kv.value, kv
+        self._check_compacted(rev)
 
     def get_prefix(self, key_prefix, revision=None, sort_order=None, sort_target="key",
                    keys_only=False, limit=None, **filters) -> Iterator:
@@ -522,23 +528,25 @@ class Store:
 
     def delete(self, key, prev_kv=False, return_response=False):
         """Delete one key: True if it existed (DeleteResult with return_response)."""
-        res = self._delete(to_key(key), None)
+        res = self._delete(to_key(key), None, prev_kv)
         return res if return_response else res.deleted > 0
 
-    def delete_prefix(self, prefix) -> DeleteResult:
+    def delete_prefix(self, prefix, prev_kv=False) -> DeleteResult:
         p = to_key(prefix)
-        return self._delete(p, mvcc.prefix_end(p) or b"\x00")
+        return self._delete(p, mvcc.prefix_end(p) or b"\x00", prev_kv)
 
-    def delete_range(self, range_start, range_end) -> DeleteResult:
-        return self._delete(to_key(range_start), to_key(range_end))
+    def delete_range(self, range_start, range_end, prev_kv=False) -> DeleteResult:
+        return self._delete(to_key(range_start), to_key(range_end), prev_kv)
 
-    def _delete(self, start: bytes, end: Optional[bytes]) -> DeleteResult:
+    def _delete(self, start: bytes, end: Optional[bytes], prev_kv: bool) -> DeleteResult:
+        """prev_kvs only when asked, as etcd's DeleteRange (prev_kv=true)."""
         with self._writing():
             self._check_open()
             w = _Write(self)
             prevs = [w.delete(e.key) for e in w.live_range(start, end)]
             self._commit(w)
-            return DeleteResult(len(prevs), [p.to_kv() for p in prevs], self._rev)
+            return DeleteResult(len(prevs), [p.to_kv() for p in prevs] if prev_kv else [],
+                                self._rev)
 
     def put_if_not_exists(self, key, value, lease=None) -> bool:
         t = self.transactions
@@ -586,14 +594,27 @@ class Store:
             return DeleteResult(len(prevs), [p.to_kv() for p in prevs] if op.prev_kv else [],
                                 None)
         if isinstance(op, Get):
-            kw = dict(op.kwargs)
-            keys_only = kw.pop("keys_only", False)
-            sort_order, sort_target = kw.pop("sort_order", None), kw.pop("sort_target", "key")
-            limit = kw.pop("limit", 0) or 0
-            kvs, _, _ = _select(iter(w.live_range(op.key, op.range_end)), limit, False,
-                                keys_only, sort_order, sort_target, _revision_filter(**kw))
-            return [(kv.value, kv) for kv in kvs]
+            return self._txn_get(w, op)
         return self._run_txn(w, op.compare, op.success, op.failure)
+
+    def _txn_get(self, w: _Write, op: Get) -> list:
+        """A txn's range: at the txn's own state (its earlier writes included), or, with
+        revision=, at that committed revision (etcd's RequestRange.revision)."""
+        kw = dict(op.kwargs)
+        keys_only = kw.pop("keys_only", False)
+        sort_order, sort_target = kw.pop("sort_order", None), kw.pop("sort_target", "key")
+        limit = kw.pop("limit", 0) or 0
+        revision = kw.pop("revision", None)
+        if revision:
+            rev = self._read_rev(revision)
+            entries = self._kvs(op.key, op.range_end, rev)
+        else:
+            rev, entries = None, iter(w.live_range(op.key, op.range_end))
+        kvs, _, _ = _select(entries, limit, False, keys_only, sort_order, sort_target,
+                            _revision_filter(**kw))
+        if rev is not None:
+            self._check_compacted(rev)
+        return [(kv.value, kv) for kv in kvs]
 
     # ------------------------------------------------------------ compaction
     def compact(self, revision: int, physical: bool = True) -> None:
@@ -602,6 +623,8 @@ class Store:
         release the writer lock in between, and resumes on open after a crash."""
         if isinstance(revision, bool) or not isinstance(revision, int):
             raise TypeError("revision must be an int")
+        if revision < 0:
+            raise ValueError("revision must be >= 0")
         with self._writing():
             self._check_open()
             if revision <= self._compact_rev:
@@ -838,7 +861,7 @@ class Store:
 
     def _expire_lease(self, lid: int) -> None:
         with self._writing():
-            if self._closed or lid not in self._leases or self._leases.remaining(lid) > 0:
+            if self._closed or lid not in self._leases or not self._leases.expired(lid):
                 return
             self._revoke(lid)
 
@@ -1010,6 +1033,27 @@ def _write_all(eng, items) -> None:
             b.put(k, v)
 
 
+def _check_limit(limit) -> int:
+    """limit: None or 0 (no limit) or a positive int."""
+    if limit is None:
+        return 0
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError("limit must be an int or None")
+    if limit < 0:
+        raise ValueError("limit must be >= 0")
+    return limit
+
+
+def _strip_early(keys_only: bool, sort_target: str) -> bool:
+    """Drop values while scanning, unless the sort needs them: etcd sorts first and
+    clears values for keys_only last."""
+    return keys_only and sort_target != "value"
+
+
+def _without_value(kv: KeyValue) -> KeyValue:
+    return KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
 def _check_sort(sort_order, sort_target) -> None:
     _order(sort_order, sort_target)
 
@@ -1055,23 +1099,20 @@ def _select(entries, limit, count_only, keys_only, sort_order, sort_target, filt
         kvs = [e.to_kv(keys_only) if isinstance(e, Entry) else e for e in kvs]
         more = bool(limit) and len(kvs) > limit
         return (kvs[:limit] if limit else kvs), count, more
+    early = _strip_early(keys_only, sort_target)
     kvs, count = [], 0
     for e in entries:
         count += 1
-        if count_only:
-            continue
-        kv = e.to_kv(keys_only) if isinstance(e, Entry) else e
-        if filt is not None and not filt(kv):
-            continue
-        if streaming and limit and len(kvs) > limit:
-            continue             # keep counting, stop collecting
-        kvs.append(kv)
-    if not streaming:
-        kvs.sort(key=_SORT_TARGETS[sort_target], reverse=(order == "descend"))
+        kv = e.to_kv(early) if isinstance(e, Entry) else e
+        if filt is None or filt(kv):
+            kvs.append(kv)
+    kvs.sort(key=_SORT_TARGETS[sort_target], reverse=(order == "descend"))
     more = bool(limit) and len(kvs) > limit
     if limit:
         kvs = kvs[:limit]
-    return ([] if count_only else kvs), count, more
+    if keys_only and not early:
+        kvs = [_without_value(kv) for kv in kvs]     # sorted by value, then cleared
+    return kvs, count, more
 
 
 _crc_fn = None

@@ -163,13 +163,14 @@ class Transactions:
 
     @staticmethod
     def get(key, range_end=None, **kwargs) -> Get:
-        return Get(to_key(key), None if range_end is None else to_key(range_end), kwargs)
+        return Get(to_key(key), None if range_end is None else to_key(range_end),
+                   _get_options(kwargs))
 
     @staticmethod
     def get_prefix(prefix, **kwargs) -> Get:
         from .mvcc import prefix_end
         p = to_key(prefix)
-        return Get(p, prefix_end(p) or b"\x00", kwargs)
+        return Get(p, prefix_end(p) or b"\x00", _get_options(kwargs))
 
     @staticmethod
     def delete(key, range_end=None, prev_kv=False) -> Delete:
@@ -190,14 +191,30 @@ class Transactions:
         return Txn(list(compare), list(success), list(failure))
 
 
+GET_OPTIONS = ("revision", "limit", "keys_only", "sort_order", "sort_target",
+               "min_mod_revision", "max_mod_revision", "min_create_revision",
+               "max_create_revision")
+
+
+def _get_options(kwargs: dict) -> dict:
+    """Reject unknown keywords of a txn get when it is built, not mid-transaction."""
+    unknown = sorted(set(kwargs) - set(GET_OPTIONS))
+    if unknown:
+        raise TypeError("transactions.get: unexpected arguments %s (accepted: %s)"
+                        % (", ".join(unknown), ", ".join(GET_OPTIONS)))
+    return dict(kwargs)
+
+
 # ---------------------------------------------------------------- validation
 
-def validate_txn(compare, success, failure) -> int:
-    """Check a txn before running it; return its request size in bytes."""
-    for name, lst in (("compare", compare), ("success", success), ("failure", failure)):
-        if len(lst) > MAX_TXN_OPS:
-            raise ValueError("too many operations in txn request (%s: %d > %d)"
-                             % (name, len(lst), MAX_TXN_OPS))
+def validate_txn(compare, success, failure, max_ops: int = MAX_TXN_OPS) -> int:
+    """Check a txn before running it; return its request size in bytes.
+
+    As etcd's checkTxnRequest: the longest of compare/success/failure counts against
+    max_ops, and a nested txn gets what its parent left (max_ops minus that count)."""
+    opc = max(len(compare), len(success), len(failure))
+    if opc > max_ops:
+        raise ValueError("too many operations in txn request (%d > %d)" % (opc, max_ops))
     size = 0
     for c in compare:
         if not isinstance(c, Compare) or c.operand is None:
@@ -208,7 +225,7 @@ def validate_txn(compare, success, failure) -> int:
             if not isinstance(op, (Put, Get, Delete, Txn)):
                 raise TypeError("txn ops must come from db.transactions, got %r" % (op,))
             if isinstance(op, Txn):
-                size += validate_txn(op.compare, op.success, op.failure)
+                size += validate_txn(op.compare, op.success, op.failure, max_ops - opc)
             else:
                 size += (len(op.key) + len(getattr(op, "range_end", None) or b"")
                          + len(getattr(op, "value", b"")))

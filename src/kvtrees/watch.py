@@ -57,12 +57,20 @@ class DeleteEvent(Event):
     __slots__ = ()
 
 
+# python-etcd3 passes etcdrpc.WatchCreateRequest.NOPUT / NODELETE: the ints 0 and 1
+_FILTER_NUMBERS = {0: NOPUT, 1: NODELETE}
+
+
 def _normalize_filters(filters) -> frozenset:
     out = set()
     for f in filters or ():
+        if isinstance(f, int) and not isinstance(f, bool) and f in _FILTER_NUMBERS:
+            out.add(_FILTER_NUMBERS[f])
+            continue
         name = str(getattr(f, "name", f)).lower()
         if name not in (NOPUT, NODELETE):
-            raise ValueError("unknown watch filter %r (use 'noput' or 'nodelete')" % (f,))
+            raise ValueError("unknown watch filter %r (use 'noput'/0 or 'nodelete'/1)"
+                             % (f,))
         out.add(name)
     return frozenset(out)
 

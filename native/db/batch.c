@@ -120,7 +120,10 @@ static int commit_locked(kvt_db *db, const uint8_t *rec, size_t len, int *existe
                          uint64_t *lsn) {
     KVT_TRY(kvt_db_usable(db, 1));
     int rc = kvt_wal_append(db->wal, rec, len, lsn);
-    if (rc < 0) return kvt_db_latch(db, rc);   /* the log may hold a torn record now */
+    /* Refused before anything was written (too large, no memory): not fatal. A failed
+     * write latches (the log may hold a torn record now). */
+    if (rc == KVT_ETOOLARGE || rc == KVT_ENOMEM) return rc;
+    if (rc < 0) return kvt_db_latch(db, rc);
     pthread_rwlock_wrlock(&db->rw);
     rc = kvt_db_apply_record(db, rec, len, existed);
     pthread_rwlock_unlock(&db->rw);
@@ -206,8 +209,8 @@ static int batch_add(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *v
     KVT_TRY(check_sizes(kl, vl, is_put));
     size_t n = op_size(kl, vl, is_put);
     if (b->count == UINT32_MAX || b->rec.len + n > KVT_BATCH_MAX_BYTES)
-        return kvt_seterr(KVT_ETOOLARGE, "batch would exceed %u bytes or 2^32 ops",
-                          KVT_BATCH_MAX_BYTES);
+        return kvt_seterr(KVT_ETOOLARGE, "batch would exceed %llu bytes or 2^32 ops",
+                          (unsigned long long)KVT_BATCH_MAX_BYTES);
     KVT_TRY(kvt_buf_reserve(&b->rec, b->rec.len + n));
     encode_op(b->rec.data + b->rec.len, k, kl, v, vl, is_put);
     b->rec.len += n;

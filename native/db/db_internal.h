@@ -20,7 +20,9 @@
 
 #define KVT_BATCH_OP_PUT 1
 #define KVT_BATCH_OP_DEL 2
-#define KVT_BATCH_MAX_BYTES (1024u * 1024u * 1024u)   /* one WAL record */
+/* One WAL record: must not exceed the log's record limit (wal.c MAX_RECORD), or the
+ * commit would fail only at append time. */
+#define KVT_BATCH_MAX_BYTES ((uint64_t)KVT_MAX_VALUE * 2u + (1u << 20))
 
 struct kvt_db {
     char *dir, *data_path, *wal_path, *lock_path;

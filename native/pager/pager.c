@@ -197,6 +197,20 @@ static int create_file(kvt_pager *p, const kvt_pager_config *cfg) {
     return rc < 0 ? pager_fail(p, rc) : KVT_OK;
 }
 
+/* Bound the meta's sizes by the file before sizing bitmaps from them: the free map's
+ * pages lie inside the file (fsynced before the meta), and it covers every page. The
+ * page count itself may exceed the file (free tail pages are trimmed after the meta is
+ * written), so it is bounded through the map, never trusted for an allocation alone. */
+static int check_meta_sizes(kvt_pager *p, const meta *m, uint64_t fsize) {
+    uint64_t file_pages = fsize / m->page_size;
+    uint64_t covered = m->fm_count * (uint64_t)fm_bits_per_page(p);
+    if (m->fm_count > file_pages || (m->npages > 2 && m->npages > covered))
+        return kvt_seterr(KVT_ECORRUPT, "%s: meta page (gen %" PRIu64 "): %" PRIu64
+                          " pages with a free map of %" PRIu64 " pages, file has %" PRIu64,
+                          p->path, m->gen, m->npages, m->fm_count, file_pages);
+    return KVT_OK;
+}
+
 static int load_file(kvt_pager *p, const kvt_pager_config *cfg, uint64_t fsize) {
     meta m;
     KVT_TRY(pick_meta(p, &m));
@@ -204,6 +218,7 @@ static int load_file(kvt_pager *p, const kvt_pager_config *cfg, uint64_t fsize) 
         return kvt_seterr(KVT_EENGINE, "%s: file belongs to engine %u, not %u", p->path,
                           m.engine_id, cfg->engine_id);
     p->page_size = m.page_size;
+    KVT_TRY(check_meta_sizes(p, &m, fsize));
     p->engine_id = m.engine_id;
     p->ckpt_gen = m.gen;
     p->npages = 2;

@@ -649,6 +649,56 @@ static void test_fault_crashes(void) {
             OK(crash_case(KVT_FAULT_WRITE, nth, mode, nth * 7 + (uint64_t)mode, NULL));
 }
 
+/* A meta page with a valid checksum but an absurd page count (or free-map length) is
+ * damage: KVT_ECORRUPT naming the file, not a bitmap sized from it (it used to try a
+ * 1 TiB allocation: ENOMEM, or an abort under ASan). */
+static void forge_meta_field(kvt_pgno slot, size_t off, uint64_t v) {
+    uint8_t b[4096];
+    int fd = open(path, O_RDWR);
+    if (fd < 0 || pread(fd, b, sizeof b, (off_t)(slot * 4096)) != (ssize_t)sizeof b) {
+        if (fd >= 0) close(fd);
+        return;
+    }
+    memcpy(b + off, &v, 8);
+    uint32_t crc = kvt_crc32c(0, b + 4, sizeof b - 4);
+    memcpy(b, &crc, 4);
+    if (pwrite(fd, b, sizeof b, (off_t)(slot * 4096)) != (ssize_t)sizeof b) perror("pwrite");
+    close(fd);
+}
+
+static void test_forged_meta_sizes(void) {
+    static const size_t fields[] = {56, 72};      /* page count, free map page count */
+    static const uint64_t values[] = {1ull << 46, 1ull << 30};
+    for (int f = 0; f < 2; f++) {
+        for (int vi = 0; vi < 2; vi++) {
+            fresh("forged");
+            kvt_pager *p;
+            kvt_pgno v[5];
+            OK(open_p(cfg_of(4096, 1 << 20), &p));
+            OK(make_pages(p, v, 5, 1));
+            OK(kvt_pager_checkpoint(p, "g1", 2));   /* gen 1: slot 1 */
+            OK(kvt_pager_close(p));
+            forge_meta_field(1, fields[f], values[vi]);
+            CHECK(open_p(cfg_of(4096, 1 << 20), &p) == KVT_ECORRUPT);
+            CHECK(strstr(kvt_errmsg(), "forged.kvt"));
+        }
+    }
+    /* The checks must not reject a file whose free tail was trimmed after its meta. */
+    fresh("forged");
+    kvt_pager *p;
+    kvt_pgno v[40];
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(make_pages(p, v, 40, 1));
+    OK(kvt_pager_checkpoint(p, "a", 1));
+    for (int i = 2; i < 40; i++) OK(kvt_pager_free(p, v[i]));
+    OK(kvt_pager_checkpoint(p, "b", 1));
+    OK(kvt_pager_checkpoint(p, "c", 1));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(verify_pages(p, v, 2, 1));
+    OK(kvt_pager_close(p));
+}
+
 typedef struct reader_arg { kvt_pager *p; kvt_pgno *v; int n, bad; } reader_arg;
 
 static void *reader(void *a) {
@@ -695,6 +745,7 @@ int main(void) {
     test_fatal_latch();
     test_concurrent_readers();
     test_fault_crashes();
+    test_forged_meta_sizes();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -6,23 +6,8 @@ import time
 
 import pytest
 
-from etcd_model import load_kvtrees, open_store
-
-kvtrees, ENGINES = load_kvtrees()
-
-
-@pytest.fixture(params=ENGINES)
-def engine(request):
-    return request.param
-
-
-@pytest.fixture
-def db(engine, tmp_path):
-    d = open_store(engine, tmp_path / "db")
-    yield d
-    if not d._closed:
-        d.check()
-        d.close()
+from etcd_model import open_store  # noqa: F401
+from store_fixtures import ENGINES, db, engine, kvtrees  # noqa: F401
 
 
 def keys(kvs):

@@ -114,11 +114,13 @@ uint32_t bt_used(const bt_tree *t, const uint8_t *d);      /* slots + live cells
 uint32_t bt_free_contig(const uint8_t *d);
 kvt_pgno bt_child(const bt_tree *t, const kvt_page *pg, uint32_t j, int *rc);
 void bt_set_child(uint8_t *d, uint32_t j, kvt_pgno child);  /* page already verified */
-/* Insert raw cell bytes at slot i; the caller checked that it fits (bt_fits). */
-void bt_insert_raw(const bt_tree *t, uint8_t *d, uint32_t i, const uint8_t *cell, uint32_t n);
+/* Insert raw cell bytes at slot i; the caller checked that it fits (bt_fits), compacting
+ * first if needed. KVT_ECORRUPT (page untouched) if the page's cells or header lie. */
+int  bt_insert_raw(const bt_tree *t, kvt_page *pg, uint32_t i, const uint8_t *cell, uint32_t n);
 int  bt_fits(const bt_tree *t, const uint8_t *d, uint32_t n);
 void bt_remove_slot(uint8_t *d, uint32_t i, uint32_t cell_size);
-void bt_compact(const bt_tree *t, uint8_t *d);
+/* Defragment: every slot and cell length checked; KVT_ECORRUPT leaves the page as it was. */
+int  bt_compact(const bt_tree *t, kvt_page *pg);
 
 /* ---- keys (bt_key.c) ---- */
 /* The first 8 bytes of a key as a big-endian word, zero-padded: words that differ order
@@ -184,8 +186,13 @@ int  bt_list_init(bt_list *l, uint32_t cells, uint32_t bytes);
 void bt_list_free(bt_list *l);
 int  bt_list_push(bt_list *l, const uint8_t *cell, uint32_t n);
 int  bt_list_add_page(const bt_tree *t, bt_list *l, const kvt_page *pg);
-/* Rebuild page d with cells [from, to) of the list. */
-void bt_list_fill(const bt_tree *t, uint8_t *d, const bt_list *l, uint32_t from, uint32_t to);
+/* KVT_ECORRUPT (naming pg) unless cells [from, to) of the list fit one page: the lists
+ * come from decoded cells, whose sizes a forged page can make disagree with its header. */
+int  bt_list_check(const bt_tree *t, const kvt_page *pg, const bt_list *l, uint32_t from,
+                   uint32_t to);
+/* Rebuild page pg with cells [from, to) of the list (bt_list_check first: on error the
+ * page is untouched). */
+int  bt_list_fill(const bt_tree *t, kvt_page *pg, const bt_list *l, uint32_t from, uint32_t to);
 /* Split point: the first cell of the right half (leaf) or the cell promoted to the
  * parent (branch), chosen so that the smaller half is as large as possible. */
 uint32_t bt_list_mid(const bt_list *l, int leaf);

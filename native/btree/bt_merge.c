@@ -70,10 +70,10 @@ static int gather(bt_tree *t, const bt_pair *pr, bt_list *l) {
 
 static int merge(bt_tree *t, bt_path *path, uint32_t lv, bt_pair *pr, const bt_list *l) {
     uint8_t *pd = path->pg[lv - 1]->data;
+    KVT_TRY(bt_list_fill(t, pr->left, l, 0, l->n));     /* first: fails on forged cells */
     int rc = KVT_OK;
     if (bt_is_leaf(pr->left->data)) rc = bt_free_cell_blobs(t, &pr->sep);  /* branch: moved down */
     bt_remove_slot(pd, pr->jl, pr->sep.size);
-    bt_list_fill(t, pr->left->data, l, 0, l->n);
     kvt_pgno gone = pr->right->pgno;
     kvt_pager_unpin(t->pager, pr->sib);
     if (pr->right == path->pg[lv]) {      /* the path page itself goes away */
@@ -91,22 +91,25 @@ static int redistribute(bt_tree *t, bt_path *path, uint32_t lv, bt_pair *pr, con
     uint8_t *sep = malloc(t->max_local);
     if (!sep) return kvt_seterr(KVT_ENOMEM, "btree: rebalance buffer");
     uint32_t m = bt_list_mid(l, leaf), sepn;
-    int rc = KVT_OK;
+    int rc = bt_list_check(t, pr->left, l, 0, m);
+    if (rc == KVT_OK) rc = bt_list_check(t, pr->right, l, leaf ? m : m + 1, l->n);
+    if (rc < 0) {
+        free(sep);
+        return rc;
+    }
     if (leaf) {
         rc = bt_leaf_separator(t, l->buf + l->off[m - 1], l->buf + l->off[m], pr->right->pgno,
                                sep, &sepn);
         if (rc == KVT_OK) rc = bt_free_cell_blobs(t, &pr->sep);
-        if (rc == KVT_OK) {
-            bt_list_fill(t, pr->left->data, l, 0, m);
-            bt_list_fill(t, pr->right->data, l, m, l->n);
-        }
+        if (rc == KVT_OK) rc = bt_list_fill(t, pr->left, l, 0, m);
+        if (rc == KVT_OK) rc = bt_list_fill(t, pr->right, l, m, l->n);
     } else {
         sepn = l->len[m];
         memcpy(sep, l->buf + l->off[m], sepn);
         kvt_put64(sep + 2, pr->right->pgno);
         kvt_put64(pr->right->data + BT_OFF_LEFTMOST, kvt_get64(l->buf + l->off[m] + 2));
-        bt_list_fill(t, pr->left->data, l, 0, m);
-        bt_list_fill(t, pr->right->data, l, m + 1, l->n);
+        rc = bt_list_fill(t, pr->left, l, 0, m);
+        if (rc == KVT_OK) rc = bt_list_fill(t, pr->right, l, m + 1, l->n);
     }
     if (rc == KVT_OK) {
         bt_remove_slot(pd, pr->jl, pr->sep.size);

@@ -33,9 +33,10 @@ int bt_page_verify(const bt_tree *t, const kvt_page *pg, int leaf) {
     return KVT_OK;
 }
 
-/* Decode the cell at offset off of a page of the tree; everything checked against ps. */
-static int decode(const bt_tree *t, const kvt_page *pg, uint32_t off, bt_cell *c) {
-    const uint8_t *d = pg->data;
+/* Decode the cell at offset off of page image d (pg->data, or a scratch copy of it; pg
+ * names the page in errors); everything checked against ps. */
+static int decode_in(const bt_tree *t, const kvt_page *pg, const uint8_t *d, uint32_t off,
+                     bt_cell *c) {
     int leaf = bt_is_leaf(d);
     uint32_t fixed = leaf ? BT_LEAF_FIXED : BT_BRANCH_FIXED;
     if ((uint64_t)off + fixed > t->ps) return corrupt(pg, "cell header past page end", off, fixed);
@@ -75,6 +76,10 @@ static int decode(const bt_tree *t, const kvt_page *pg, uint32_t off, bt_cell *c
     return KVT_OK;
 }
 
+static int decode(const bt_tree *t, const kvt_page *pg, uint32_t off, bt_cell *c) {
+    return decode_in(t, pg, pg->data, off, c);
+}
+
 int bt_cell_at(const bt_tree *t, const kvt_page *pg, uint32_t i, bt_cell *c) {
     const uint8_t *d = pg->data;
     if (i >= bt_count(d)) return corrupt(pg, "slot index out of range", i, bt_count(d));
@@ -109,31 +114,52 @@ void bt_set_child(uint8_t *d, uint32_t j, kvt_pgno child) {
     kvt_put64(d + off + 2, child);
 }
 
-/* Slide live cells to the end of the page, dropping garbage. Uses the tree's writer
- * scratch page (only writers modify pages). */
-void bt_compact(const bt_tree *t, uint8_t *d) {
-    uint8_t *tmp = t->tmp;
-    memcpy(tmp, d, t->ps);
-    uint32_t n = bt_count(d), lo = t->ps;
-    uint32_t fixed = bt_is_leaf(d) ? BT_LEAF_FIXED : BT_BRANCH_FIXED;
+/* Slide live cells to the end of the page, dropping garbage. Every slot and cell length
+ * is checked (decode_in) and the cells must fit above the slot array, so a page with a
+ * valid checksum but forged cells yields KVT_ECORRUPT and d stays untouched. The new
+ * image is built in the tree's writer scratch page (only writers modify pages). */
+int bt_compact(const bt_tree *t, kvt_page *pg) {
+    uint8_t *d = pg->data, *tmp = t->tmp;
+    uint32_t n = bt_count(d), old_lo = bt_lo(d), lo = t->ps;
+    uint32_t slots_end = BT_HDR + 2u * n;
+    if (slots_end > old_lo || old_lo > t->ps)
+        return corrupt(pg, "compact: slot array overlaps cells: count, content_lo", n, old_lo);
+    memcpy(tmp, d, slots_end);
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t off = kvt_get16(tmp + BT_HDR + 2u * i);
-        uint32_t klen = kvt_get16(tmp + off);
-        uint32_t size = fixed + bt_key_local(t, klen);
-        if (fixed == BT_LEAF_FIXED) {
-            uint32_t vraw = kvt_get32(tmp + off + 2);
-            size += (vraw & BT_VOVF) ? 8 : vraw;
-        }
-        lo -= size;
-        memcpy(d + lo, tmp + off, size);
-        kvt_put16(d + BT_HDR + 2u * i, (uint16_t)lo);
+        uint32_t off = kvt_get16(d + BT_HDR + 2u * i);
+        bt_cell c;
+        if (off < old_lo) return corrupt(pg, "compact: slot below the cell area: slot, offset", i, off);
+        KVT_TRY(decode_in(t, pg, d, off, &c));
+        if (c.size > lo - slots_end)     /* overlapping or duplicated cells */
+            return corrupt(pg, "compact: live cells exceed the page: slot, size", i, c.size);
+        lo -= c.size;
+        memcpy(tmp + lo, c.p, c.size);
+        kvt_put16(tmp + BT_HDR + 2u * i, (uint16_t)lo);
     }
+    memcpy(d + BT_HDR, tmp + BT_HDR, 2u * n);
+    memcpy(d + lo, tmp + lo, t->ps - lo);
     kvt_put32(d + BT_OFF_LO, lo);
     kvt_put32(d + BT_OFF_GARBAGE, 0);
+    return KVT_OK;
 }
 
-void bt_insert_raw(const bt_tree *t, uint8_t *d, uint32_t i, const uint8_t *cell, uint32_t n) {
-    if (bt_free_contig(d) < n + 2u) bt_compact(t, d);
+/* The header fields the insert arithmetic relies on (pages are verified when pinned, but
+ * a forged page can make later removals miscount content_lo or garbage). */
+static int check_room(const bt_tree *t, const kvt_page *pg, uint32_t i) {
+    const uint8_t *d = pg->data;
+    uint32_t cnt = bt_count(d), lo = bt_lo(d);
+    if (i > cnt) return corrupt(pg, "insert slot out of range", i, cnt);
+    if ((uint64_t)BT_HDR + 2u * cnt > lo || lo > t->ps || bt_garbage(d) > t->ps - lo)
+        return corrupt(pg, "bad header at insert: count, content_lo", cnt, lo);
+    return KVT_OK;
+}
+
+int bt_insert_raw(const bt_tree *t, kvt_page *pg, uint32_t i, const uint8_t *cell, uint32_t n) {
+    uint8_t *d = pg->data;
+    KVT_TRY(check_room(t, pg, i));
+    if (bt_free_contig(d) < n + 2u) KVT_TRY(bt_compact(t, pg));
+    if (bt_free_contig(d) < n + 2u)    /* garbage overstated the dead bytes */
+        return corrupt(pg, "no room after compaction: free, needed", bt_free_contig(d), n + 2u);
     uint32_t cnt = bt_count(d), lo = bt_lo(d) - n;
     memcpy(d + lo, cell, n);
     uint8_t *slots = d + BT_HDR;
@@ -141,6 +167,7 @@ void bt_insert_raw(const bt_tree *t, uint8_t *d, uint32_t i, const uint8_t *cell
     kvt_put16(slots + 2u * i, (uint16_t)lo);
     kvt_put16(d + BT_OFF_COUNT, (uint16_t)(cnt + 1));
     kvt_put32(d + BT_OFF_LO, lo);
+    return KVT_OK;
 }
 
 void bt_remove_slot(uint8_t *d, uint32_t i, uint32_t cell_size) {
@@ -202,7 +229,24 @@ int bt_list_add_page(const bt_tree *t, bt_list *l, const kvt_page *pg) {
     return KVT_OK;
 }
 
-void bt_list_fill(const bt_tree *t, uint8_t *d, const bt_list *l, uint32_t from, uint32_t to) {
+/* Bytes (cells + slots) of list cells [a, b). */
+static uint64_t span(const bt_list *l, uint32_t a, uint32_t b) {
+    uint64_t n = 0;
+    for (uint32_t i = a; i < b; i++) n += l->len[i] + 2u;
+    return n;
+}
+
+int bt_list_check(const bt_tree *t, const kvt_page *pg, const bt_list *l, uint32_t from,
+                  uint32_t to) {
+    uint64_t need = span(l, from, to);
+    if (need > t->usable)          /* cell sizes disagree with the pages' accounting */
+        return corrupt(pg, "rebuilt page would overflow: bytes, usable", need, t->usable);
+    return KVT_OK;
+}
+
+int bt_list_fill(const bt_tree *t, kvt_page *pg, const bt_list *l, uint32_t from, uint32_t to) {
+    KVT_TRY(bt_list_check(t, pg, l, from, to));
+    uint8_t *d = pg->data;
     kvt_pgno leftmost = bt_leftmost(d);
     bt_page_init(t, d, bt_is_leaf(d));
     kvt_put64(d + BT_OFF_LEFTMOST, leftmost);
@@ -214,13 +258,7 @@ void bt_list_fill(const bt_tree *t, uint8_t *d, const bt_list *l, uint32_t from,
     }
     kvt_put16(d + BT_OFF_COUNT, (uint16_t)(to - from));
     kvt_put32(d + BT_OFF_LO, lo);
-}
-
-/* Bytes (cells + slots) of list cells [a, b). */
-static uint64_t span(const bt_list *l, uint32_t a, uint32_t b) {
-    uint64_t n = 0;
-    for (uint32_t i = a; i < b; i++) n += l->len[i] + 2u;
-    return n;
+    return KVT_OK;
 }
 
 uint32_t bt_list_mid(const bt_list *l, int leaf) {

@@ -57,7 +57,11 @@ static int new_root(bt_tree *t, kvt_pgno left, const uint8_t *sep, uint32_t n) {
     KVT_TRY(kvt_pager_alloc(t->pager, BT_BRANCH, &r));
     bt_page_init(t, r->data, 0);
     kvt_put64(r->data + BT_OFF_LEFTMOST, left);
-    bt_insert_raw(t, r->data, 0, sep, n);
+    int rc = bt_insert_raw(t, r, 0, sep, n);
+    if (rc < 0) {
+        kvt_pager_unpin(t->pager, r);
+        return rc;
+    }
     t->root = r->pgno;
     t->height++;
     t->pages++;
@@ -74,23 +78,21 @@ static uint32_t split_point(const bt_list *l, int leaf, int append) {
 
 /* Split d (whose cells plus the new one are in l) into d and the new page r; build the
  * separator for the parent into sep. */
-static int split_fill(bt_tree *t, uint8_t *d, kvt_page *r, const bt_list *l, uint32_t m,
+static int split_fill(bt_tree *t, kvt_page *pg, kvt_page *r, const bt_list *l, uint32_t m,
                       uint8_t *sep, uint32_t *sepn) {
-    if (bt_is_leaf(d)) {
+    if (bt_is_leaf(pg->data)) {
         KVT_TRY(bt_leaf_separator(t, l->buf + l->off[m - 1], l->buf + l->off[m], r->pgno,
                                   sep, sepn));
-        bt_list_fill(t, d, l, 0, m);
-        bt_list_fill(t, r->data, l, m, l->n);
-        return KVT_OK;
+        KVT_TRY(bt_list_fill(t, pg, l, 0, m));
+        return bt_list_fill(t, r, l, m, l->n);
     }
     const uint8_t *mc = l->buf + l->off[m];
     memcpy(sep, mc, l->len[m]);               /* promoted: its key blob moves up */
     *sepn = l->len[m];
     kvt_put64(sep + 2, r->pgno);
     kvt_put64(r->data + BT_OFF_LEFTMOST, kvt_get64(mc + 2));
-    bt_list_fill(t, d, l, 0, m);
-    bt_list_fill(t, r->data, l, m + 1, l->n);
-    return KVT_OK;
+    KVT_TRY(bt_list_fill(t, pg, l, 0, m));
+    return bt_list_fill(t, r, l, m + 1, l->n);
 }
 
 static int split(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
@@ -110,12 +112,17 @@ static int split(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
         if (rc == KVT_OK && k < cnt) rc = bt_cell_at(t, pg, k, &c);
         if (rc == KVT_OK && k < cnt) rc = bt_list_push(&l, c.p, c.size);
     }
+    /* both halves must fit before a page is allocated (forged cells can make the list
+     * larger than the page's header admits) */
+    uint32_t m = rc == KVT_OK ? split_point(&l, leaf, append && i == cnt) : 0;
+    if (rc == KVT_OK) rc = bt_list_check(t, pg, &l, 0, m);
+    if (rc == KVT_OK) rc = bt_list_check(t, pg, &l, leaf ? m : m + 1, l.n);
     if (rc == KVT_OK) rc = kvt_pager_alloc(t->pager, leaf ? BT_LEAF : BT_BRANCH, &r);
     uint32_t sepn = 0;
     if (rc == KVT_OK) {
         bt_page_init(t, r->data, leaf);
         t->pages++;
-        rc = split_fill(t, d, r, &l, split_point(&l, leaf, append && i == cnt), sep, &sepn);
+        rc = split_fill(t, pg, r, &l, m, sep, &sepn);
         kvt_pager_unpin(t->pager, r);
     }
     bt_list_free(&l);
@@ -171,8 +178,8 @@ static int shift_fill(bt_tree *t, bt_path *path, uint32_t lv, kvt_page *left, kv
     KVT_TRY(bt_leaf_separator(t, l->buf + l->off[m - 1], l->buf + l->off[m], right->pgno,
                               sep, &sepn));
     KVT_TRY(bt_free_cell_blobs(t, &old));   /* a leaf separator owns its key blob */
-    bt_list_fill(t, left->data, l, 0, m);
-    bt_list_fill(t, right->data, l, m, l->n);
+    KVT_TRY(bt_list_fill(t, left, l, 0, m));
+    KVT_TRY(bt_list_fill(t, right, l, m, l->n));
     bt_remove_slot(parent->data, jl, old.size);
     *done = 1;
     return bt_insert_at(t, path, lv - 1, jl, sep, sepn, 0);
@@ -220,9 +227,6 @@ int bt_shift_insert(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
 int bt_insert_at(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
                  const uint8_t *cell, uint32_t n, int append) {
     uint8_t *d = path->pg[lv]->data;
-    if (bt_fits(t, d, n)) {
-        bt_insert_raw(t, d, i, cell, n);
-        return KVT_OK;
-    }
+    if (bt_fits(t, d, n)) return bt_insert_raw(t, path->pg[lv], i, cell, n);
     return split(t, path, lv, i, cell, n, append);
 }

@@ -413,6 +413,89 @@ static int test_damage(void) {
     return 0;
 }
 
+/* Forge one cell of page pgno with a valid checksum (what a bug or an attacker could write):
+ * edit the page image on disk and recompute its CRC over [4, page_size) like the pager.
+ * The pager must be closed (file mode). */
+static int forge_cell_vlen(harness *h, kvt_pgno pgno, uint32_t slot, uint32_t vraw) {
+#ifdef BT_FAKE_PAGER
+    kvt_page *p;
+    RC(kvt_pager_get(h->p, pgno, &p));
+    uint32_t off = kvt_get16(p->data + 56 + 2 * slot);
+    kvt_put32(p->data + off + 2, vraw);
+    kvt_pager_unpin(h->p, p);
+#else
+    uint8_t *pg = malloc(h->ps);
+    FILE *f = fopen(h->path, "r+b");
+    CHECK(pg && f, "open %s", h->path);
+    int ok = fseek(f, (long)(pgno * h->ps), SEEK_SET) == 0 && fread(pg, 1, h->ps, f) == h->ps;
+    CHECK(ok && pg[4] == 16, "read leaf page %llu", (unsigned long long)pgno);
+    uint32_t off = kvt_get16(pg + 56 + 2 * slot);
+    kvt_put32(pg + off + 2, vraw);
+    kvt_put32(pg, kvt_crc32c(0, pg + 4, h->ps - 4));
+    ok = fseek(f, (long)(pgno * h->ps), SEEK_SET) == 0 && fwrite(pg, 1, h->ps, f) == h->ps;
+    ok = fclose(f) == 0 && ok;
+    free(pg);
+    CHECK(ok, "write forged page");
+#endif
+    return 0;
+}
+
+/* Regression (review of bt_compact): a leaf with a valid checksum but a cell whose value
+ * length runs past the page. An insert that needs compaction and a delete of the forged
+ * cell must report KVT_ECORRUPT, not read or write past the page (run under ASan). */
+static int test_forged_cell(void) {
+    harness h;
+    if (h_init(&h, "forged", 4096, 1 << 20)) return -1;
+    uint8_t k[16], v[200] = {7};
+    for (int i = 0; i < 35; i++) {       /* one nearly full root leaf: 35 * (111 + 2) bytes */
+        size_t kl = (size_t)snprintf((char *)k, sizeof k, "f%04d", i);
+        RC(E->put(h.e, k, kl, v, 100));
+    }
+    for (int i = 10; i < 20; i++) {      /* leave garbage inside the cell area */
+        size_t kl = (size_t)snprintf((char *)k, sizeof k, "f%04d", i);
+        RC(E->del(h.e, k, kl, NULL));
+    }
+    kvt_engine_stats st;
+    E->stats(h.e, &st);
+    CHECK(st.height == 1, "expected a single leaf, height %llu", (unsigned long long)st.height);
+    uint8_t meta[KVT_ENGINE_META_MAX];
+    size_t ml = 0;
+    RC(E->flush(h.e, meta, &ml));
+    kvt_pgno root = kvt_get64(meta + 8);
+    RC(h_checkpoint(&h));
+    E->close(h.e);
+#ifndef BT_FAKE_PAGER
+    RC(kvt_pager_close(h.p));
+    h.p = NULL;
+#endif
+    /* slot 3 = key f0003: its value now claims 60000 inline bytes */
+    if (forge_cell_vlen(&h, root, 3, 60000)) return -1;
+    if (h_open(&h)) return -1;
+    size_t kl = (size_t)snprintf((char *)k, sizeof k, "f%04d", 50);
+    int rc = E->put(h.e, k, kl, v, sizeof v);       /* 213 bytes > contiguous free: compacts */
+    CHECK(rc == KVT_ECORRUPT, "insert into forged page -> %d, expected KVT_ECORRUPT", rc);
+    CHECK(strstr(kvt_errmsg(), "page") != NULL, "error names the page");
+    printf("  forged insert: %s\n", kvt_errmsg());
+    kl = (size_t)snprintf((char *)k, sizeof k, "f%04d", 3);
+    rc = E->del(h.e, k, kl, NULL);
+    CHECK(rc == KVT_ECORRUPT, "delete of forged cell -> %d, expected KVT_ECORRUPT", rc);
+    kvt_buf b = {0};
+    rc = E->get(h.e, k, kl, &b);
+    CHECK(rc == KVT_ECORRUPT, "get of forged cell -> %d", rc);
+    kl = (size_t)snprintf((char *)k, sizeof k, "f%04d", 30);
+    rc = E->get(h.e, k, kl, &b);                   /* an intact cell still reads */
+    CHECK(rc == KVT_OK && b.len == 100, "get of intact cell -> %d", rc);
+    kvt_buf_free(&b);
+    E->close(h.e);
+#ifdef BT_FAKE_PAGER
+    fake_close(h.p);
+#else
+    kvt_pager_close(h.p);
+    unlink(h.path);
+#endif
+    return 0;
+}
+
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -463,6 +546,7 @@ int main(void) {
     RUN("4096-byte keys", test_long_keys());
     RUN("huge values", test_huge_values());
     RUN("damaged page", test_damage());
+    RUN("forged cell length (valid checksum)", test_forged_cell());
     if (getenv("BT_BENCH")) RUN("bench", bench(atol(getenv("BT_BENCH")) > 1 ? atol(getenv("BT_BENCH")) : 1000000));
     for (int i = 0; i < n; i++) printf("%-40s %s\n", res[i].name, res[i].r ? "FAIL" : "ok");
     return failures ? 1 : 0;

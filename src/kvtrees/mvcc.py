@@ -193,30 +193,37 @@ def older_versions(eng, key: bytes, rev: int) -> Iterator[bytes]:
         yield ek
 
 
-def scan(eng, start: bytes, end: Optional[bytes], rev: int,
-         reverse: bool = False) -> Iterator[Entry]:
-    """Live entries at revision rev for user keys in [start, end), in key order."""
+def _live(eng, start: bytes, end: Optional[bytes], rev: int, reverse: bool):
+    """(engine key, engine value, create, version, lease) of each live entry at rev."""
     hdr, unpack = _HDR.size, _HDR.unpack_from
     for ek, ev in _pick(eng, start, end, rev, reverse):
         if len(ev) < hdr:
             raise ValueError("malformed MVCC entry %r" % (ek[:64],))
         flags, create, version, lease = unpack(ev)
         if not flags & FLAG_TOMBSTONE:
-            yield Entry(unesc(ek[1:-10]), _MAXREV - int.from_bytes(ek[-8:], "big"), False,
-                        create, version, lease, bytes(ev[hdr:]))
+            yield ek, ev, create, version, lease
+
+
+def _mod_rev(ek: bytes) -> int:
+    return _MAXREV - int.from_bytes(ek[-8:], "big")
+
+
+def scan(eng, start: bytes, end: Optional[bytes], rev: int,
+         reverse: bool = False) -> Iterator[Entry]:
+    """Live entries at revision rev for user keys in [start, end), in key order."""
+    hdr = _HDR.size
+    for ek, ev, create, version, lease in _live(eng, start, end, rev, reverse):
+        yield Entry(unesc(ek[1:-10]), _mod_rev(ek), False, create, version, lease,
+                    bytes(ev[hdr:]))
 
 
 def scan_kvs(eng, start: bytes, end: Optional[bytes], rev: int, reverse: bool = False,
              keys_only: bool = False) -> Iterator[KeyValue]:
     """scan() for range reads: KeyValues directly (no Entry in between)."""
-    hdr, unpack = _HDR.size, _HDR.unpack_from
-    for ek, ev in _pick(eng, start, end, rev, reverse):
-        if len(ev) < hdr:
-            raise ValueError("malformed MVCC entry %r" % (ek[:64],))
-        flags, create, version, lease = unpack(ev)
-        if not flags & FLAG_TOMBSTONE:
-            yield KeyValue(unesc(ek[1:-10]), b"" if keys_only else bytes(ev[hdr:]), create,
-                           _MAXREV - int.from_bytes(ek[-8:], "big"), version, lease)
+    hdr = _HDR.size
+    for ek, ev, create, version, lease in _live(eng, start, end, rev, reverse):
+        yield KeyValue(unesc(ek[1:-10]), b"" if keys_only else bytes(ev[hdr:]), create,
+                       _mod_rev(ek), version, lease)
 
 
 def _pick(eng, start: bytes, end: Optional[bytes], rev: int,

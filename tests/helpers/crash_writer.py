@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import kvtrees  # noqa: E402
-from batches import batch_keys, batch_value, deleted_by  # noqa: E402
+from batches import commit_batch  # noqa: E402
 
 
 def main() -> None:
@@ -33,13 +33,7 @@ def main() -> None:
     print("ready", i, flush=True)
     out = sys.stdout
     while True:
-        with eng.batch() as b:
-            for j, key in enumerate(batch_keys(i)):
-                b.put(key, batch_value(i, j, rng))
-            for d in deleted_by(i):
-                for key in batch_keys(d):
-                    b.delete(key)
-            b.put(b"last", b"%d" % i)
+        commit_batch(eng, i, rng)
         out.write("%d\n" % i)
         out.flush()
         i += 1

@@ -1,7 +1,8 @@
 /* batch.c - atomic write batches: the WAL record format, commit and apply.
  *
  * A batch is built directly in its WAL record form, so commit appends it as is:
- *   u32 count, then per op: u8 op (1 put, 2 delete), u32 klen, [u32 vlen], key, [value]
+ *   u32 count, then per op: u8 op (1 put, 2 delete, 3 upsert), u32 klen, [u32 vlen],
+ *   key, [value]   (vlen and value for put and upsert: the upsert's operand)
  * (little-endian). Commit order: writer mutex, WAL append, exclusive rwlock, apply every
  * op to the engine, unlock, checkpoint if the log or the deferred frees grew too large,
  * writer mutex unlock, then wait for durability per the sync mode (group commit).
@@ -37,7 +38,7 @@ static int next_op(const uint8_t *rec, size_t len, size_t *off, batch_op *o) {
     o->kl = kvt_get32(rec + p + 1);
     p += 5;
     o->vl = 0;
-    if (o->op == KVT_BATCH_OP_PUT) {
+    if (o->op == KVT_BATCH_OP_PUT || o->op == KVT_BATCH_OP_UPSERT) {
         if (len - p < 4) return bad_record(p);
         o->vl = kvt_get32(rec + p);
         p += 4;
@@ -50,6 +51,18 @@ static int next_op(const uint8_t *rec, size_t len, size_t *off, batch_op *o) {
     return KVT_OK;
 }
 
+/* An upsert through the engine's own op, or as get + append + put when it has none. */
+static int apply_upsert(kvt_db *db, const batch_op *o) {
+    if (db->ops->upsert) return db->ops->upsert(db->eng, o->k, o->kl, o->v, o->vl);
+    kvt_buf v = {0};
+    int rc = db->ops->get(db->eng, o->k, o->kl, &v);
+    if (rc == KVT_NOTFOUND) { v.len = 0; rc = KVT_OK; }
+    if (rc == KVT_OK) rc = kvt_buf_append_newest(&v, o->v, o->vl, KVT_MAX_VALUE);
+    if (rc == KVT_OK) rc = db->ops->put(db->eng, o->k, o->kl, v.len ? v.data : o->v, v.len);
+    kvt_buf_free(&v);
+    return rc;
+}
+
 /* Apply a whole record to the engine (caller holds the write lock or is recovering).
  * existed, if given, receives the result of the last delete. */
 int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
@@ -60,6 +73,7 @@ int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed
         batch_op o = {0};
         KVT_TRY(next_op(rec, len, &off, &o));
         if (o.op == KVT_BATCH_OP_PUT) KVT_TRY(db->ops->put(db->eng, o.k, o.kl, o.v, o.vl));
+        else if (o.op == KVT_BATCH_OP_UPSERT) KVT_TRY(apply_upsert(db, &o));
         else KVT_TRY(db->ops->del(db->eng, o.k, o.kl, existed));
     }
     if (off != len) return bad_record(off);
@@ -79,12 +93,14 @@ static int check_sizes(size_t kl, size_t vl, int is_put) {
     return KVT_OK;
 }
 
+/* is_put: the op carries a value (put and upsert). */
 static size_t op_size(size_t kl, size_t vl, int is_put) { return 5 + (is_put ? 4 : 0) + kl + vl; }
 
 /* Encode one op at dst (op_size bytes). */
-static void encode_op(uint8_t *dst, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
-                      int is_put) {
-    dst[0] = is_put ? KVT_BATCH_OP_PUT : KVT_BATCH_OP_DEL;
+static void encode_op(uint8_t *dst, uint8_t op, const uint8_t *k, size_t kl, const uint8_t *v,
+                      size_t vl) {
+    int is_put = op != KVT_BATCH_OP_DEL;
+    dst[0] = op;
     kvt_put32(dst + 1, (uint32_t)kl);
     dst += 5;
     if (is_put) { kvt_put32(dst, (uint32_t)vl); dst += 4; }
@@ -170,7 +186,7 @@ static int commit_one(kvt_db *db, const uint8_t *k, size_t kl, const uint8_t *v,
     uint8_t *rec = len <= sizeof stack ? stack : malloc(len);
     if (!rec) return kvt_seterr(KVT_ENOMEM, "cannot allocate a %zu-byte record", len);
     kvt_put32(rec, 1);
-    encode_op(rec + 4, k, kl, v, vl, is_put);
+    encode_op(rec + 4, is_put ? KVT_BATCH_OP_PUT : KVT_BATCH_OP_DEL, k, kl, v, vl);
     int rc = commit_record(db, rec, len, existed);
     if (rec != stack) free(rec);
     return rc;
@@ -202,8 +218,9 @@ int kvt_batch_new(kvt_db *db, kvt_batch **out) {
     return KVT_OK;
 }
 
-static int batch_add(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
-                     int is_put) {
+static int batch_add(kvt_batch *b, uint8_t op, const uint8_t *k, size_t kl, const uint8_t *v,
+                     size_t vl) {
+    int is_put = op != KVT_BATCH_OP_DEL;
     if (!b) return kvt_seterr(KVT_EINVAL, "NULL batch");
     if ((kl && !k) || (vl && !v)) return kvt_seterr(KVT_EINVAL, "NULL key or value pointer");
     KVT_TRY(check_sizes(kl, vl, is_put));
@@ -212,18 +229,23 @@ static int batch_add(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *v
         return kvt_seterr(KVT_ETOOLARGE, "batch would exceed %llu bytes or 2^32 ops",
                           (unsigned long long)KVT_BATCH_MAX_BYTES);
     KVT_TRY(kvt_buf_reserve(&b->rec, b->rec.len + n));
-    encode_op(b->rec.data + b->rec.len, k, kl, v, vl, is_put);
+    encode_op(b->rec.data + b->rec.len, op, k, kl, v, vl);
     b->rec.len += n;
     b->count++;
     return KVT_OK;
 }
 
 int kvt_batch_put(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
-    return batch_add(b, k, kl, v, vl, 1);
+    return batch_add(b, KVT_BATCH_OP_PUT, k, kl, v, vl);
 }
 
 int kvt_batch_delete(kvt_batch *b, const uint8_t *k, size_t kl) {
-    return batch_add(b, k, kl, NULL, 0, 0);
+    return batch_add(b, KVT_BATCH_OP_DEL, k, kl, NULL, 0);
+}
+
+int kvt_batch_upsert(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *operand,
+                     size_t ol) {
+    return batch_add(b, KVT_BATCH_OP_UPSERT, k, kl, operand, ol);
 }
 
 size_t kvt_batch_count(kvt_batch *b) { return b ? b->count : 0; }

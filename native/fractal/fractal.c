@@ -190,6 +190,15 @@ static int ft_del_op(kvt_engine *e, const uint8_t *k, size_t kl, int *existed) {
     return ft_put_msg(e, &m);
 }
 
+/* Blind append: one UPSERT message, folded on its way down (ft_fold), no read here. */
+static int ft_upsert_op(kvt_engine *e, const uint8_t *k, size_t kl, const uint8_t *operand,
+                        size_t ol) {
+    frec m;
+    KVT_TRY(frec_new(FT_UPSERT, k, kl, operand, ol, e->msn + 1, &m));
+    e->msn++;
+    return ft_put_msg(e, &m);
+}
+
 static int ft_scan_op(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
                       kvt_scan_fn fn, void *ctx) {
     return ft_scan(e, from, fl, inclusive, reverse, fn, ctx);
@@ -257,4 +266,5 @@ const kvt_engine_ops kvt_fractal_ops = {
     .flush = ft_flush_op,
     .check = ft_check_op,
     .stats = ft_stats_op,
+    .upsert = ft_upsert_op,
 };

@@ -44,6 +44,7 @@ static int check_rec(ck *c, uint64_t id, const frec *r, const frec *prev, kr ran
     if (!in_range(range, r->k, r->kl)) return bad(c, id, "record outside the node's key range");
     if (r->msn == 0 || r->msn > c->e->msn) return bad(c, id, "record MSN beyond the tree's MSN");
     if (entry && r->type == FT_DEL) return bad(c, id, "tombstone stored in a basement");
+    if (entry && r->type == FT_UPSERT) return bad(c, id, "upsert message stored in a basement");
     const frec *a = cons_find(cons, r->k, r->kl);
     if (a && a->msn <= r->msn) return bad(c, id, "message not older than the one above it");
     uint64_t pg, len;

@@ -49,8 +49,9 @@
 #define FT_FANOUT            16u        /* children per internal node before a split */
 #define FT_PAGE_SIZE         4096u
 
-/* Message / entry types. Entries in basements are PUT or PUTBLOB. */
-enum { FT_PUT = 1, FT_DEL = 2, FT_PUTBLOB = 3 };
+/* Message / entry types. Entries in basements are PUT or PUTBLOB. UPSERT (a buffer
+ * message only) appends its value to the key's older value (empty when none). */
+enum { FT_PUT = 1, FT_DEL = 2, FT_PUTBLOB = 3, FT_UPSERT = 4 };
 enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4, FT_SEGMENT = 5 };
 
 #define FT_SEG_BLOOM 256u            /* bytes of Bloom filter per buffer segment */
@@ -145,6 +146,12 @@ uint32_t fpiv_child_lt(const fkey *piv, uint32_t npiv, const uint8_t *k, size_t 
 int  fkey_set(fkey *d, const uint8_t *k, size_t kl);
 int  ft_blob_of(const frec *r, uint64_t *pgno, uint64_t *len);
 int  ft_rec_release(kvt_engine *e, frec *r);  /* frees its blob (if any) and itself */
+int  ft_rec_value(kvt_engine *e, const frec *r, kvt_buf *out);  /* appends r's value */
+/* Fold the newer UPSERT *up (owned) onto the older record old (NULL: none): *up becomes
+ * PUT/PUTBLOB old||operand (empty old for none or DEL), or UPSERT a||b over an UPSERT,
+ * each cut to its newest KVT_MAX_VALUE bytes (kvt_buf_append_newest).
+ * old is left as is (the caller releases it). */
+int  ft_fold(kvt_engine *e, const frec *old, frec *up);
 
 /* ft_node.c - (de)serialization */
 int  ft_encode(const fnode *n, kvt_buf *out);

@@ -216,7 +216,7 @@ static int dec_vec(rd *r, fvec *v) {
         x.msn = rd64(r);
         x.kl = rd32(r);
         x.vl = rd32(r);
-        if (x.type < FT_PUT || x.type > FT_PUTBLOB || x.kl == 0 || x.kl > KVT_MAX_KEY)
+        if (x.type < FT_PUT || x.type > FT_UPSERT || x.kl == 0 || x.kl > KVT_MAX_KEY)
             return rd_err(r, "record type or key length");
         if (x.type == FT_PUTBLOB && x.vl != FT_BLOBREF) return rd_err(r, "blob reference");
         KVT_TRY(rd_need(r, (size_t)x.kl + x.vl, "record body"));

@@ -35,6 +35,30 @@ static int get_part(kvt_engine *e, const fnode *n, uint32_t i, fnode **out) {
 }
 
 #define NO_MSG 2   /* lookup_part: no message for the key (KVT_NOTFOUND is an answer) */
+#define UPS_MSG 3  /* lookup_part: an upsert, its operand put in front of ups */
+
+/* Operands of the upserts met so far (newest last) go after the value found below. */
+static int prepend(kvt_buf *ups, const frec *r) {
+    kvt_buf t = {0};
+    int rc = r->vl ? kvt_buf_append(&t, r->v, r->vl) : KVT_OK;
+    if (rc == KVT_OK) rc = kvt_buf_append_newest(&t, ups->data, ups->len, KVT_MAX_VALUE);
+    if (rc < 0) { kvt_buf_free(&t); return rc; }
+    kvt_buf_free(ups);
+    *ups = t;
+    return KVT_OK;
+}
+
+/* The answer of get: the base record's value (r NULL or DEL: none) followed by the
+ * upserts' operands when there were any. */
+static int answer(kvt_engine *e, const frec *r, int nups, const kvt_buf *ups, kvt_buf *out) {
+    if (!nups) return r ? value_out(e, r, out) : KVT_NOTFOUND;
+    kvt_buf t = {0};
+    int rc = r ? ft_rec_value(e, r, &t) : KVT_OK;
+    if (rc == KVT_OK) rc = kvt_buf_append_newest(&t, ups->data, ups->len, KVT_MAX_VALUE);
+    if (rc == KVT_OK) rc = kvt_buf_set(out, t.len ? t.data : (const uint8_t *)"", t.len);
+    kvt_buf_free(&t);
+    return rc;
+}
 
 /* Pin segment j of partition pn. */
 static int get_seg(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
@@ -48,7 +72,7 @@ static int get_seg(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
 /* The message for k in buffer i of n: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none.
  * Reads the partition (small, usually cached) and the one segment that may hold k. */
 static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t *k, size_t kl,
-                       kvt_buf *out) {
+                       int *nups, kvt_buf *ups, kvt_buf *out) {
     fnode *pn, *sg;
     KVT_TRY(get_part(e, n, i, &pn));
     if (!pn) return NO_MSG;
@@ -57,18 +81,23 @@ static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t 
     ft_unpin(e, pn);
     if (rc != KVT_OK) return rc;
     int pos = find_in(&sg->ents, k, kl);
-    rc = pos >= 0 ? value_out(e, &sg->ents.r[pos], out) : NO_MSG;
+    if (pos < 0) rc = NO_MSG;
+    else if (sg->ents.r[pos].type != FT_UPSERT) rc = answer(e, &sg->ents.r[pos], *nups, ups, out);
+    else if ((rc = prepend(ups, &sg->ents.r[pos])) == KVT_OK) { rc = UPS_MSG; (*nups)++; }
     ft_unpin(e, sg);
     return rc;
 }
 
-int ft_lookup(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out) {
+/* Walk down: the first PUT/DEL message or the basement entry is the base, the upserts
+ * met above it are folded onto it (ups holds their operands, oldest first). */
+static int lookup_walk(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *ups, kvt_buf *out) {
     fnode *n, *c;
+    int nups = 0;
     KVT_TRY(ft_get(e, e->root, &n));
     while (n->kind == FT_INTERNAL) {
         uint32_t i = fpiv_child(n->piv, n->n - 1, k, kl);
-        int rc = lookup_part(e, n, i, k, kl, out);
-        if (rc != NO_MSG) {
+        int rc = lookup_part(e, n, i, k, kl, &nups, ups, out);
+        if (rc != NO_MSG && rc != UPS_MSG) {
             ft_unpin(e, n);
             return rc;
         }
@@ -85,8 +114,15 @@ int ft_lookup(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out) {
     ft_unpin(e, n);
     if (rc < 0) return rc;
     int pos = find_in(&c->ents, k, kl);
-    rc = pos >= 0 ? value_out(e, &c->ents.r[pos], out) : KVT_NOTFOUND;
+    rc = answer(e, pos >= 0 ? &c->ents.r[pos] : NULL, nups, ups, out);
     ft_unpin(e, c);
+    return rc;
+}
+
+int ft_lookup(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out) {
+    kvt_buf ups = {0};
+    int rc = lookup_walk(e, k, kl, &ups, out);
+    kvt_buf_free(&ups);
     return rc;
 }
 
@@ -104,6 +140,8 @@ typedef struct scan {
     kvt_buf blob;                /* out-of-line values */
     const frec **m;              /* path messages of the current basement */
     uint32_t nm, capm;
+    frec *syn;                   /* folded upsert chains m points at (owned) */
+    uint32_t nsyn, capsyn;
     fnode **segs;                /* buffer segments pinned for m */
     uint32_t nsegs, capsegs;
     fnode *path[64], *part[64];      /* internal nodes and their partition on the path */
@@ -128,6 +166,30 @@ static int cmp_msg(const void *a, const void *b) {
 static void unpin_segs(scan *s) {
     for (uint32_t i = 0; i < s->nsegs; i++) ft_unpin(s->e, s->segs[i]);
     s->nsegs = 0;
+    for (uint32_t i = 0; i < s->nsyn; i++) frec_free(&s->syn[i]);
+    s->nsyn = 0;
+}
+
+/* Fold the messages g[0..n) of one key (oldest first, the newest an UPSERT) into one
+ * record in s->syn: a PUT over the newest PUT/DEL of the chain, else an UPSERT of all
+ * the operands (merge_emit folds that onto the basement entry). */
+static int fold_chain(scan *s, const frec **g, uint32_t n, const frec **out) {
+    uint32_t base = n;
+    for (uint32_t i = n; i-- > 0;)
+        if (g[i]->type != FT_UPSERT) { base = i; break; }
+    kvt_buf v = {0};
+    int rc = base < n ? ft_rec_value(s->e, g[base], &v) : KVT_OK;
+    for (uint32_t i = base < n ? base + 1 : 0; i < n && rc == KVT_OK; i++)
+        rc = kvt_buf_append_newest(&v, g[i]->v, g[i]->vl, KVT_MAX_VALUE);
+    frec *r = &s->syn[s->nsyn];
+    if (rc == KVT_OK)
+        rc = frec_new(base < n ? FT_PUT : FT_UPSERT, g[n - 1]->k, g[n - 1]->kl,
+                      v.len ? v.data : (const uint8_t *)"", v.len, g[n - 1]->msn, r);
+    kvt_buf_free(&v);
+    if (rc < 0) return rc;
+    s->nsyn++;
+    *out = r;
+    return KVT_OK;
 }
 
 /* Pin the segments of partition pn that overlap [lo, hi] (kept until unpin_segs). */
@@ -178,11 +240,20 @@ static int collect(scan *s, bound lo, bound hi) {
     }
     if (s->nm < 2) return KVT_OK;
     qsort(s->m, s->nm, sizeof *s->m, cmp_msg);
-    uint32_t w = 0;                               /* keep the last (newest) of each key */
+    if (s->nm > s->capsyn) {                      /* reserved: s->m points into syn */
+        frec *y = realloc(s->syn, s->nm * sizeof *y);
+        if (!y) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for a scan");
+        s->syn = y;
+        s->capsyn = s->nm;
+    }
+    uint32_t w = 0, first = 0;                    /* the newest of each key, upserts folded */
     for (uint32_t i = 0; i < s->nm; i++) {
         if (i + 1 < s->nm && kvt_keycmp(s->m[i]->k, s->m[i]->kl, s->m[i + 1]->k, s->m[i + 1]->kl) == 0)
             continue;
-        s->m[w++] = s->m[i];
+        const frec *r = s->m[i];
+        if (r->type == FT_UPSERT && i > first) KVT_TRY(fold_chain(s, s->m + first, i + 1 - first, &r));
+        s->m[w++] = r;
+        first = i + 1;
     }
     s->nm = w;
     return KVT_OK;
@@ -199,6 +270,14 @@ static int emit(scan *s, const frec *r) {
     return s->fn(s->ctx, r->k, r->kl, r->v, r->vl);
 }
 
+/* An entry with a (folded) upsert over it: its value followed by the operand. */
+static int emit_folded(scan *s, const frec *ent, const frec *up) {
+    s->blob.len = 0;
+    KVT_TRY(ft_rec_value(s->e, ent, &s->blob));
+    KVT_TRY(kvt_buf_append_newest(&s->blob, up->v, up->vl, KVT_MAX_VALUE));
+    return s->fn(s->ctx, up->k, up->kl, s->blob.len ? s->blob.data : (const uint8_t *)"", s->blob.len);
+}
+
 /* Merge entries [a, b) of basement v with the collected messages, in scan order. */
 static int merge_emit(scan *s, const fvec *v, uint32_t a, uint32_t b) {
     uint32_t ne = b - a, nm = s->nm, i = 0, j = 0;
@@ -210,6 +289,7 @@ static int merge_emit(scan *s, const fvec *v, uint32_t a, uint32_t b) {
         if (s->reverse && ei && mj) c = -c;
         int rc;
         if (c < 0) { rc = emit(s, ei); i++; }
+        else if (c == 0 && mj->type == FT_UPSERT) { rc = emit_folded(s, ei, mj); i++; j++; }
         else { rc = emit(s, mj); j++; if (c == 0) i++; }
         if (rc != 0) return rc;
     }
@@ -331,6 +411,7 @@ int ft_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int re
     kvt_buf_free(&s.cur);
     kvt_buf_free(&s.blob);
     free(s.m);
+    free(s.syn);
     free(s.segs);
     return rc < 0 ? rc : KVT_OK;
 }

@@ -120,3 +120,45 @@ int ft_rec_release(kvt_engine *e, frec *r) {
     frec_free(r);
     return rc;
 }
+
+int ft_rec_value(kvt_engine *e, const frec *r, kvt_buf *out) {
+    uint64_t pg, len;
+    if (r->type == FT_DEL) return KVT_OK;
+    if (!ft_blob_of(r, &pg, &len)) return r->vl ? kvt_buf_append(out, r->v, r->vl) : KVT_OK;
+    kvt_buf tmp = {0};
+    int rc = kvt_blob_read(e->p, pg, len, &tmp);
+    if (rc == KVT_OK && tmp.len) rc = kvt_buf_append(out, tmp.data, tmp.len);
+    kvt_buf_free(&tmp);
+    return rc;
+}
+
+/* A folded value becomes a record of its own, out of line when big (like a put). */
+static int fold_record(kvt_engine *e, uint8_t type, const frec *up, const kvt_buf *v,
+                       frec *out) {
+    const uint8_t *data = v->len ? v->data : (const uint8_t *)"";
+    if (type == FT_UPSERT || v->len <= e->big_value)
+        return frec_new(type, up->k, up->kl, data, v->len, up->msn, out);
+    kvt_pgno pg;
+    uint8_t ref[FT_BLOBREF];
+    KVT_TRY(kvt_blob_write(e->p, data, v->len, &pg));
+    kvt_put64(ref, pg);
+    kvt_put64(ref + 8, v->len);
+    int rc = frec_new(FT_PUTBLOB, up->k, up->kl, ref, sizeof ref, up->msn, out);
+    if (rc < 0) kvt_blob_free(e->p, pg);
+    return rc;
+}
+
+int ft_fold(kvt_engine *e, const frec *old, frec *up) {
+    if (up->type != FT_UPSERT) return KVT_OK;
+    kvt_buf v = {0};
+    uint8_t type = old && old->type == FT_UPSERT ? FT_UPSERT : FT_PUT;
+    int rc = old ? ft_rec_value(e, old, &v) : KVT_OK;   /* PUTBLOB: one blob read */
+    if (rc == KVT_OK) rc = kvt_buf_append_newest(&v, up->v, up->vl, KVT_MAX_VALUE);
+    frec r;
+    if (rc == KVT_OK) rc = fold_record(e, type, up, &v, &r);
+    kvt_buf_free(&v);
+    if (rc < 0) return rc;
+    frec_free(up);
+    *up = r;
+    return KVT_OK;
+}

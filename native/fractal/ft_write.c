@@ -23,6 +23,8 @@ static int basement_apply1(kvt_engine *e, fnode *b, frec *m, int64_t *dcount) {
     fvec *v = &b->ents;
     uint32_t pos = fvec_lower(v, m->k, m->kl);
     int found = pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, m->k, m->kl) == 0;
+    int rc = ft_fold(e, found ? &v->r[pos] : NULL, m);   /* an upsert becomes a put */
+    if (rc < 0) { frec_free(m); return rc; }
     if (found) {
         frec old = v->r[pos];
         b->owned -= frec_mem(&old);
@@ -49,6 +51,12 @@ static int basement_apply(kvt_engine *e, fnode *b, frec *m, uint32_t nm, int64_t
     while (i < v->n || j < nm) {
         int c = i == v->n ? 1 : j == nm ? -1 : kvt_keycmp(v->r[i].k, v->r[i].kl, m[j].k, m[j].kl);
         if (c < 0) { out.r[out.n++] = v->r[i++]; continue; }
+        int r1 = ft_fold(e, c == 0 ? &v->r[i] : NULL, &m[j]);   /* upsert: a put now */
+        if (r1 < 0) {                             /* keep the entry, drop the message */
+            rc = r1;
+            frec_free(&m[j++]);
+            continue;
+        }
         if (c == 0) {
             b->owned -= frec_mem(&v->r[i]);
             int r2 = ft_rec_release(e, &v->r[i++]);
@@ -275,6 +283,12 @@ static int seg_merge(kvt_engine *e, fnode *sg, frec *in, uint32_t nin) {
               : kvt_keycmp(dst->r[i].k, dst->r[i].kl, in[j].k, in[j].kl);
         if (c < 0) { out.r[out.n++] = dst->r[i++]; continue; }
         if (c == 0) {
+            int r1 = ft_fold(e, &dst->r[i], &in[j]);  /* a newer upsert absorbs the older */
+            if (r1 < 0) {                         /* keep the older, drop the message */
+                rc = r1;
+                frec_free(&in[j++]);
+                continue;
+            }
             sg->owned -= frec_mem(&dst->r[i]);
             int r2 = ft_rec_release(e, &dst->r[i++]);
             if (r2 < 0) rc = r2;

@@ -66,6 +66,11 @@ typedef struct kvt_engine_ops {
      * every page; KVT_ECORRUPT with kvt_seterr detail on damage. */
     int  (*check)(kvt_engine *e);
     void (*stats)(kvt_engine *e, kvt_engine_stats *out);
+    /* Optional (NULL: not supported natively; the db layer then does get + put).
+     * Append: the key's value becomes the newest KVT_MAX_VALUE bytes of its old value
+     * (empty when absent) followed by the operand; never ETOOLARGE. A writer call, like put. */
+    int  (*upsert)(kvt_engine *e, const uint8_t *k, size_t kl, const uint8_t *operand,
+                   size_t ol);
 } kvt_engine_ops;
 
 extern const kvt_engine_ops kvt_btree_ops;

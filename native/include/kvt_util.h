@@ -17,6 +17,10 @@ int  kvt_buf_set(kvt_buf *b, const void *src, size_t n);     /* replace contents
 int  kvt_buf_append(kvt_buf *b, const void *src, size_t n);
 int  kvt_buf_reserve(kvt_buf *b, size_t cap);                /* growable buffers only */
 void kvt_buf_free(kvt_buf *b);                               /* growable buffers only */
+/* Append keeping only the newest max bytes of (contents || src): the append rule of
+ * upserts, fold-safe because the newest max bytes of (newest max of x) || y equal those
+ * of x || y. Growable buffers only. */
+int  kvt_buf_append_newest(kvt_buf *b, const void *src, size_t n, size_t max);
 
 /* CRC32C (Castagnoli); hardware instruction when the CPU has it. crc starts at 0. */
 uint32_t kvt_crc32c(uint32_t crc, const void *data, size_t n);

@@ -65,6 +65,12 @@ int  kvt_delete(kvt_db *db, const uint8_t *k, size_t kl, int *existed);
 int  kvt_batch_new(kvt_db *db, kvt_batch **out);
 int  kvt_batch_put(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
 int  kvt_batch_delete(kvt_batch *b, const uint8_t *k, size_t kl);
+/* Append: at commit the key's value becomes its old value (empty when absent) followed
+ * by the operand, keeping the newest KVT_MAX_VALUE bytes: value := last KVT_MAX_VALUE
+ * bytes of (old || operand), so an append never fails at apply time and both engines give
+ * the same result (blind on the fractal tree: no read at commit). The operand is checked
+ * like a put value: over KVT_MAX_VALUE gives KVT_ETOOLARGE, nothing written. */
+int  kvt_batch_upsert(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *operand, size_t ol);
 size_t kvt_batch_count(kvt_batch *b);
 int  kvt_batch_commit(kvt_batch *b);      /* then empty, reusable */
 void kvt_batch_clear(kvt_batch *b);

@@ -293,6 +293,23 @@ static int do_put(H *h, unsigned i, size_t len) {
     return 0;
 }
 
+/* Append len bytes (the blind upsert) to key i, mirrored in ref. */
+static int do_upsert(H *h, unsigned i, size_t len) {
+    static char v[300000];
+    uint8_t k[32];
+    size_t kl = key_of(i, k);
+    make_value(i, (unsigned)rnd(), len, v);
+    OK(ops->upsert(h->e, k, kl, (uint8_t *)v, len));
+    size_t old = ref[i] ? reflen[i] : 0;
+    char *n = malloc(old + len + 1);
+    if (old) memcpy(n, ref[i], old);
+    memcpy(n + old, v, len);
+    free(ref[i]);
+    ref[i] = n;
+    reflen[i] = old + len;
+    return 0;
+}
+
 static int do_del(H *h, unsigned i, int blind) {
     uint8_t k[32];
     size_t kl = key_of(i, k);
@@ -503,6 +520,46 @@ static int test_big_values(void) {
         }
         if (verify_all(&h) || h_clean_reopen(&h) || verify_all(&h)) return 1;
     }
+    h_close(&h);
+    ref_clear();
+    return 0;
+}
+
+/* White box: UPSERT messages waiting in cached buffer segments. */
+static uint32_t cached_upserts(kvt_engine *e) {
+    uint32_t n = 0;
+    for (uint64_t b = 0; b < e->nbuckets; b++)
+        for (fnode *x = e->hash[b]; x; x = x->hnext)
+            if (x->kind == FT_SEGMENT)
+                for (uint32_t i = 0; i < x->ents.n; i++) n += x->ents.r[i].type == FT_UPSERT;
+    return n;
+}
+
+/* Upserts mixed with puts (some out of line), deletes and gets: folding in buffers, at
+ * basements, in get and scan, across flushes, reopens and crashes. */
+static int test_upsert(void) {
+    H h;
+    if (h_open(&h, 8192, 1024, 96 << 10)) return 1;
+    uint32_t pending = 0;
+    for (int phase = 0; phase < 6; phase++) {
+        for (int i = 0; i < 5000; i++) {
+            unsigned k = (unsigned)(rnd() % 1500);
+            uint64_t r = rnd() % 100;
+            int rc = r < 15 ? do_put(&h, k, rand_len()) : r < 25 ? do_del(&h, k, (int)(r & 1))
+                   : r < 90 ? do_upsert(&h, k, r < 30 ? 0 : rnd() % 40) : do_get(&h, k);
+            if (rc) return 1;
+        }
+        uint32_t u = cached_upserts(h.e);
+        if (u > pending) pending = u;
+        if (verify_all(&h)) return 1;
+        if (phase == 2 && h_clean_reopen(&h)) return 1;
+        if (phase == 3 && (h_checkpoint(&h) || do_upsert(&h, 7, 10) || h_crash_reopen(&h))) return 1;
+        if (phase >= 2 && verify_all(&h)) return 1;
+    }
+    CHECK(pending > 0, "no upsert message was ever buffered");
+    kvt_engine_stats st;
+    ops->stats(h.e, &st);
+    CHECK(st.flushes > 10, "too few flushes: %llu", (unsigned long long)st.flushes);
     h_close(&h);
     ref_clear();
     return 0;
@@ -724,7 +781,7 @@ int main(int argc, char **argv) {
     struct { const char *name; int (*fn)(void); } t[] = {
         { "random", test_random }, { "reopen_crash", test_reopen_crash },
         { "tombstones", test_tombstones }, { "ascending", test_ascending },
-        { "big_values", test_big_values }, { "damage", test_damage },
+        { "big_values", test_big_values }, { "upsert", test_upsert }, { "damage", test_damage },
         { "concurrent_readers", test_concurrent_readers }, { "default_sizes", test_default_sizes },
 #ifndef FT_FAKE_PAGER
         { "io_faults", test_io_faults },

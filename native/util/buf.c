@@ -40,3 +40,14 @@ void kvt_buf_free(kvt_buf *b) {
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+int kvt_buf_append_newest(kvt_buf *b, const void *src, size_t n, size_t max) {
+    const uint8_t *d = src;
+    if (n >= max) return kvt_buf_set(b, d + n - max, max);
+    size_t keep = max - n;                       /* bytes of the old contents that stay */
+    if (b->len > keep) {
+        memmove(b->data, b->data + b->len - keep, keep);
+        b->len = keep;
+    }
+    return n ? kvt_buf_append(b, src, n) : KVT_OK;
+}

@@ -295,6 +295,18 @@ class Batch(_Child):
         with self._lock:
             check(lib.kvt_batch_delete(self._live(), k, len(k)))
 
+    def upsert(self, key: KeyLike, operand: KeyLike) -> None:
+        """Append operand to key's value at commit (an absent key starts empty).
+
+        The value keeps the newest 64 MiB (KVT_MAX_VALUE): value := last 64 MiB of
+        (old || operand), on both engines, so an append never fails at commit for size.
+        Blind on the fractal tree (no read: the append travels down as a message);
+        the B+tree reads and rewrites. Same validation as put (operand <= 64 MiB)."""
+        k = _key(key)
+        v, n = _value(operand)
+        with self._lock:
+            check(lib.kvt_batch_upsert(self._live(), k, len(k), v, n))
+
     def __len__(self) -> int:
         with self._lock:
             return int(lib.kvt_batch_count(self._ptr)) if self._ptr is not None else 0
@@ -440,6 +452,24 @@ class Engine:
         existed = ffi.new("int *")
         check(lib.kvt_delete(self._live(), k, len(k), existed))
         return bool(existed[0])
+
+    def append(self, key: KeyLike, operand: KeyLike) -> None:
+        """Append operand to key's value (an absent or deleted key starts empty).
+
+        One upsert message (a one-op batch, durable per the sync option when it returns);
+        the fractal tree applies it without reading the old value. Same validation as
+        put (operand <= 64 MiB, else TooLargeError before anything is written).
+        The result keeps the newest 64 MiB (KVT_MAX_VALUE): value := last 64 MiB of
+        (old || operand), identically on both engines, so it never fails for size."""
+        k = _key(key)
+        v, n = _value(operand)
+        b = ffi.new("kvt_batch **")
+        check(lib.kvt_batch_new(self._live(), b))
+        try:
+            check(lib.kvt_batch_upsert(b[0], k, len(k), v, n))
+            check(lib.kvt_batch_commit(b[0]))
+        finally:
+            lib.kvt_batch_free(b[0])
 
     def batch(self) -> Batch:
         """A new atomic batch (see Batch)."""

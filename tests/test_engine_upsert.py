@@ -144,6 +144,17 @@ def test_range_reads_fold(open_eng):
     eng.check()
 
 
+def crash_and_reopen(eng, fv, path, engine_name):
+    """Simulated power loss (unsynced writes dropped), then a reopen on the real VFS."""
+    fv.crash(0, 1)
+    try:
+        eng.close()              # fails: the files died with the crash
+    except kvtrees.KvtreesError:
+        pass
+    fv.close()
+    return kvtrees.open_engine(path, engine=engine_name, **small_options(engine_name))
+
+
 def test_log_replay_after_crash(engine_name, tmp_path):
     """Acked appends (sync=commit) survive a crash that drops unsynced writes."""
     fv = kvtrees.FaultVFS()
@@ -158,13 +169,7 @@ def test_log_replay_after_crash(engine_name, tmp_path):
         model[k] = model.get(k, b"") + b"%d." % i
         if i == 150:
             eng.checkpoint()
-    fv.crash(0, 1)
-    try:
-        eng.close()
-    except kvtrees.KvtreesError:
-        pass
-    fv.close()
-    eng = kvtrees.open_engine(path, engine=engine_name, **small_options(engine_name))
+    eng = crash_and_reopen(eng, fv, path, engine_name)
     try:
         same(eng, model)
         eng.check()
@@ -252,13 +257,7 @@ def test_append_over_limit_replayed_from_log(engine_name, tmp_path):
     eng.put(b"k", ops[0][:1000])
     for d in ops:
         eng.append(b"k", d)
-    fv.crash(0, 1)
-    try:
-        eng.close()
-    except kvtrees.KvtreesError:
-        pass
-    fv.close()
-    eng = kvtrees.open_engine(path, engine=engine_name, **small_options(engine_name))
+    eng = crash_and_reopen(eng, fv, path, engine_name)
     try:
         assert eng.get(b"k") == (ops[0][:1000] + ops[0] + ops[1] + ops[2])[-M:]
         eng.check()

@@ -403,13 +403,7 @@ static int test_damage(void) {
     CHECK(full_check(h.p, h.e) == KVT_ECORRUPT, "check of damaged tree");
     printf("  damage: %d gets reported corruption: %s\n", bad, kvt_errmsg());
     kvt_buf_free(&b);
-    E->close(h.e);
-#ifdef BT_FAKE_PAGER
-    fake_close(h.p);
-#else
-    kvt_pager_close(h.p);
-    unlink(h.path);
-#endif
+    h_close(&h);
     return 0;
 }
 
@@ -486,13 +480,7 @@ static int test_forged_cell(void) {
     rc = E->get(h.e, k, kl, &b);                   /* an intact cell still reads */
     CHECK(rc == KVT_OK && b.len == 100, "get of intact cell -> %d", rc);
     kvt_buf_free(&b);
-    E->close(h.e);
-#ifdef BT_FAKE_PAGER
-    fake_close(h.p);
-#else
-    kvt_pager_close(h.p);
-    unlink(h.path);
-#endif
+    h_close(&h);
     return 0;
 }
 

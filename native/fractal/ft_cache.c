@@ -180,6 +180,14 @@ int ft_get(kvt_engine *e, uint64_t id, fnode **out) {
     return KVT_OK;
 }
 
+int ft_cached_dirty(kvt_engine *e, uint64_t id) {
+    pthread_mutex_lock(&e->mu);
+    fnode *n = map_find(e, id);
+    int d = n && n->dirty;
+    pthread_mutex_unlock(&e->mu);
+    return d;
+}
+
 void ft_unpin(kvt_engine *e, fnode *n) {
     if (!n) return;
     pthread_mutex_lock(&e->mu);

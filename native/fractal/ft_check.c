@@ -143,17 +143,58 @@ static int check_seg(ck *c, pbuf *b, uint32_t j, kr range, const fvec *cons) {
     return KVT_OK;
 }
 
-/* Load and check buffer i of internal node n (empty if it has no partition). */
-static int load_part(ck *c, const fnode *n, uint32_t i, kr range, const fvec *cons, pbuf *b) {
-    if (!n->part[i]) return n->bcount[i] ? bad(c, n->id, "buffer without a partition") : KVT_OK;
-    KVT_TRY(visit(c, n->part[i]));
-    KVT_TRY(ft_get(c->e, n->part[i], &b->pn));
+/* Load and check one run (partition id) of a buffer against cons: the messages above
+ * it (ancestors and newer runs of the same buffer). */
+static int load_run(ck *c, uint64_t id, kr range, const fvec *cons, pbuf *b) {
+    KVT_TRY(visit(c, id));
+    KVT_TRY(ft_get(c->e, id, &b->pn));
     fnode *pn = b->pn;
     if (pn->kind != FT_PARTITION || pn->n == 0) return bad(c, pn->id, "not a partition, or empty");
     KVT_TRY(check_pivots(c, pn, range));
     b->segs = calloc(pn->n, sizeof *b->segs);
     if (!b->segs) return kvt_seterr(KVT_ENOMEM, "fractal check: no memory");
     for (uint32_t j = 0; j < pn->n; j++) KVT_TRY(check_seg(c, b, j, range, cons));
+    return KVT_OK;
+}
+
+/* A child's buffer under check: its runs, newest first, and the constraints for the
+ * child below (ancestors overridden by every run, the oldest run last). */
+typedef struct runs {
+    pbuf run[FT_MAX_RUNS];
+    uint32_t n;
+    fvec cons;                       /* borrowed records; cons.r owned */
+    int have_cons;
+} runs;
+
+static void runs_release(ck *c, runs *r) {
+    for (uint32_t k = 0; k < r->n; k++) pbuf_release(c, &r->run[k]);
+    free(r->cons.r);
+    *r = (runs){0};
+}
+
+/* Check buffer i of n: each run against the ones above it, the chain's run counts and
+ * the header's totals. Leaves in r the constraints for the child. */
+static int load_runs(ck *c, const fnode *n, uint32_t i, kr range, const fvec *cons, runs *r) {
+    if (!n->part[i]) return n->bcount[i] ? bad(c, n->id, "buffer without a partition") : KVT_OK;
+    uint64_t id = n->part[i], cnt = 0, bytes = 0;
+    uint32_t want = 0;
+    while (id) {
+        if (r->n == FT_MAX_RUNS) return bad(c, n->id, "too many runs in a buffer");
+        pbuf *b = &r->run[r->n++];
+        KVT_TRY(load_run(c, id, range, r->have_cons ? &r->cons : cons, b));
+        if (want && b->pn->runs != want) return bad(c, b->pn->id, "run count of the chain wrong");
+        want = b->pn->runs - 1;
+        cnt += b->all.n;
+        bytes += b->all.bytes;
+        fvec next;
+        KVT_TRY(cons_child(r->have_cons ? &r->cons : cons, &b->all, range, &next));
+        free(r->cons.r);
+        r->cons = next;
+        r->have_cons = 1;
+        id = b->pn->older;
+    }
+    if (want != 0) return bad(c, n->id, "run chain shorter than its count");
+    if (cnt != n->bcount[i] || bytes != n->bbytes[i]) return bad(c, n->id, "partition accounting wrong");
     return KVT_OK;
 }
 
@@ -168,16 +209,16 @@ static int check_children(ck *c, fnode *n, kr range, const fvec *cons) {
             c->bytes += by;
             continue;
         }
-        pbuf pb = {0};
-        fvec cc = {0};
-        int rc = load_part(c, n, i, cr, cons, &pb);
-        if (rc == KVT_OK && (pb.all.n != n->bcount[i] || pb.all.bytes != n->bbytes[i]))
-            rc = bad(c, n->id, "partition accounting wrong");
-        if (rc == KVT_OK) rc = cons_child(cons, &pb.all, cr, &cc);
+        runs r = {0};
+        int rc = load_runs(c, n, i, cr, cons, &r);
+        fvec none = {0}, cc = none;
+        if (rc == KVT_OK && !r.have_cons) rc = cons_child(cons, &none, cr, &cc);
         uint8_t kind = n->height == 1 ? FT_LEAF : FT_INTERNAL;
-        if (rc == KVT_OK) rc = check_node(c, n->child[i], cr, (int64_t)n->height - 1, kind, &cc, NULL, NULL);
+        if (rc == KVT_OK)
+            rc = check_node(c, n->child[i], cr, (int64_t)n->height - 1, kind,
+                            r.have_cons ? &r.cons : &cc, NULL, NULL);
         free(cc.r);
-        pbuf_release(c, &pb);                 /* cc borrowed its records until here */
+        runs_release(c, &r);                  /* the constraints borrowed until here */
         KVT_TRY(rc);
     }
     return KVT_OK;

@@ -13,7 +13,14 @@
  * evicted on its own, and shaped like a leaf: n SEGMENT ids with pivots and per segment
  * its message count and bytes; a SEGMENT holds sorted messages (one per key, up to about
  * basement_size bytes). A query loads the (small) partition and one segment on each
- * level of its path; a flush rewrites only the segments it changed plus the headers. A LEAF holds n basement ids, n-1 pivots and per
+ * level of its path; a flush rewrites only the segments it changed plus the headers.
+ * RUNS: a child's buffer is a chain of partitions, newest first (the internal node names
+ * the newest, each partition names the next older one in `older`). A batch flushed into
+ * a buffer whose newest run would have to be read back and rewritten becomes a new run
+ * instead (it is written once); so a message is written about once per level, not once
+ * per flush it shares a segment with. A newer run's message for a key is newer than an
+ * older run's. At most FT_MAX_RUNS runs per buffer; flushing a buffer merges them all.
+ * A LEAF holds n basement ids, n-1 pivots and per
  * basement its entry count and byte size, so a leaf can be split without reading its
  * basements. A BASEMENT holds sorted (key, value) entries and is read on its own: a point
  * query reads one basement, never a whole leaf. Child i covers [piv[i-1], piv[i]).
@@ -54,6 +61,8 @@
 enum { FT_PUT = 1, FT_DEL = 2, FT_PUTBLOB = 3, FT_UPSERT = 4 };
 enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4, FT_SEGMENT = 5 };
 
+#define FT_MAX_RUNS 16u              /* format limit: runs chained in one child's buffer */
+#define FT_DEF_RUNS 12u              /* policy: runs before a batch merges into the newest */
 #define FT_SEG_BLOOM 256u            /* bytes of Bloom filter per buffer segment */
 #define FT_REC_HDR 17u               /* serialized: u8 type, u64 msn, u32 kl, u32 vl */
 #define FT_BLOBREF 16u               /* PUTBLOB value: u64 pgno, u64 len */
@@ -96,6 +105,8 @@ typedef struct fnode {
     uint64_t *bbytes;                /* leaf: bytes per basement; internal: per partition */
     fvec ents;                       /* basement: the entries; segment: the messages */
     uint64_t owned;                  /* basement/segment: record bytes outside the arena */
+    uint64_t older;                  /* partition: the next older run's partition (0: none) */
+    uint32_t runs;                   /* partition: runs in the chain from this one down */
 } fnode;
 
 typedef struct ftab { uint64_t pgno, len; } ftab;
@@ -105,6 +116,7 @@ struct kvt_engine {
     uint64_t node_size, basement_size, cache_budget, big_value;
     uint32_t max_basements;          /* basements per leaf if set (tests); 0: the default */
     uint32_t min_basements;          /* node_size / basement_size */
+    uint32_t max_runs;               /* runs per buffer (<= FT_MAX_RUNS); 0: FT_DEF_RUNS */
     uint64_t data_bytes;             /* bytes in all basements */
     uint32_t want_ns, want_bs;       /* sizes asked for (cfg or file), 0: default */
     uint64_t root, msn, entries, flushes;
@@ -127,6 +139,7 @@ struct kvt_engine {
     uint64_t mem, ncached;
     int writer;                      /* a put/del/flush is running (no readers) */
     uint64_t hits, misses, evictions, writebacks;
+    uint64_t runs_started;           /* batches that became a new run (tuning, tests) */
     uint64_t wb_bytes[FT_SEGMENT + 1];  /* bytes written back per node kind (tuning) */
 };
 
@@ -171,6 +184,8 @@ int  ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl);
 int  ft_cache_init(kvt_engine *e);
 void ft_cache_destroy(kvt_engine *e);
 int  ft_get(kvt_engine *e, uint64_t id, fnode **out);   /* pinned */
+/* 1 if node id is cached and dirty (changing it costs no extra write); no I/O. */
+int  ft_cached_dirty(kvt_engine *e, uint64_t id);
 void ft_unpin(kvt_engine *e, fnode *n);
 int  ft_new(kvt_engine *e, uint8_t kind, uint32_t height, fnode **out);  /* pinned, dirty */
 int  ft_drop(kvt_engine *e, fnode *n);      /* delete a pinned node from tree and cache */

@@ -4,7 +4,9 @@
  *   u32 magic, u8 kind, u8 pad[3], u32 height, u32 n, u64 id          (24 bytes)
  *   INTERNAL:  n x (u64 child, u64 partition id, u32 count, u64 bytes), (n-1) x pivot
  *   LEAF, PARTITION: n x (u64 basement/segment id, u32 count, u64 bytes), (n-1) x pivot
- *              PARTITION then: n x FT_SEG_BLOOM bytes (per-segment Bloom filters)
+ *              PARTITION then: n x FT_SEG_BLOOM bytes (per-segment Bloom filters),
+ *              u64 older run's partition id, u32 runs (absent in files before runs:
+ *              read as 0 and 1)
  *   BASEMENT, SEGMENT: one buffer of records
  *   pivot:  u32 kl, key
  *   buffer: u32 count, count x record (u8 type, u64 msn, u32 kl, u32 vl, key, value)
@@ -187,7 +189,10 @@ int ft_encode(const fnode *n, kvt_buf *b) {
         KVT_TRY(put_u64(b, n->bbytes[i]));
     }
     KVT_TRY(enc_pivots(b, n));
-    return n->kind == FT_PARTITION ? kvt_buf_append(b, n->bloom, (size_t)n->n * FT_SEG_BLOOM) : KVT_OK;
+    if (n->kind != FT_PARTITION) return KVT_OK;
+    KVT_TRY(kvt_buf_append(b, n->bloom, (size_t)n->n * FT_SEG_BLOOM));
+    KVT_TRY(put_u64(b, n->older));
+    return put_u32(b, n->runs);
 }
 
 /* ---- decoding: every length is bounds-checked, damage -> KVT_ECORRUPT ---- */
@@ -263,6 +268,14 @@ static int dec_children(rd *r, fnode *n, uint32_t cnt) {
     KVT_TRY(rd_need(r, (size_t)cnt * FT_SEG_BLOOM, "segment filters"));
     memcpy(n->bloom, r->p + r->off, (size_t)cnt * FT_SEG_BLOOM);
     r->off += (size_t)cnt * FT_SEG_BLOOM;
+    n->older = 0;
+    n->runs = 1;
+    if (r->off == r->len) return KVT_OK;          /* written before runs existed */
+    KVT_TRY(rd_need(r, 12, "run link"));
+    n->older = rd64(r);
+    n->runs = rd32(r);
+    if (n->runs == 0 || n->runs > FT_MAX_RUNS || (n->runs == 1) != (n->older == 0))
+        return rd_err(r, "run count");
     return KVT_OK;
 }
 

@@ -22,16 +22,20 @@ static int find_in(const fvec *v, const uint8_t *k, size_t kl) {
     return pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, k, kl) == 0 ? (int)pos : -1;
 }
 
-/* Pin partition i of internal node n (*out NULL if the buffer is empty). */
-static int get_part(kvt_engine *e, const fnode *n, uint32_t i, fnode **out) {
+/* Pin partition id (a run of some buffer; id 0: *out NULL, the buffer is empty). */
+static int get_part_id(kvt_engine *e, uint64_t id, fnode **out) {
     *out = NULL;
-    if (!n->part[i]) return KVT_OK;
-    KVT_TRY(ft_get(e, n->part[i], out));
+    if (!id) return KVT_OK;
+    KVT_TRY(ft_get(e, id, out));
     if ((*out)->kind == FT_PARTITION) return KVT_OK;
     ft_unpin(e, *out);
     *out = NULL;
-    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu child %u: node %llu is not a partition",
-                      (unsigned long long)n->id, i, (unsigned long long)n->part[i]);
+    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a partition", (unsigned long long)id);
+}
+
+/* Pin the newest run of buffer i of internal node n (*out NULL if the buffer is empty). */
+static int get_part(kvt_engine *e, const fnode *n, uint32_t i, fnode **out) {
+    return get_part_id(e, n->part[i], out);
 }
 
 #define NO_MSG 2   /* lookup_part: no message for the key (KVT_NOTFOUND is an answer) */
@@ -69,23 +73,39 @@ static int get_seg(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
                       (unsigned long long)pn->id, (unsigned long long)pn->child[j]);
 }
 
-/* The message for k in buffer i of n: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none.
- * Reads the partition (small, usually cached) and the one segment that may hold k. */
-static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t *k, size_t kl,
-                       int *nups, kvt_buf *ups, kvt_buf *out) {
-    fnode *pn, *sg;
-    KVT_TRY(get_part(e, n, i, &pn));
-    if (!pn) return NO_MSG;
+/* The message for k in run pn: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none,
+ * UPS_MSG an upsert (its operand added to ups). Reads the one segment that may hold k,
+ * only if its filter says so. */
+static int lookup_run(kvt_engine *e, const fnode *pn, const uint8_t *k, size_t kl,
+                      int *nups, kvt_buf *ups, kvt_buf *out) {
+    fnode *sg;
     uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
-    int rc = pn->n && ft_bloom_maybe(pn, j, k, kl) ? get_seg(e, pn, j, &sg) : NO_MSG;
-    ft_unpin(e, pn);
-    if (rc != KVT_OK) return rc;
-    int pos = find_in(&sg->ents, k, kl);
+    if (!pn->n || !ft_bloom_maybe(pn, j, k, kl)) return NO_MSG;
+    KVT_TRY(get_seg(e, pn, j, &sg));
+    int rc, pos = find_in(&sg->ents, k, kl);
     if (pos < 0) rc = NO_MSG;
     else if (sg->ents.r[pos].type != FT_UPSERT) rc = answer(e, &sg->ents.r[pos], *nups, ups, out);
     else if ((rc = prepend(ups, &sg->ents.r[pos])) == KVT_OK) { rc = UPS_MSG; (*nups)++; }
     ft_unpin(e, sg);
     return rc;
+}
+
+/* The message for k in buffer i of n, its runs newest first; answers as lookup_run.
+ * The partitions are small and usually cached. */
+static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t *k, size_t kl,
+                       int *nups, kvt_buf *ups, kvt_buf *out) {
+    uint64_t id = n->part[i];
+    int found = NO_MSG;
+    while (id) {
+        fnode *pn;
+        KVT_TRY(get_part_id(e, id, &pn));
+        int rc = lookup_run(e, pn, k, kl, nups, ups, out);
+        id = pn->older;
+        ft_unpin(e, pn);
+        if (rc == UPS_MSG) found = UPS_MSG;
+        else if (rc != NO_MSG) return rc;
+    }
+    return found;
 }
 
 /* Walk down: the first PUT/DEL message or the basement entry is the base, the upserts
@@ -213,6 +233,20 @@ static int pin_segs(scan *s, const fnode *pn, bound lo, bound hi, uint32_t *firs
     return KVT_OK;
 }
 
+/* Pin an older run of a buffer on the path (kept until unpin_segs, like segments). */
+static int pin_older(scan *s, uint64_t id, fnode **out) {
+    if (s->nsegs + 1 > s->capsegs) {
+        uint32_t c = (s->nsegs + 1) * 2;
+        fnode **g = realloc(s->segs, c * sizeof *g);
+        if (!g) return kvt_seterr(KVT_ENOMEM, "fractal: no memory for a scan");
+        s->segs = g;
+        s->capsegs = c;
+    }
+    KVT_TRY(get_part_id(s->e, id, out));
+    s->segs[s->nsegs++] = *out;
+    return KVT_OK;
+}
+
 /* Add v's messages in [lo, hi] to s->m. */
 static int collect_vec(scan *s, const fvec *v, bound lo, bound hi) {
     uint32_t a = range_start(v, lo), b = range_end(v, hi);
@@ -233,10 +267,14 @@ static int collect_vec(scan *s, const fvec *v, bound lo, bound hi) {
 static int collect(scan *s, bound lo, bound hi) {
     s->nm = 0;
     for (int d = 0; d < s->depth; d++) {
-        if (!s->part[d]) continue;
-        uint32_t first;
-        KVT_TRY(pin_segs(s, s->part[d], lo, hi, &first));
-        for (uint32_t g = first; g < s->nsegs; g++) KVT_TRY(collect_vec(s, &s->segs[g]->ents, lo, hi));
+        for (const fnode *pn = s->part[d]; pn;) {         /* the buffer's runs */
+            uint32_t first;
+            KVT_TRY(pin_segs(s, pn, lo, hi, &first));
+            for (uint32_t g = first; g < s->nsegs; g++) KVT_TRY(collect_vec(s, &s->segs[g]->ents, lo, hi));
+            fnode *older = NULL;
+            if (pn->older) KVT_TRY(pin_older(s, pn->older, &older));
+            pn = older;
+        }
     }
     if (s->nm < 2) return KVT_OK;
     qsort(s->m, s->nm, sizeof *s->m, cmp_msg);

@@ -228,21 +228,35 @@ static int leaf_apply(kvt_engine *e, fnode *l, frec *m, uint32_t nm, int asc) {
 
 /* ---- partitions: an internal node's buffer for one child, a list of segments ---- */
 
-/* Pin partition i of x; with create, make an empty one (no segment) if x has none. */
-static int part_get(kvt_engine *e, fnode *x, uint32_t i, int create, fnode **out) {
-    *out = NULL;
-    if (!x->part[i]) {
-        if (!create) return KVT_OK;
-        KVT_TRY(ft_new(e, FT_PARTITION, 0, out));
-        x->part[i] = (*out)->id;
-        return KVT_OK;
-    }
-    KVT_TRY(ft_get(e, x->part[i], out));
+/* Pin partition id (the newest run of a buffer, or an older one). */
+static int part_load(kvt_engine *e, uint64_t id, fnode **out) {
+    KVT_TRY(ft_get(e, id, out));
     if ((*out)->kind == FT_PARTITION) return KVT_OK;
     ft_unpin(e, *out);
     *out = NULL;
-    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu child %u: node %llu is not a partition",
-                      (unsigned long long)x->id, i, (unsigned long long)x->part[i]);
+    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a partition", (unsigned long long)id);
+}
+
+/* A new empty run for x's buffer i, in front of the chain (pinned, dirty). */
+static int part_new_run(kvt_engine *e, fnode *x, uint32_t i, fnode **out) {
+    uint32_t below = 0;
+    if (x->part[i]) {
+        fnode *head;
+        KVT_TRY(part_load(e, x->part[i], &head));
+        below = head->runs;
+        ft_unpin(e, head);
+    }
+    KVT_TRY(ft_new(e, FT_PARTITION, 0, out));
+    (*out)->older = x->part[i];
+    (*out)->runs = below + 1;
+    x->part[i] = (*out)->id;
+    return KVT_OK;
+}
+
+/* Messages and bytes of one run (its own segments, not the older runs). */
+static void part_own(const fnode *pn, uint64_t *cnt, uint64_t *bytes) {
+    *cnt = *bytes = 0;
+    for (uint32_t j = 0; j < pn->n; j++) { *cnt += pn->bcount[j]; *bytes += pn->bbytes[j]; }
 }
 
 static int seg_get(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
@@ -253,53 +267,57 @@ static int seg_get(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
                       (unsigned long long)pn->id, (unsigned long long)pn->child[j]);
 }
 
-/* After partition pn (of x's child i) changed: header counters and dirty marks; an
- * empty partition (no segment left) is dropped: x->part[i] = 0 iff the buffer is empty.
- * Consumes the pin. */
-static int part_done(kvt_engine *e, fnode *x, uint32_t i, fnode *pn) {
-    uint64_t cnt = 0, bytes = 0;
-    for (uint32_t j = 0; j < pn->n; j++) { cnt += pn->bcount[j]; bytes += pn->bbytes[j]; }
-    x->bcount[i] = (uint32_t)cnt;
-    x->bbytes[i] = bytes;
+/* After the newest run pn of x's buffer i changed from (cnt0, bytes0) of its own:
+ * the header's buffer totals (all runs) and dirty marks. Consumes the pin. */
+static void part_done(kvt_engine *e, fnode *x, uint32_t i, fnode *pn, uint64_t cnt0, uint64_t bytes0) {
+    uint64_t cnt, bytes;
+    part_own(pn, &cnt, &bytes);
+    x->bcount[i] = (uint32_t)(x->bcount[i] - cnt0 + cnt);
+    x->bbytes[i] = x->bbytes[i] - bytes0 + bytes;
     ft_dirty(e, x);
-    if (cnt == 0) {
-        x->part[i] = 0;
-        return ft_drop(e, pn);
-    }
     ft_dirty(e, pn);
     ft_unpin(e, pn);
-    return KVT_OK;
 }
 
-/* Merge a sorted run of newer messages (owned) into segment sg; an older message of the
- * same key goes. */
-static int seg_merge(kvt_engine *e, fnode *sg, frec *in, uint32_t nin) {
-    fvec out = {0}, *dst = &sg->ents;
-    KVT_TRY(fvec_reserve(&out, dst->n + nin));
+/* Merge a sorted run of newer messages (owned) into the sorted records dst; an older
+ * record of the same key goes (a newer upsert absorbs it). *owned tracks the bytes of
+ * owned records in dst (may be NULL). The messages are consumed. */
+static int vec_merge(kvt_engine *e, fvec *dst, frec *in, uint32_t nin, uint64_t *owned) {
+    fvec out = {0};
+    int rc = fvec_reserve(&out, dst->n + nin);
+    if (rc < 0) {
+        for (uint32_t j = 0; j < nin; j++) frec_free(&in[j]);
+        return rc;
+    }
+    uint64_t own = owned ? *owned : 0;
     uint32_t i = 0, j = 0;
-    int rc = KVT_OK;
     while (i < dst->n || j < nin) {
         int c = i == dst->n ? 1 : j == nin ? -1
               : kvt_keycmp(dst->r[i].k, dst->r[i].kl, in[j].k, in[j].kl);
         if (c < 0) { out.r[out.n++] = dst->r[i++]; continue; }
         if (c == 0) {
-            int r1 = ft_fold(e, &dst->r[i], &in[j]);  /* a newer upsert absorbs the older */
+            int r1 = ft_fold(e, &dst->r[i], &in[j]);
             if (r1 < 0) {                         /* keep the older, drop the message */
                 rc = r1;
                 frec_free(&in[j++]);
                 continue;
             }
-            sg->owned -= frec_mem(&dst->r[i]);
+            own -= frec_mem(&dst->r[i]);
             int r2 = ft_rec_release(e, &dst->r[i++]);
             if (r2 < 0) rc = r2;
         }
-        sg->owned += frec_mem(&in[j]);
+        own += frec_mem(&in[j]);
         out.r[out.n++] = in[j++];
     }
     free(dst->r);
     *dst = out;
     vec_recount(dst);
+    if (owned) *owned = own;
     return rc;
+}
+
+static int seg_merge(kvt_engine *e, fnode *sg, frec *in, uint32_t nin) {
+    return vec_merge(e, &sg->ents, in, nin, &sg->owned);
 }
 
 /* Merge messages into segment j of partition pn, then cut it if too big. Consumes the pin. */
@@ -358,29 +376,54 @@ static int part_merge(kvt_engine *e, fnode *pn, frec *m, uint32_t nm) {
     return rc;
 }
 
-/* Messages (owned, sorted, newer than x's buffer i) into x's buffer i. Consumed. */
+/* Whether a batch of nm messages may merge into run pn rather than start a new run:
+ * yes when the chain is full, when pn is small next to the batch (rewriting it costs
+ * less than the batch), or when every segment the batch falls in is dirty in the cache
+ * (it will be written anyway). A new run costs one write of the batch and, for queries,
+ * one more partition and filter to probe on this level. */
+static int merge_into_run(kvt_engine *e, const fnode *pn, const frec *m, uint32_t nm) {
+    uint64_t cnt, bytes, in = 0;
+    part_own(pn, &cnt, &bytes);
+    for (uint32_t k = 0; k < nm; k++) in += frec_size(&m[k]);
+    if (pn->runs >= (e->max_runs ? e->max_runs : FT_DEF_RUNS) || pn->n == 0 || 2 * bytes <= in) return 1;
+    for (uint32_t k = 0; k < nm;) {
+        uint32_t g = fpiv_child(pn->piv, pn->n - 1, m[k].k, m[k].kl);
+        if (!ft_cached_dirty(e, pn->child[g])) return 0;
+        if (g + 1 == pn->n) break;
+        while (k < nm && kvt_keycmp(m[k].k, m[k].kl, pn->piv[g].k, pn->piv[g].kl) < 0) k++;
+    }
+    return 1;
+}
+
+/* Messages (owned, sorted, newer than x's buffer i) into x's buffer i: merged into its
+ * newest run, or as a new run (merge_into_run). Consumed. */
 static int buffer_add(kvt_engine *e, fnode *x, uint32_t i, frec *m, uint32_t nm) {
-    fnode *pn;
-    int rc = part_get(e, x, i, 1, &pn);
+    fnode *pn = NULL;
+    int rc = x->part[i] ? part_load(e, x->part[i], &pn) : KVT_OK;
+    if (rc == KVT_OK && pn && !merge_into_run(e, pn, m, nm)) {
+        ft_unpin(e, pn);
+        pn = NULL;
+        e->runs_started++;
+    }
+    if (rc == KVT_OK && !pn) rc = part_new_run(e, x, i, &pn);
     if (rc < 0) {
         for (uint32_t k = 0; k < nm; k++) frec_free(&m[k]);
         return rc;
     }
+    uint64_t cnt0, bytes0;
+    part_own(pn, &cnt0, &bytes0);
     rc = part_merge(e, pn, m, nm);
-    int r2 = part_done(e, x, i, pn);
-    return rc < 0 ? rc : r2;
+    part_done(e, x, i, pn, cnt0, bytes0);
+    return rc;
 }
 
-/* Take all messages of x's buffer i (detached, sorted), dropping its partition. The
+/* Take all messages of run pn (detached, sorted) and drop it (consumes the pin). The
  * segments go last first, each into its place in `in` (known from the counts), so that
- * after an error `in` holds exactly the messages taken and the partition the rest. */
-static int buffer_take(kvt_engine *e, fnode *x, uint32_t i, fvec *in) {
-    fnode *pn;
+ * after an error `in` holds exactly the messages taken. */
+static int run_take(kvt_engine *e, fnode *pn, fvec *in) {
+    uint64_t total = 0, bytes;
     *in = (fvec){0};
-    KVT_TRY(part_get(e, x, i, 0, &pn));
-    if (!pn) return KVT_OK;
-    uint64_t total = 0;
-    for (uint32_t j = 0; j < pn->n; j++) total += pn->bcount[j];
+    part_own(pn, &total, &bytes);
     int rc = total > UINT32_MAX ? kvt_seterr(KVT_ECORRUPT, "fractal: partition %llu too big",
                                              (unsigned long long)pn->id)
                                 : fvec_reserve(in, (uint32_t)total);
@@ -406,8 +449,33 @@ static int buffer_take(kvt_engine *e, fnode *x, uint32_t i, fvec *in) {
     if (end > 0) memmove(in->r, in->r + end, (total - end) * sizeof *in->r);
     in->n = (uint32_t)total - end;
     vec_recount(in);
-    int r2 = part_done(e, x, i, pn);
-    return rc < 0 ? rc : r2;
+    if (rc < 0) { ft_unpin(e, pn); return rc; }
+    return ft_drop(e, pn);
+}
+
+/* Take all messages of x's buffer i (detached, sorted, one per key: the runs merged,
+ * newer over older), emptying the buffer. */
+static int buffer_take(kvt_engine *e, fnode *x, uint32_t i, fvec *in) {
+    uint64_t id = x->part[i];
+    *in = (fvec){0};
+    x->part[i] = 0;
+    x->bcount[i] = 0;
+    x->bbytes[i] = 0;
+    ft_dirty(e, x);
+    int rc = KVT_OK;
+    while (id && rc == KVT_OK) {                          /* newest run first */
+        fnode *pn;
+        fvec older;
+        rc = part_load(e, id, &pn);
+        if (rc < 0) break;
+        id = pn->older;
+        rc = run_take(e, pn, &older);
+        int r2 = in->n ? vec_merge(e, &older, in->r, in->n, NULL) : KVT_OK;  /* consumes in */
+        free(in->r);
+        *in = older;
+        if (rc == KVT_OK) rc = r2;
+    }
+    return rc;
 }
 
 /* Split p's buffer i at pivot i: messages >= the pivot go to buffer i+1 (empty). */

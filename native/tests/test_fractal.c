@@ -409,14 +409,14 @@ static int random_ops(H *h, int n, int keyspace) {
  * tests' small sizes must exercise segment cuts and multi-segment reads), and how often
  * a segment filter lets a key through that no message has (check() verifies that it
  * never misses one that does). */
-static void cached_partitions(kvt_engine *e, uint32_t *parts, uint32_t *multi,
+static void cached_partitions(kvt_engine *e, uint32_t *parts, uint32_t *multi, uint32_t *chained,
                               uint32_t *probes, uint32_t *passed) {
-    *parts = *multi = *probes = *passed = 0;
     for (uint64_t b = 0; b < e->nbuckets; b++)
         for (fnode *n = e->hash[b]; n; n = n->hnext) {
             if (n->kind != FT_PARTITION) continue;
             ++*parts;
             *multi += n->n > 1;
+            *chained += n->runs > 1;
             for (uint32_t j = 0; j < n->n; j++)
                 for (int i = 0; i < 20; i++) {
                     char k[32];
@@ -430,20 +430,23 @@ static void cached_partitions(kvt_engine *e, uint32_t *parts, uint32_t *multi,
 static int test_random(void) {
     H h;
     if (h_open(&h, 8192, 1024, 96 << 10)) return 1;
+    uint32_t parts = 0, multi = 0, chained = 0, probes = 0, passed = 0;
     for (int phase = 0; phase < 6; phase++) {
         if (random_ops(&h, 6000, MAXK)) return 1;
         if (verify_all(&h)) return 1;
+        cached_partitions(h.e, &parts, &multi, &chained, &probes, &passed);
     }
     kvt_engine_stats st;
     ops->stats(h.e, &st);
     CHECK(st.height >= 3 && st.flushes > 10, "tree too small: height %llu flushes %llu",
           (unsigned long long)st.height, (unsigned long long)st.flushes);
-    uint32_t parts, multi, probes, passed;
-    cached_partitions(h.e, &parts, &multi, &probes, &passed);
     CHECK(multi > 0, "no cached buffer partition has several segments (%u partitions)", parts);
+    CHECK(chained > 0 && h.e->runs_started > 0, "no buffer with several runs (%llu started)",
+          (unsigned long long)h.e->runs_started);
     CHECK(probes > 0 && passed * 10 < probes, "segment filters pass %u of %u absent keys", passed, probes);
-    printf("  random: partitions cached %u (%u with several segments), filters pass %u of %u absent keys\n",
-           parts, multi, passed, probes);
+    printf("  random: partitions cached %u (%u with several segments, %u chained runs, %llu runs "
+           "started), filters pass %u of %u absent keys\n", parts, multi, chained,
+           (unsigned long long)h.e->runs_started, passed, probes);
     printf("  random: height %llu entries %llu nodes %llu flushes %llu\n", (unsigned long long)st.height,
            (unsigned long long)st.entries, (unsigned long long)st.nodes, (unsigned long long)st.flushes);
     h_close(&h);
@@ -715,6 +718,8 @@ static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) 
     if (h_open(&h, node, base, cache)) return 1;
     if (ops == &kvt_fractal_ops && getenv("FT_LEAF"))   /* basements per leaf */
         h.e->max_basements = (uint32_t)atoi(getenv("FT_LEAF"));
+    if (ops == &kvt_fractal_ops && getenv("FT_RUNS"))    /* runs per buffer */
+        h.e->max_runs = (uint32_t)atoi(getenv("FT_RUNS"));
     uint64_t seed = rng_state;
     uint8_t k[16], v[100];
     memset(v, 'v', sizeof v);

@@ -48,12 +48,16 @@ typedef struct kvt_pager_config {
     uint64_t cache_bytes;
     int direct_io, read_only;
     kvt_io_stats *stats;         /* I/O counters of the data file; may be NULL */
+    int no_map;                  /* never read through a mapping (see the read map above) */
+    uint64_t map_bytes;          /* smallest mapping to reserve; 0: 1 GiB */
 } kvt_pager_config;
 
 typedef struct kvt_pager_stats {
     uint64_t cache_hits, cache_misses, evictions, writebacks;
     uint64_t pages_total, pages_free, pages_pending_free, pages_dirty, pages_cached;
     uint64_t checkpoints;
+    uint64_t map_reads;          /* misses served from the read map (in cache_misses too) */
+    uint64_t map_verifies;       /* of which the first read since written: checksummed */
 } kvt_pager_stats;
 
 typedef struct kvt_pager kvt_pager;

@@ -43,6 +43,9 @@ typedef struct kvt_stats {
     uint64_t file_size, wal_size, pages_total, pages_free;
     uint64_t checkpoints, commits;
     uint64_t cache_size, page_size;
+    uint64_t map_reads, map_verifies;   /* pool misses served by the pager's read map
+                                         * (counted in cache_misses too); of which
+                                         * checksummed (first read since written) */
 } kvt_stats;
 
 const char *kvt_version(void);

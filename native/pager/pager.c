@@ -259,6 +259,7 @@ int kvt_pager_open(kvt_vfs *vfs, const char *path, const kvt_pager_config *cfg,
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->loaded, NULL);
     int rc = p->path ? open_file(p, cfg) : kvt_seterr(KVT_ENOMEM, "pager: path");
+    if (rc == KVT_OK) rc = map_open(p, cfg);
     if (rc == KVT_OK) rc = pool_init(p, cfg->cache_bytes);
     if (rc < 0) {
         kvt_pager_close(p);
@@ -270,6 +271,7 @@ int kvt_pager_open(kvt_vfs *vfs, const char *path, const kvt_pager_config *cfg,
 
 int kvt_pager_close(kvt_pager *p) {
     if (!p) return KVT_OK;
+    map_close(p);
     int rc = p->file ? kvt_file_close(p->file) : KVT_OK;
     pool_destroy(p);
     fm_destroy(p);
@@ -333,10 +335,30 @@ static int copy_on_write(kvt_pager *p, frame **fp) {
     return KVT_OK;
 }
 
+/* A page served from the read map becomes a pinned frame (the pool's copy if it has
+ * one), so that dirty pages only ever live in the pool. The handle is released. */
+static int frame_of_mapped(kvt_pager *p, kvt_page *pg, frame **out) {
+    frame *f = pool_lookup(p, pg->pgno);
+    if (f) {
+        f->pin++;
+        f->ref = 1;
+    } else {
+        KVT_TRY(pool_take(p, pg->pgno, &f));
+        memcpy(f->page.data, pg->data, p->page_size);
+    }
+    map_release(p, pg);
+    *out = f;
+    return KVT_OK;
+}
+
 int kvt_pager_write(kvt_pager *p, kvt_page **pg) {
     frame *f = (frame *)*pg;
     pthread_mutex_lock(&p->mu);
     int rc = pager_check_usable(p);
+    if (rc == KVT_OK && map_owns(p, *pg)) {
+        rc = frame_of_mapped(p, *pg, &f);
+        if (rc == KVT_OK) *pg = &f->page;    /* on failure the caller keeps the handle */
+    }
     if (rc == KVT_OK) {
         if (bm_get(&p->newb, f->page.pgno)) pool_mark_dirty(p, f);
         else rc = copy_on_write(p, &f);
@@ -385,8 +407,10 @@ static void finish_checkpoint(kvt_pager *p, uint64_t gen) {
     p->st.checkpoints++;
     uint64_t before = p->npages;
     fm_trim_tail(p);
-    if (p->npages < before)         /* best effort: a longer file is still valid */
-        (void)kvt_file_truncate(p->file, p->npages * p->page_size);
+    if (p->npages < before &&       /* best effort: a longer file is still valid */
+        kvt_file_truncate(p->file, p->npages * p->page_size) == KVT_OK)
+        map_truncated(p, p->npages);
+    map_refresh(p);                 /* the writer, no reader: the mapping may move */
 }
 
 static int checkpoint_locked(kvt_pager *p, const void *em, size_t len) {

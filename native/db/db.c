@@ -140,6 +140,7 @@ static int open_pager_as(kvt_db *db, const kvt_engine_ops *ops, int read_only, k
         .direct_io = db->opt.direct_io,
         .read_only = read_only,
         .stats = &db->data_io,
+        .no_map = db->opt.no_mmap,
     };
     return kvt_pager_open(db->vfs, db->data_path, &pc, out);
 }

@@ -33,6 +33,8 @@ typedef struct kvt_options {
     int read_only;
     uint64_t wal_limit;          /* checkpoint once the log exceeds this many bytes */
     kvt_vfs *vfs;                /* NULL: POSIX */
+    int no_mmap;                 /* 1: read pages with pread only, never through the read
+                                  * map (see kvt_pager.h); direct_io implies it */
 } kvt_options;
 
 typedef struct kvt_stats {

@@ -861,10 +861,15 @@ static void test_map_cow(void) {
     OK(kvt_pager_checkpoint(p, NULL, 0));
     OK(kvt_pager_close(p));
     OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    kvt_pgno extra[8];
+    OK(make_pages(p, extra, 8, 5));          /* the pool is full */
+    uint64_t ev = stats_of(p).evictions;
     OK(kvt_pager_get(p, v[3], &pg));
     CHECK(stats_of(p).map_reads == 1);
     OK(kvt_pager_write(p, &pg));
     CHECK(pg->pgno != v[3] && matches(pg->data, 4096, 3, 1));
+    /* copied straight from the map: one frame taken (the new page), one eviction */
+    CHECK(stats_of(p).evictions == ev + 1);
     kvt_pgno moved = pg->pgno;
     fill(pg->data, 4096, 3, 2);
     kvt_pager_unpin(p, pg);

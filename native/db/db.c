@@ -140,6 +140,7 @@ static int open_pager_as(kvt_db *db, const kvt_engine_ops *ops, int read_only, k
         .direct_io = db->opt.direct_io,
         .read_only = read_only,
         .stats = &db->data_io,
+        .no_map = db->opt.no_mmap,
     };
     return kvt_pager_open(db->vfs, db->data_path, &pc, out);
 }
@@ -386,6 +387,8 @@ int kvt_get_stats(kvt_db *db, kvt_stats *s) {
     s->cache_hits = ps.cache_hits + es.cache_hits;
     s->cache_misses = ps.cache_misses + es.cache_misses;
     s->evictions = ps.evictions + es.evictions;
+    s->map_reads = ps.map_reads;
+    s->map_verifies = ps.map_verifies;
     s->pages_total = ps.pages_total;
     s->pages_free = ps.pages_free;
     s->file_size = ps.pages_total * s->page_size;

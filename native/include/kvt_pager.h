@@ -15,6 +15,20 @@
  *
  * Memory: the buffer pool holds at most cache_bytes of pages (plus pinned pages);
  * clean pages are evicted LRU, dirty ones are written back first.
+ * Read map (decision, see docs/ARCHITECTURE.md): unless direct_io, no_map or a VFS
+ * without map (the fault VFS), the file is also mapped read-only (MAP_SHARED, at least
+ * map_bytes and twice the file, so the writer rarely has to replace it: only at a
+ * checkpoint, with no mapped page pinned). A pool miss on a page inside the mapping
+ * and the file is then served from the mapping: no copy, no frame, no eviction; its
+ * checksum, page number and type are verified on its first read since this process
+ * last wrote it (each pager write clears that mark). Dirty pages always live in the
+ * pool: kvt_pager_write() first copies a mapped page into a frame (same COW rules).
+ * Pool hits are served as before; pages outside the mapping take the pread path.
+ * Damage found through the map is KVT_ECORRUPT naming file and page, as with pread,
+ * and the check walk still re-reads clean pages from disk. Cost: a media error while
+ * touching the mapping is a SIGBUS rather than KVT_EIO, and the data file must not be
+ * truncated behind the pager's back (the LOCK file prevents that between kvtrees
+ * handles); no_map (the mmap=False option) or direct_io avoid both.
  * Errors: a failed write or fsync latches the pager into a fatal state; every later
  * call returns KVT_EFATAL (never retry: the OS may have dropped the data).
  * Threads: kvt_pager_get/unpin may be called by many readers at once; all calls that
@@ -48,12 +62,16 @@ typedef struct kvt_pager_config {
     uint64_t cache_bytes;
     int direct_io, read_only;
     kvt_io_stats *stats;         /* I/O counters of the data file; may be NULL */
+    int no_map;                  /* never read through a mapping (see the read map above) */
+    uint64_t map_bytes;          /* smallest mapping to reserve; 0: 1 GiB */
 } kvt_pager_config;
 
 typedef struct kvt_pager_stats {
     uint64_t cache_hits, cache_misses, evictions, writebacks;
     uint64_t pages_total, pages_free, pages_pending_free, pages_dirty, pages_cached;
     uint64_t checkpoints;
+    uint64_t map_reads;          /* misses served from the read map (in cache_misses too) */
+    uint64_t map_verifies;       /* of which the first read since written: checksummed */
 } kvt_pager_stats;
 
 typedef struct kvt_pager kvt_pager;
@@ -66,7 +84,9 @@ uint64_t kvt_pager_ckpt_gen(const kvt_pager *p);    /* gen of the checkpoint ope
 /* Engine bytes of the last checkpoint; *len 0 for a new file. */
 const uint8_t *kvt_pager_engine_meta(const kvt_pager *p, size_t *len);
 
-/* Pin page pgno (loading and verifying its checksum: KVT_ECORRUPT names file and page). */
+/* Pin page pgno (loading and verifying its checksum: KVT_ECORRUPT names file and page).
+ * A page from the read map is valid until unpinned and must not be written through
+ * data: call kvt_pager_write() first, which returns a pool page instead. */
 int  kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out);
 void kvt_pager_unpin(kvt_pager *p, kvt_page *pg);
 /* Make a pinned page writable and dirty. May replace *pg by a copy at a new pgno

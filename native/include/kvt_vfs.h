@@ -30,6 +30,13 @@ typedef struct kvt_io_methods {
     int (*size)(kvt_file *f, uint64_t *out);
     /* Non-blocking advisory lock of the whole file: KVT_ELOCKED when held elsewhere. */
     int (*lock)(kvt_file *f, int exclusive);
+    /* Optional (NULL: not supported, callers read with `read`). A read-only shared
+     * mapping of the file's first len bytes (len may exceed the file: touching a page
+     * past its end raises SIGBUS, so callers bound every access by the file size).
+     * Writes through `write` are visible in the mapping (one page cache). Refused for
+     * a file opened with KVT_O_DIRECT, whose reads must bypass the page cache. */
+    int (*map)(kvt_file *f, uint64_t len, void **out);
+    int (*unmap)(kvt_file *f, void *addr, uint64_t len);
 } kvt_io_methods;
 
 /* Base of every VFS's file object: implementations embed it as their first member. */
@@ -60,6 +67,9 @@ int kvt_file_truncate(kvt_file *f, uint64_t size);
 int kvt_file_size(kvt_file *f, uint64_t *out);
 int kvt_file_lock(kvt_file *f, int exclusive);
 int kvt_file_close(kvt_file *f);
+int kvt_file_can_map(const kvt_file *f);                       /* 1 if map is supported */
+int kvt_file_map(kvt_file *f, uint64_t len, void **out);       /* KVT_EINVAL if not */
+int kvt_file_unmap(kvt_file *f, void *addr, uint64_t len);
 
 /* Fault-injecting VFS, wrapping the POSIX one. Ops for kvt_fault_set: */
 #define KVT_FAULT_WRITE 1

@@ -33,6 +33,8 @@ typedef struct kvt_options {
     int read_only;
     uint64_t wal_limit;          /* checkpoint once the log exceeds this many bytes */
     kvt_vfs *vfs;                /* NULL: POSIX */
+    int no_mmap;                 /* 1: read pages with pread only, never through the read
+                                  * map (see kvt_pager.h); direct_io implies it */
 } kvt_options;
 
 typedef struct kvt_stats {
@@ -43,6 +45,9 @@ typedef struct kvt_stats {
     uint64_t file_size, wal_size, pages_total, pages_free;
     uint64_t checkpoints, commits;
     uint64_t cache_size, page_size;
+    uint64_t map_reads, map_verifies;   /* pool misses served by the pager's read map
+                                         * (counted in cache_misses too); of which
+                                         * checksummed (first read since written) */
 } kvt_stats;
 
 const char *kvt_version(void);

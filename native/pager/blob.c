@@ -55,7 +55,7 @@ static int write_run(kvt_pager *p, const uint8_t *data, size_t len, kvt_pgno *fi
             fill_page(p, pg, start + idx, idx + 1 < n ? start + idx + 1 : 0, data, len, idx, n);
             page_seal(p, pg);
         }
-        rc = kvt_file_write(p->file, buf, k * p->page_size, (start + i) * p->page_size);
+        rc = pager_write_pages(p, buf, k, start + i);
     }
     free(buf);
     if (rc < 0) return pager_fail(p, rc);

@@ -273,7 +273,7 @@ int fm_write(kvt_pager *p, kvt_pgno *first, uint64_t *count) {
     int rc = KVT_OK;
     for (size_t i = 0; i < n && rc == KVT_OK; i++) {
         fill_map_page(p, buf, pages, n, i);
-        rc = kvt_file_write(p->file, buf, p->page_size, pages[i] * p->page_size);
+        rc = pager_write_pages(p, buf, 1, pages[i]);
     }
     free(buf);
     if (rc < 0) return pager_fail(p, rc);

@@ -259,6 +259,7 @@ int kvt_pager_open(kvt_vfs *vfs, const char *path, const kvt_pager_config *cfg,
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->loaded, NULL);
     int rc = p->path ? open_file(p, cfg) : kvt_seterr(KVT_ENOMEM, "pager: path");
+    if (rc == KVT_OK) rc = map_open(p, cfg);
     if (rc == KVT_OK) rc = pool_init(p, cfg->cache_bytes);
     if (rc < 0) {
         kvt_pager_close(p);
@@ -270,6 +271,7 @@ int kvt_pager_open(kvt_vfs *vfs, const char *path, const kvt_pager_config *cfg,
 
 int kvt_pager_close(kvt_pager *p) {
     if (!p) return KVT_OK;
+    map_close(p);
     int rc = p->file ? kvt_file_close(p->file) : KVT_OK;
     pool_destroy(p);
     fm_destroy(p);
@@ -318,31 +320,68 @@ int kvt_pager_alloc(kvt_pager *p, uint8_t type, kvt_page **out) {
     return rc;
 }
 
-/* Copy a page of the last checkpoint to a new page of the current gen. */
-static int copy_on_write(kvt_pager *p, frame **fp) {
-    frame *old = *fp, *nf;
-    KVT_TRY(pager_alloc_locked(p, old->page.data[HDR_TYPE], &nf));
-    memcpy(nf->page.data + KVT_PAGE_HDR, old->page.data + KVT_PAGE_HDR,
+/* Copy a page of the last checkpoint (a pool frame or a page of the read map) to a new
+ * page of the current gen; the caller's pin on the old one is released. */
+static int copy_on_write(kvt_pager *p, kvt_page *old, frame **out) {
+    frame *nf;
+    KVT_TRY(pager_alloc_locked(p, old->data[HDR_TYPE], &nf));
+    memcpy(nf->page.data + KVT_PAGE_HDR, old->data + KVT_PAGE_HDR,
            p->page_size - KVT_PAGE_HDR);
-    kvt_pgno oldno = old->page.pgno;
-    if (old->pin) old->pin--;
-    if (!old->pin) pool_drop(p, old);    /* the current state no longer uses it */
+    kvt_pgno oldno = old->pgno;
+    if (map_owns(p, old)) {
+        map_release(p, old);
+    } else {
+        frame *of = (frame *)old;
+        if (of->pin) of->pin--;
+        if (!of->pin) pool_drop(p, of);  /* the current state no longer uses it */
+    }
     bm_set(&p->deferb, oldno);
     p->ndefer++;
-    *fp = nf;
+    *out = nf;
+    return KVT_OK;
+}
+
+/* A page served from the read map becomes a pinned frame (the pool's copy if it has
+ * one), so that dirty pages only ever live in the pool. The handle is released. */
+static int frame_of_mapped(kvt_pager *p, kvt_page *pg, frame **out) {
+    frame *f = pool_lookup(p, pg->pgno);
+    if (f) {
+        f->pin++;
+        f->ref = 1;
+    } else {
+        KVT_TRY(pool_take(p, pg->pgno, &f));
+        memcpy(f->page.data, pg->data, p->page_size);
+    }
+    map_release(p, pg);
+    *out = f;
+    return KVT_OK;
+}
+
+/* New this gen: modified in place (a mapped page first becomes a frame). Else copied on
+ * write, straight from the map when the pool has no frame of it (else a frame of the
+ * page would outlive its deferred free). On failure *pg is still the caller's pin. */
+static int write_locked(kvt_pager *p, kvt_page **pg) {
+    kvt_page *cur = *pg;
+    int isnew = bm_get(&p->newb, cur->pgno);
+    frame *f;
+    if (map_owns(p, cur) && (isnew || pool_lookup(p, cur->pgno))) {
+        KVT_TRY(frame_of_mapped(p, cur, &f));
+        *pg = cur = &f->page;
+    }
+    if (isnew) {
+        pool_mark_dirty(p, (frame *)cur);
+        return KVT_OK;
+    }
+    KVT_TRY(copy_on_write(p, cur, &f));
+    *pg = &f->page;
     return KVT_OK;
 }
 
 int kvt_pager_write(kvt_pager *p, kvt_page **pg) {
-    frame *f = (frame *)*pg;
     pthread_mutex_lock(&p->mu);
     int rc = pager_check_usable(p);
-    if (rc == KVT_OK) {
-        if (bm_get(&p->newb, f->page.pgno)) pool_mark_dirty(p, f);
-        else rc = copy_on_write(p, &f);
-    }
+    if (rc == KVT_OK) rc = write_locked(p, pg);
     pthread_mutex_unlock(&p->mu);
-    *pg = &f->page;
     return rc;
 }
 
@@ -385,8 +424,10 @@ static void finish_checkpoint(kvt_pager *p, uint64_t gen) {
     p->st.checkpoints++;
     uint64_t before = p->npages;
     fm_trim_tail(p);
-    if (p->npages < before)         /* best effort: a longer file is still valid */
-        (void)kvt_file_truncate(p->file, p->npages * p->page_size);
+    if (p->npages < before &&       /* best effort: a longer file is still valid */
+        kvt_file_truncate(p->file, p->npages * p->page_size) == KVT_OK)
+        map_truncated(p, p->npages);
+    map_refresh(p);                 /* the writer, no reader: the mapping may move */
 }
 
 static int checkpoint_locked(kvt_pager *p, const void *em, size_t len) {

@@ -12,7 +12,12 @@
  *  - pool, bitmaps and counters are protected by mu; the file is read without it by
  *    blob reads and by cache misses (pread is thread-safe): a missing page gets a
  *    pinned frame marked `loading`, filled outside mu, and other readers of that page
- *    wait on `loaded`, so a miss never blocks readers of other pages.
+ *    wait on `loaded`, so a miss never blocks readers of other pages;
+ *  - read map (map.c): a pool miss on a page inside both the mapping and the file
+ *    (file_pages) is served from the mapping through a map handle (no frame); verb marks
+ *    the pages verified through it since this process last wrote them (every pager write
+ *    goes through pager_write_pages, which clears their bits); the mapping is replaced
+ *    only under the writer and only while no handle is out (nmapped 0).
  */
 #ifndef KVT_PAGER_INT_H
 #define KVT_PAGER_INT_H
@@ -38,6 +43,11 @@ typedef struct bitmap {
     uint64_t *w;
     size_t nwords;      /* capacity in 64-bit words */
 } bitmap;
+
+typedef struct maph {     /* a pinned page served from the read map */
+    kvt_page page;      /* first member; page.data points into p->map */
+    struct maph *next;  /* free list */
+} maph;
 
 typedef struct frame {
     kvt_page page;      /* first member: a kvt_page* handed out is a frame* */
@@ -77,6 +87,16 @@ struct kvt_pager {
     size_t nbuckets;             /* power of two */
     uint64_t ndirty, nlive;
     kvt_pager_stats st;
+
+    /* read map (map.c) */
+    uint8_t *map;                /* NULL: every miss is a pread into a frame */
+    uint64_t map_len, map_min;   /* bytes mapped; smallest mapping to make */
+    uint64_t file_pages;         /* pages the file surely holds: bound of map reads */
+    bitmap verb;                 /* verified through the map since last written */
+    maph *mh_free;
+    maph **mh_all;               /* every handle made, freed at close */
+    size_t nmh, cap_mh;
+    uint64_t nmapped;            /* handles pinned by callers */
 
     /* consistency walk (check.c) */
     bitmap checkb;
@@ -121,7 +141,20 @@ int    pool_take(kvt_pager *p, kvt_pgno pgno, frame **out);   /* pinned, uniniti
 void   pool_drop(kvt_pager *p, frame *f);
 void   pool_mark_dirty(kvt_pager *p, frame *f);
 int    pool_flush_dirty(kvt_pager *p);
-int    pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out);
+int    pool_get_locked(kvt_pager *p, kvt_pgno pgno, kvt_page **out);  /* hit, map, read */
+
+/* map.c (callers hold mu, except map_open/map_close) */
+int  map_open(kvt_pager *p, const kvt_pager_config *cfg);
+void map_close(kvt_pager *p);
+int  map_get_locked(kvt_pager *p, kvt_pgno pgno, kvt_page **out);  /* *out NULL: not mapped */
+static inline int map_owns(const kvt_pager *p, const kvt_page *pg) {
+    return p->map && pg->data >= p->map && pg->data < p->map + p->map_len;
+}
+void map_release(kvt_pager *p, kvt_page *pg);
+void map_truncated(kvt_pager *p, uint64_t npages);
+void map_refresh(kvt_pager *p);                   /* writer, between operations */
+/* Write n whole pages from first: the only way the pager writes data pages. */
+int  pager_write_pages(kvt_pager *p, const void *buf, uint64_t n, kvt_pgno first);
 
 /* free a page (callers hold mu) */
 int pager_free_locked(kvt_pager *p, kvt_pgno pgno);

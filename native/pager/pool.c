@@ -94,8 +94,7 @@ void pool_mark_dirty(kvt_pager *p, frame *f) {
 
 static int write_frame(kvt_pager *p, frame *f) {
     page_seal(p, f->page.data);
-    int rc = kvt_file_write(p->file, f->page.data, p->page_size,
-                            f->page.pgno * p->page_size);
+    int rc = pager_write_pages(p, f->page.data, 1, f->page.pgno);
     if (rc < 0) return pager_fail(p, rc);
     f->dirty = 0;
     p->ndirty--;
@@ -190,7 +189,7 @@ static int write_run(kvt_pager *p, frame **v, size_t n, uint8_t *stage) {
         page_seal(p, v[i]->page.data);
         memcpy(stage + i * p->page_size, v[i]->page.data, p->page_size);
     }
-    int rc = kvt_file_write(p->file, stage, n * p->page_size, v[0]->page.pgno * p->page_size);
+    int rc = pager_write_pages(p, stage, n, v[0]->page.pgno);
     if (rc < 0) return pager_fail(p, rc);
     for (size_t i = 0; i < n; i++) v[i]->dirty = 0;
     p->ndirty -= n;
@@ -266,7 +265,8 @@ static int load_frame(kvt_pager *p, frame *f) {
     return rc;
 }
 
-int pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out) {
+/* A pool hit, else the read map (map.c), else a pread into a new frame. */
+int pool_get_locked(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
     KVT_TRY(pager_check_usable(p));
     frame *f = pool_lookup(p, pgno);
     if (f) {
@@ -274,7 +274,7 @@ int pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out) {
         f->ref = 1;
         p->st.cache_hits++;
         if (f->loading) KVT_TRY(wait_loaded(p, f));
-        *out = f;
+        *out = &f->page;
         return KVT_OK;
     }
     if (pgno < 2 || pgno >= p->npages)
@@ -283,19 +283,21 @@ int pool_get_locked(kvt_pager *p, kvt_pgno pgno, frame **out) {
     if (bm_get(&p->freeb, pgno))
         return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 ": referenced but free",
                           p->path, pgno);
+    KVT_TRY(map_get_locked(p, pgno, out));
+    if (*out) return KVT_OK;
     KVT_TRY(pool_take(p, pgno, &f));
     p->st.cache_misses++;
     KVT_TRY(load_frame(p, f));
-    *out = f;
+    *out = &f->page;
     return KVT_OK;
 }
 
 int kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
-    frame *f = NULL;
+    kvt_page *pg = NULL;
     pthread_mutex_lock(&p->mu);
-    int rc = pool_get_locked(p, pgno, &f);
+    int rc = pool_get_locked(p, pgno, &pg);
     pthread_mutex_unlock(&p->mu);
-    *out = f ? &f->page : NULL;
+    *out = rc < 0 ? NULL : pg;
     return rc;
 }
 
@@ -303,6 +305,7 @@ void kvt_pager_unpin(kvt_pager *p, kvt_page *pg) {
     if (!pg) return;
     frame *f = (frame *)pg;
     pthread_mutex_lock(&p->mu);
-    if (f->pin) f->pin--;
+    if (map_owns(p, pg)) map_release(p, pg);
+    else if (f->pin) f->pin--;
     pthread_mutex_unlock(&p->mu);
 }

@@ -1,6 +1,7 @@
 /* test_pager.c - unit tests of the pager (native/pager/): create/reopen, COW and
  * deferred frees, crash (close without checkpoint), eviction, corruption, churn, blobs,
- * the check walk, the fatal latch and concurrent readers. Returns non-zero on failure. */
+ * the check walk, the fatal latch, concurrent readers and the read map. Returns
+ * non-zero on failure. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <inttypes.h>
@@ -729,6 +730,211 @@ static void test_concurrent_readers(void) {
     OK(kvt_pager_close(p));
 }
 
+/* ---- read map (map.c) ---- */
+
+/* Pages v[from..to) hold keys from..to at version ver. */
+static int verify_range(kvt_pager *p, const kvt_pgno *v, int from, int to, uint64_t ver) {
+    for (int i = from; i < to; i++) {
+        kvt_page *pg;
+        KVT_TRY(kvt_pager_get(p, v[i], &pg));
+        int ok = matches(pg->data, kvt_pager_page_size(p), (uint64_t)i, ver);
+        kvt_pager_unpin(p, pg);
+        if (!ok) return kvt_seterr(-100, "page %" PRIu64 " (key %d) content wrong", v[i], i);
+    }
+    return KVT_OK;
+}
+
+static kvt_pager_stats stats_of(kvt_pager *p) {
+    kvt_pager_stats st;
+    kvt_pager_get_stats(p, &st);
+    return st;
+}
+
+/* Clean pages are read through the map, checksummed once; no_map reads them with pread. */
+static void test_map_read(void) {
+    fresh("map_read");
+    kvt_pager *p;
+    enum { N = 100 };
+    kvt_pgno v[N];
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, N, 3));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(verify_pages(p, v, N, 3));
+    kvt_pager_stats a = stats_of(p);
+    CHECK(a.map_reads == N && a.map_verifies == N && a.cache_misses == N);
+    CHECK(a.pages_cached == 0 && a.evictions == 0);
+    OK(verify_pages(p, v, N, 3));
+    kvt_pager_stats b = stats_of(p);
+    CHECK(b.map_reads == 2 * N && b.map_verifies == N);      /* verified once */
+    OK(check_refs(p, v, N));
+    OK(kvt_pager_close(p));
+    kvt_pager_config c = cfg_of(4096, 8 * 4096);
+    c.no_map = 1;
+    OK(open_p(c, &p));
+    OK(verify_pages(p, v, N, 3));
+    a = stats_of(p);
+    CHECK(a.map_reads == 0 && a.cache_misses == N && a.evictions > 0);
+    OK(kvt_pager_close(p));
+}
+
+/* Damage read through the map names file and page; damage made after a page was
+ * verified is not seen by get (verify-once) but check_end re-reads it from disk. */
+static void test_map_corruption(void) {
+    fresh("map_corrupt");
+    kvt_pager *p;
+    kvt_pgno v[5];
+    kvt_page *pg;
+    char want[64];
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(make_pages(p, v, 5, 1));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    flip_byte(v[2] * 4096 + 1000);
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    CHECK(kvt_pager_get(p, v[2], &pg) == KVT_ECORRUPT && pg == NULL);
+    snprintf(want, sizeof want, "page %" PRIu64 ": checksum mismatch", v[2]);
+    CHECK(strstr(kvt_errmsg(), want) && strstr(kvt_errmsg(), "map_corrupt.kvt"));
+    CHECK(stats_of(p).map_reads == 1);                        /* it was the map path */
+    CHECK(kvt_pager_get(p, v[2], &pg) == KVT_ECORRUPT);      /* not marked verified */
+    OK(verify_pages(p, v, 2, 1));
+    flip_byte(v[0] * 4096 + 2000);                            /* after its verification */
+    OK(kvt_pager_get(p, v[0], &pg));
+    kvt_pager_unpin(p, pg);
+    CHECK(v[0] < v[2]);                                       /* found first */
+    CHECK(check_refs(p, v, 5) == KVT_ECORRUPT);
+    snprintf(want, sizeof want, "page %" PRIu64 ": checksum mismatch", v[0]);
+    CHECK(strstr(kvt_errmsg(), want) != NULL);
+    OK(kvt_pager_close(p));
+}
+
+/* A write clears the verified bit: a page verified through the map, then modified and
+ * written back (eviction), is checksummed again on its next map read. */
+static void test_map_reverify_after_write(void) {
+    fresh("map_rewrite");
+    kvt_pager *p;
+    enum { N = 40 };
+    kvt_pgno v[N];
+    kvt_page *pg;
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, N, 1));              /* gen 1, evicted: on disk, not in the pool */
+    OK(verify_pages(p, v, N, 1));            /* 32+ of them verified through the map */
+    OK(kvt_pager_get(p, v[0], &pg));
+    CHECK(pg->pgno == v[0]);
+    const uint8_t *mapped = pg->data;
+    OK(kvt_pager_write(p, &pg));             /* new this gen: in place, in a frame */
+    CHECK(pg->pgno == v[0] && pg->data != mapped && matches(pg->data, 4096, 0, 1));
+    fill(pg->data, 4096, 0, 2);
+    kvt_pager_unpin(p, pg);
+    OK(kvt_pager_get(p, v[0], &pg));         /* a pool hit sees the change */
+    CHECK(matches(pg->data, 4096, 0, 2));
+    kvt_pager_unpin(p, pg);
+    kvt_pgno extra[16];
+    uint64_t wb = stats_of(p).writebacks;
+    OK(make_pages(p, extra, 16, 9));         /* evicts v[0]: written back */
+    CHECK(stats_of(p).writebacks >= wb + 9);
+    uint64_t before = stats_of(p).map_verifies;
+    OK(kvt_pager_get(p, v[0], &pg));
+    CHECK(matches(pg->data, 4096, 0, 2));
+    kvt_pager_unpin(p, pg);
+    CHECK(stats_of(p).map_verifies == before + 1);
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(kvt_pager_get(p, v[0], &pg));
+    CHECK(matches(pg->data, 4096, 0, 2));
+    kvt_pager_unpin(p, pg);
+    OK(verify_range(p, v, 1, N, 1));
+    OK(kvt_pager_close(p));
+}
+
+/* A page of the last checkpoint read through the map and then written is copied on
+ * write from the mapping; the checkpointed copy stays intact on disk. */
+static void test_map_cow(void) {
+    fresh("map_cow");
+    kvt_pager *p;
+    kvt_pgno v[10];
+    kvt_page *pg;
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, 10, 1));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    kvt_pgno extra[8];
+    OK(make_pages(p, extra, 8, 5));          /* the pool is full */
+    uint64_t ev = stats_of(p).evictions;
+    OK(kvt_pager_get(p, v[3], &pg));
+    CHECK(stats_of(p).map_reads == 1);
+    OK(kvt_pager_write(p, &pg));
+    CHECK(pg->pgno != v[3] && matches(pg->data, 4096, 3, 1));
+    /* copied straight from the map: one frame taken (the new page), one eviction */
+    CHECK(stats_of(p).evictions == ev + 1);
+    kvt_pgno moved = pg->pgno;
+    fill(pg->data, 4096, 3, 2);
+    kvt_pager_unpin(p, pg);
+    CHECK(stats_of(p).pages_pending_free == 1);
+    OK(kvt_pager_close(p));                  /* no checkpoint: the old state stays */
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(verify_pages(p, v, 10, 1));
+    CHECK(kvt_pager_get(p, moved, &pg) == KVT_ECORRUPT);     /* beyond the checkpoint */
+    OK(kvt_pager_close(p));
+}
+
+/* The file outgrows a small mapping: pages past it are read with pread until the
+ * writer's next checkpoint grows the mapping. */
+static void test_map_growth(void) {
+    fresh("map_grow");
+    kvt_pager *p;
+    enum { N = 200 };
+    static kvt_pgno v[N];
+    kvt_pager_config c = cfg_of(4096, 8 * 4096);
+    c.map_bytes = 16 * 4096;
+    OK(open_p(c, &p));
+    OK(make_pages(p, v, N, 1));
+    OK(verify_pages(p, v, N, 1));
+    kvt_pager_stats a = stats_of(p);
+    CHECK(a.map_reads > 0 && a.map_reads <= 16 && a.cache_misses > 150);
+    OK(kvt_pager_checkpoint(p, NULL, 0));    /* grows the mapping to twice the file */
+    a = stats_of(p);
+    OK(verify_pages(p, v, N, 1));
+    kvt_pager_stats b = stats_of(p);
+    CHECK(b.map_reads - a.map_reads >= N - 8);
+    OK(check_refs(p, v, N));
+    OK(kvt_pager_close(p));
+}
+
+/* Checkpoints truncate free tail pages; pages past the new end are out of range, the
+ * file regrows through write-back and new pages are read through the map again. */
+static void test_map_truncate(void) {
+    fresh("map_trunc");
+    kvt_pager *p;
+    enum { N = 300, KEEP = 50 };
+    static kvt_pgno v[N];
+    kvt_page *pg;
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, N, 1));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(verify_pages(p, v, N, 1));            /* all verified through the map */
+    uint64_t big = file_size();
+    for (int i = KEEP; i < N; i++) OK(kvt_pager_free(p, v[i]));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_checkpoint(p, NULL, 0));    /* deferred frees released, tail trimmed */
+    CHECK(file_size() < big / 2);
+    CHECK(kvt_pager_get(p, v[N - 1], &pg) == KVT_ECORRUPT && pg == NULL);
+    OK(verify_pages(p, v, KEEP, 1));
+    OK(make_pages(p, v + KEEP, N - KEEP, 2)); /* regrow: evictions write past the end */
+    uint64_t before = stats_of(p).map_verifies;
+    for (int i = KEEP; i < N; i++) {
+        OK(kvt_pager_get(p, v[i], &pg));
+        CHECK(matches(pg->data, 4096, (uint64_t)(i - KEEP), 2));
+        kvt_pager_unpin(p, pg);
+    }
+    CHECK(stats_of(p).map_verifies - before >= N - KEEP - 16);   /* re-verified */
+    OK(check_refs(p, v, N));
+    OK(kvt_pager_close(p));
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/test_pager.%d", (int)getpid());
     mkdir(dir, 0755);
@@ -746,6 +952,12 @@ int main(void) {
     test_concurrent_readers();
     test_fault_crashes();
     test_forged_meta_sizes();
+    test_map_read();
+    test_map_corruption();
+    test_map_reverify_after_write();
+    test_map_cow();
+    test_map_growth();
+    test_map_truncate();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -338,6 +338,7 @@ static int ff_lock(kvt_file *kf, int exclusive) {
 
 static const kvt_io_methods fault_methods = {
     ff_close, ff_read, ff_write, ff_sync, ff_truncate, ff_size, ff_lock,
+    NULL, NULL,   /* no map: a simulated crash must be able to undo every read source */
 };
 
 /* ---- VFS methods ----------------------------------------------------------------- */

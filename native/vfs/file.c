@@ -46,3 +46,19 @@ int kvt_file_close(kvt_file *f) {
     if (!f) return KVT_OK;
     return f->io->close(f);
 }
+
+int kvt_file_can_map(const kvt_file *f) { return f && f->io->map && f->io->unmap; }
+
+int kvt_file_map(kvt_file *f, uint64_t len, void **out) {
+    *out = NULL;
+    if (!kvt_file_can_map(f))
+        return kvt_seterr(KVT_EINVAL, "%s: this VFS cannot map files", f->path);
+    return f->io->map(f, len, out);
+}
+
+int kvt_file_unmap(kvt_file *f, void *addr, uint64_t len) {
+    if (!addr) return KVT_OK;
+    if (!kvt_file_can_map(f))
+        return kvt_seterr(KVT_EINVAL, "%s: this VFS cannot map files", f->path);
+    return f->io->unmap(f, addr, len);
+}

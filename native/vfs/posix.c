@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "kvt_error.h"
@@ -103,8 +104,30 @@ static int px_lock(kvt_file *f, int exclusive) {
     return path_err(errno, "flock", f->path);
 }
 
+/* Read-only MAP_SHARED: pwrite()s of this process show through it (one page cache). */
+static int px_map(kvt_file *f, uint64_t len, void **out) {
+    *out = NULL;
+    if (((posix_file *)f)->direct)
+        return kvt_seterr(KVT_EINVAL, "%s: no mapping of a file opened with O_DIRECT",
+                          f->path);
+    if (len == 0 || len > (uint64_t)SIZE_MAX)
+        return kvt_seterr(KVT_EINVAL, "%s: mapping of %llu bytes", f->path,
+                          (unsigned long long)len);
+    void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, px_fd(f), 0);
+    if (m == MAP_FAILED)
+        return kvt_seterr(errno == ENOMEM ? KVT_ENOMEM : KVT_EIO, "%s: mmap of %llu bytes "
+                          "failed: %s", f->path, (unsigned long long)len, strerror(errno));
+    *out = m;
+    return KVT_OK;
+}
+
+static int px_unmap(kvt_file *f, void *addr, uint64_t len) {
+    if (munmap(addr, (size_t)len) == 0) return KVT_OK;
+    return path_err(errno, "munmap", f->path);
+}
+
 static const kvt_io_methods posix_methods = {
-    px_close, px_read, px_write, px_sync, px_truncate, px_size, px_lock,
+    px_close, px_read, px_write, px_sync, px_truncate, px_size, px_lock, px_map, px_unmap,
 };
 
 static int open_flags(int flags) {

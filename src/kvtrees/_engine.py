@@ -360,6 +360,7 @@ class Engine:
         o.basement_size = options.basement_size
         o.direct_io = int(options.direct_io)
         o.read_only = int(options.read_only)
+        o.no_mmap = int(not options.mmap)
         o.wal_limit = options.wal_limit
         if _vfs is not None:
             if not isinstance(_vfs, FaultVFS):

@@ -3,7 +3,9 @@
 Defaults (see docs): cache_size 64 MiB, sync "commit", sync_interval_ms 100,
 page_size 4096 (B+tree page), node_size 0 and basement_size 0 (the fractal
 engine's defaults), direct_io False, read_only False, wal_limit 64 MiB (the log
-size that triggers a checkpoint).
+size that triggers a checkpoint), mmap True (B+tree pages missing from the cache are
+read through a read-only mapping of the data file; False: pread only; ignored with
+direct_io).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Options:
     read_only: bool = False
     wal_limit: int = 64 * MiB
     engine: Optional[str] = None
+    mmap: bool = True
 
     def validate(self) -> "Options":
         """Raise TypeError/ValueError for a bad field; return self."""
@@ -51,7 +54,7 @@ class Options:
                 raise TypeError(f"{name} must be an int, not {type(v).__name__}")
             if v < 0 or v >= 1 << 63:
                 raise ValueError(f"{name} must be >= 0, got {v}")
-        for name in ("direct_io", "read_only"):
+        for name in ("direct_io", "read_only", "mmap"):
             v = getattr(self, name)
             if _is_int(v) and v in (0, 1):
                 setattr(self, name, bool(v))

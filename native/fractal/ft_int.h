@@ -62,7 +62,7 @@ enum { FT_PUT = 1, FT_DEL = 2, FT_PUTBLOB = 3, FT_UPSERT = 4 };
 enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4, FT_SEGMENT = 5 };
 
 #define FT_MAX_RUNS 16u              /* format limit: runs chained in one child's buffer */
-#define FT_DEF_RUNS 12u              /* policy: runs before a batch merges into the newest */
+#define FT_DEF_RUNS 4u               /* policy: runs before a batch merges into the newest */
 #define FT_SEG_BLOOM 256u            /* bytes of Bloom filter per buffer segment */
 #define FT_REC_HDR 17u               /* serialized: u8 type, u64 msn, u32 kl, u32 vl */
 #define FT_BLOBREF 16u               /* PUTBLOB value: u64 pgno, u64 len */
@@ -178,6 +178,7 @@ int  ft_is_records(const fnode *n);         /* basement or segment: holds ents *
 int  ft_is_list(const fnode *n);            /* leaf or partition: ids + counts + pivots */
 int  ft_compact(fnode *b);                  /* basement: entries into one fresh arena */
 void ft_bloom_build(fnode *pn, uint32_t j, const fvec *v);   /* segment j's filter */
+void ft_bloom_add(fnode *pn, uint32_t j, const uint8_t *k, size_t kl);  /* one more key */
 int  ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl);
 
 /* ft_cache.c - node cache and translation table */

@@ -127,6 +127,10 @@ static void bloom_add(uint8_t *f, const uint8_t *k, size_t kl) {
     }
 }
 
+void ft_bloom_add(fnode *pn, uint32_t j, const uint8_t *k, size_t kl) {
+    bloom_add(pn->bloom + (size_t)j * FT_SEG_BLOOM, k, kl);
+}
+
 void ft_bloom_build(fnode *pn, uint32_t j, const fvec *v) {
     uint8_t *f = pn->bloom + (size_t)j * FT_SEG_BLOOM;
     memset(f, 0, FT_SEG_BLOOM);

@@ -282,7 +282,10 @@ static void part_done(kvt_engine *e, fnode *x, uint32_t i, fnode *pn, uint64_t c
 /* Merge a sorted run of newer messages (owned) into the sorted records dst; an older
  * record of the same key goes (a newer upsert absorbs it). *owned tracks the bytes of
  * owned records in dst (may be NULL). The messages are consumed. */
+static int vec_merge1(kvt_engine *e, fvec *dst, frec *m, uint64_t *owned);
+
 static int vec_merge(kvt_engine *e, fvec *dst, frec *in, uint32_t nin, uint64_t *owned) {
+    if (nin == 1) return vec_merge1(e, dst, in, owned);
     fvec out = {0};
     int rc = fvec_reserve(&out, dst->n + nin);
     if (rc < 0) {
@@ -316,18 +319,41 @@ static int vec_merge(kvt_engine *e, fvec *dst, frec *in, uint32_t nin, uint64_t 
     return rc;
 }
 
+/* vec_merge of one message, in place (a put into the root's buffer): a binary search
+ * and one move instead of copying the whole vector. */
+static int vec_merge1(kvt_engine *e, fvec *dst, frec *m, uint64_t *owned) {
+    uint32_t pos = fvec_lower(dst, m->k, m->kl);
+    int rc;
+    if (pos < dst->n && kvt_keycmp(dst->r[pos].k, dst->r[pos].kl, m->k, m->kl) == 0) {
+        frec old = dst->r[pos];
+        if ((rc = ft_fold(e, &old, m)) < 0) { frec_free(m); return rc; }
+        dst->r[pos] = *m;
+        dst->bytes += frec_size(m) - frec_size(&old);
+        if (owned) *owned += frec_mem(m) - frec_mem(&old);
+        return ft_rec_release(e, &old);
+    }
+    if ((rc = fvec_insert(dst, pos, m)) < 0) { frec_free(m); return rc; }
+    if (owned) *owned += frec_mem(m);
+    return KVT_OK;
+}
+
 static int seg_merge(kvt_engine *e, fnode *sg, frec *in, uint32_t nin) {
     return vec_merge(e, &sg->ents, in, nin, &sg->owned);
 }
 
 /* Merge messages into segment j of partition pn, then cut it if too big. Consumes the pin. */
 static int seg_step(kvt_engine *e, fnode *pn, uint32_t j, fnode *sg, frec *m, uint32_t nm) {
+    /* A merge only adds keys, so their bits are added to the filter (before the merge
+     * consumes m); only a cut needs a rebuild. A failed merge leaves extra bits: a
+     * filter may pass keys it does not hold, never miss one. */
+    for (uint32_t k = 0; k < nm; k++) ft_bloom_add(pn, j, m[k].k, m[k].kl);
     int rc = seg_merge(e, sg, m, nm);
     pn->bcount[j] = sg->ents.n;
     pn->bbytes[j] = sg->ents.bytes;
-    if (rc == KVT_OK && sg->ents.bytes > e->basement_size && sg->ents.n > 1)
+    if (rc == KVT_OK && sg->ents.bytes > e->basement_size && sg->ents.n > 1) {
         rc = basement_cut(e, pn, j, sg, cut_target(e, sg->ents.bytes, 0));
-    ft_bloom_build(pn, j, &sg->ents);         /* after the cut: only what stayed */
+        ft_bloom_build(pn, j, &sg->ents);     /* after the cut: only what stayed */
+    }
     if (rc == KVT_OK && sg->owned > sg->arena_len / 2 + 4096) rc = ft_compact(sg);
     ft_dirty(e, sg);
     ft_unpin(e, sg);

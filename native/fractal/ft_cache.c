@@ -148,6 +148,8 @@ static int load(kvt_engine *e, uint64_t id, fnode **out) {
     return rc;
 }
 
+static int cache_insert(kvt_engine *e, uint64_t id, fnode *fresh, fnode **out);
+
 int ft_get(kvt_engine *e, uint64_t id, fnode **out) {
     pthread_mutex_lock(&e->mu);
     fnode *n = map_find(e, id);
@@ -164,8 +166,14 @@ int ft_get(kvt_engine *e, uint64_t id, fnode **out) {
     pthread_mutex_unlock(&e->mu);
     fnode *fresh;
     KVT_TRY(load(e, id, &fresh));            /* I/O outside the lock */
+    return cache_insert(e, id, fresh, out);
+}
+
+/* Put a freshly loaded node in the cache, pinned in *out (or drop it for the copy
+ * another reader loaded meanwhile), then evict down to the budget. */
+static int cache_insert(kvt_engine *e, uint64_t id, fnode *fresh, fnode **out) {
     pthread_mutex_lock(&e->mu);
-    n = map_find(e, id);
+    fnode *n = map_find(e, id);
     if (n) {                                 /* another reader loaded it meanwhile */
         ft_node_destroy(fresh);
     } else {
@@ -186,6 +194,62 @@ int ft_cached_dirty(kvt_engine *e, uint64_t id) {
     int d = n && n->dirty;
     pthread_mutex_unlock(&e->mu);
     return d;
+}
+
+/* ---- prefetch: read several nodes at once ---- */
+
+/* The threads only read into buffers the caller allocated; decoding and caching happen
+ * in the caller's thread, so every node's memory comes from the caller's malloc arena
+ * (nodes allocated in short-lived threads' arenas would keep those arenas' memory
+ * resident after eviction, past cache_size). */
+typedef struct fetch {
+    kvt_engine *e;
+    uint64_t id, pgno, len;
+    kvt_buf buf;
+    int rc, started;
+    pthread_t t;
+} fetch;
+
+static void *fetch_read(void *arg) {
+    fetch *f = arg;
+    f->rc = kvt_blob_read(f->e->p, f->pgno, f->len, &f->buf);
+    return NULL;
+}
+
+uint32_t ft_prefetch(kvt_engine *e, const uint64_t *ids, uint32_t n, fnode **hold) {
+    fetch f[FT_PREFETCH_MAX];
+    uint32_t m = 0;
+    pthread_mutex_lock(&e->mu);
+    for (uint32_t i = 0; i < n && m < FT_PREFETCH_MAX; i++) {
+        uint64_t id = ids[i];
+        if (!id || id >= e->ntab || !e->live[id] || !e->tab[id].pgno || map_find(e, id)) continue;
+        f[m++] = (fetch){ .e = e, .id = id, .pgno = e->tab[id].pgno, .len = e->tab[id].len };
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (m < 2) return 0;                      /* nothing to overlap: the caller loads it */
+    uint32_t held = 0;
+    for (uint32_t i = 0; i < m; i++) f[i].rc = kvt_buf_reserve(&f[i].buf, f[i].len);
+    pthread_attr_t at;
+    int attr = pthread_attr_init(&at) == 0;
+    if (attr) (void)pthread_attr_setstacksize(&at, 256 << 10);
+    for (uint32_t i = 1; i < m; i++)
+        if (f[i].rc == KVT_OK) f[i].started = pthread_create(&f[i].t, attr ? &at : NULL, fetch_read, &f[i]) == 0;
+    if (attr) pthread_attr_destroy(&at);
+    if (f[0].rc == KVT_OK) fetch_read(&f[0]);
+    for (uint32_t i = 0; i < m; i++) {
+        if (f[i].started) pthread_join(f[i].t, NULL);
+        else if (i > 0 && f[i].rc == KVT_OK) fetch_read(&f[i]);   /* no thread: read here */
+        fnode *node = NULL, *pinned;
+        if (f[i].rc == KVT_OK && ft_decode(e, f[i].id, f[i].buf.data, f[i].buf.len, &node) == KVT_OK) {
+            f[i].buf = (kvt_buf){0};          /* the node owns it (arena) or freed it */
+            pthread_mutex_lock(&e->mu);
+            e->misses++;
+            pthread_mutex_unlock(&e->mu);
+            if (cache_insert(e, f[i].id, node, &pinned) == KVT_OK) hold[held++] = pinned;
+        }
+        kvt_buf_free(&f[i].buf);              /* errors: the caller's own ft_get reports */
+    }
+    return held;
 }
 
 void ft_unpin(kvt_engine *e, fnode *n) {

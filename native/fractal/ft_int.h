@@ -19,7 +19,8 @@
  * a buffer whose newest run would have to be read back and rewritten becomes a new run
  * instead (it is written once); so a message is written about once per level, not once
  * per flush it shares a segment with. A newer run's message for a key is newer than an
- * older run's. At most FT_MAX_RUNS runs per buffer; flushing a buffer merges them all.
+ * older run's. At most max_runs (FT_DEF_RUNS) runs per buffer, then a batch merges into
+ * the newest; flushing a buffer down merges them all.
  * A LEAF holds n basement ids, n-1 pivots and per
  * basement its entry count and byte size, so a leaf can be split without reading its
  * basements. A BASEMENT holds sorted (key, value) entries and is read on its own: a point
@@ -117,6 +118,7 @@ struct kvt_engine {
     uint32_t max_basements;          /* basements per leaf if set (tests); 0: the default */
     uint32_t min_basements;          /* node_size / basement_size */
     uint32_t max_runs;               /* runs per buffer (<= FT_MAX_RUNS); 0: FT_DEF_RUNS */
+    uint32_t max_runs_h1;            /* the same for buffers above leaves; 0: max_runs */
     uint64_t data_bytes;             /* bytes in all basements */
     uint32_t want_ns, want_bs;       /* sizes asked for (cfg or file), 0: default */
     uint64_t root, msn, entries, flushes;
@@ -185,6 +187,14 @@ int  ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl);
 int  ft_cache_init(kvt_engine *e);
 void ft_cache_destroy(kvt_engine *e);
 int  ft_get(kvt_engine *e, uint64_t id, fnode **out);   /* pinned */
+/* Load the nodes of ids that are not cached, in parallel (one thread each beyond the
+ * first, at most FT_PREFETCH_MAX), so that a reader that needs all of them waits for
+ * about one read instead of n. The nodes loaded stay pinned in hold[] (returns how
+ * many; the caller unpins them once it has pinned what it needs, so that loading the
+ * later ones cannot evict the earlier). Best effort: failures are left to the caller's
+ * ft_get. Reader context (the tree does not change meanwhile). */
+#define FT_PREFETCH_MAX 16u
+uint32_t ft_prefetch(kvt_engine *e, const uint64_t *ids, uint32_t n, fnode **hold);
 /* 1 if node id is cached and dirty (changing it costs no extra write); no I/O. */
 int  ft_cached_dirty(kvt_engine *e, uint64_t id);
 void ft_unpin(kvt_engine *e, fnode *n);

@@ -348,14 +348,46 @@ static int tighter_hi(bound a, bound b) {
     return c < 0 || (c == 0 && !b.inc);
 }
 
+/* Segment ids of run pn overlapping [lo, hi] into ids (at most cap in all). */
+static void run_seg_ids(const fnode *pn, bound lo, bound hi, uint64_t *ids, uint32_t *n, uint32_t cap) {
+    if (pn->n == 0) return;
+    uint32_t a = lo.k ? fpiv_child(pn->piv, pn->n - 1, lo.k, lo.kl) : 0;
+    uint32_t b = hi.k ? fpiv_child(pn->piv, pn->n - 1, hi.k, hi.kl) : pn->n - 1;
+    for (uint32_t j = a; j <= b && *n < cap; j++) ids[(*n)++] = pn->child[j];
+}
+
+/* Before merging basement `bid` with the path's buffers over [lo, hi]: load the
+ * basement and every overlapping segment of every run at once (ft_prefetch), since
+ * the merge needs all of them. The partitions of the chains are walked here (small,
+ * usually cached). Best effort: errors surface in the pins that follow. */
+static uint32_t prefetch_basement(scan *s, uint64_t bid, bound lo, bound hi, fnode **hold) {
+    uint64_t ids[FT_PREFETCH_MAX];
+    uint32_t n = 0;
+    ids[n++] = bid;
+    for (int d = 0; d < s->depth && n < FT_PREFETCH_MAX; d++) {
+        if (s->part[d]) run_seg_ids(s->part[d], lo, hi, ids, &n, FT_PREFETCH_MAX);
+        uint64_t id = s->part[d] ? s->part[d]->older : 0;
+        while (id && n < FT_PREFETCH_MAX) {
+            fnode *pn;
+            if (get_part_id(s->e, id, &pn) < 0 || !pn) break;
+            run_seg_ids(pn, lo, hi, ids, &n, FT_PREFETCH_MAX);
+            id = pn->older;
+            ft_unpin(s->e, pn);
+        }
+    }
+    return ft_prefetch(s->e, ids, n, hold);
+}
+
 static int scan_basement(scan *s, fnode *leaf, uint32_t bi, bound lo, bound hi) {
     bound cur = { s->cur.data, s->cur.len, s->incl };
     if (!s->has_cur) cur.k = NULL;
     if (!s->reverse && tighter_lo(lo, cur)) lo = cur;
     if (s->reverse && tighter_hi(hi, cur)) hi = cur;
-    fnode *b;
-    KVT_TRY(ft_get(s->e, leaf->child[bi], &b));
-    int rc = collect(s, lo, hi);
+    fnode *hold[FT_PREFETCH_MAX], *b = NULL;
+    uint32_t held = prefetch_basement(s, leaf->child[bi], lo, hi, hold);
+    int rc = ft_get(s->e, leaf->child[bi], &b);
+    if (rc == KVT_OK) rc = collect(s, lo, hi);
+    for (uint32_t i = 0; i < held; i++) ft_unpin(s->e, hold[i]);   /* pinned again above */
     if (rc == KVT_OK) rc = merge_emit(s, &b->ents, range_start(&b->ents, lo), range_end(&b->ents, hi));
     unpin_segs(s);
     ft_unpin(s->e, b);

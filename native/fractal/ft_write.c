@@ -407,11 +407,16 @@ static int part_merge(kvt_engine *e, fnode *pn, frec *m, uint32_t nm) {
  * less than the batch), or when every segment the batch falls in is dirty in the cache
  * (it will be written anyway). A new run costs one write of the batch and, for queries,
  * one more partition and filter to probe on this level. */
-static int merge_into_run(kvt_engine *e, const fnode *pn, const frec *m, uint32_t nm) {
+static uint32_t runs_limit(const kvt_engine *e, const fnode *x) {
+    if (x->height == 1 && e->max_runs_h1) return e->max_runs_h1;
+    return e->max_runs ? e->max_runs : FT_DEF_RUNS;
+}
+
+static int merge_into_run(kvt_engine *e, const fnode *x, const fnode *pn, const frec *m, uint32_t nm) {
     uint64_t cnt, bytes, in = 0;
     part_own(pn, &cnt, &bytes);
     for (uint32_t k = 0; k < nm; k++) in += frec_size(&m[k]);
-    if (pn->runs >= (e->max_runs ? e->max_runs : FT_DEF_RUNS) || pn->n == 0 || 2 * bytes <= in) return 1;
+    if (pn->runs >= runs_limit(e, x) || pn->n == 0 || 2 * bytes <= in) return 1;
     for (uint32_t k = 0; k < nm;) {
         uint32_t g = fpiv_child(pn->piv, pn->n - 1, m[k].k, m[k].kl);
         if (!ft_cached_dirty(e, pn->child[g])) return 0;
@@ -426,7 +431,7 @@ static int merge_into_run(kvt_engine *e, const fnode *pn, const frec *m, uint32_
 static int buffer_add(kvt_engine *e, fnode *x, uint32_t i, frec *m, uint32_t nm) {
     fnode *pn = NULL;
     int rc = x->part[i] ? part_load(e, x->part[i], &pn) : KVT_OK;
-    if (rc == KVT_OK && pn && !merge_into_run(e, pn, m, nm)) {
+    if (rc == KVT_OK && pn && !merge_into_run(e, x, pn, m, nm)) {
         ft_unpin(e, pn);
         pn = NULL;
         e->runs_started++;

@@ -704,6 +704,42 @@ static int test_concurrent_readers(void) {
     return 0;
 }
 
+static int is_cached(kvt_engine *e, uint64_t id) {
+    for (uint64_t b = 0; b < e->nbuckets; b++)
+        for (fnode *n = e->hash[b]; n; n = n->hnext)
+            if (n->id == id) return 1;
+    return 0;
+}
+
+/* ft_prefetch: uncached nodes end up cached (read by several threads at once), cached
+ * and unknown ids are skipped, and answers stay right. */
+static int test_prefetch(void) {
+    H h;
+    if (h_open(&h, 8192, 1024, 8 << 20)) return 1;  /* the whole tree fits */
+    if (random_ops(&h, 8000, MAXK)) return 1;
+    if (h_clean_reopen(&h)) return 1;             /* a cold cache */
+    uint64_t ids[FT_PREFETCH_MAX + 2];
+    uint32_t n = 0;
+    for (uint64_t id = 1; id < h.e->ntab && n < FT_PREFETCH_MAX - 1; id++)
+        if (h.e->live[id] && h.e->tab[id].pgno && !is_cached(h.e, id)) ids[n++] = id;
+    CHECK(n >= 4, "only %u uncached nodes to prefetch", n);
+    ids[n++] = 0;                                 /* no node */
+    ids[n++] = h.e->ntab + 5;                     /* past the table */
+    uint64_t misses = h.e->misses;
+    fnode *hold[FT_PREFETCH_MAX];
+    uint32_t held = ft_prefetch(h.e, ids, n, hold);
+    CHECK(held == n - 2, "prefetch holds %u of %u nodes", held, n - 2);
+    for (uint32_t i = 0; i < held; i++) CHECK(hold[i]->pins > 0, "prefetched node not pinned");
+    for (uint32_t i = 0; i < held; i++) ft_unpin(h.e, hold[i]);
+    for (uint32_t i = 0; i + 2 < n; i++) CHECK(is_cached(h.e, ids[i]), "node %llu not prefetched", (unsigned long long)ids[i]);
+    CHECK(h.e->misses == misses + n - 2, "prefetch counted %llu misses for %u nodes",
+          (unsigned long long)(h.e->misses - misses), n - 2);
+    if (verify_all(&h)) return 1;
+    h_close(&h);
+    ref_clear();
+    return 0;
+}
+
 /* ------------------------------------------------------------------ bench ---- */
 
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec / 1e9; }
@@ -720,6 +756,8 @@ static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) 
         h.e->max_basements = (uint32_t)atoi(getenv("FT_LEAF"));
     if (ops == &kvt_fractal_ops && getenv("FT_RUNS"))    /* runs per buffer */
         h.e->max_runs = (uint32_t)atoi(getenv("FT_RUNS"));
+    if (ops == &kvt_fractal_ops && getenv("FT_RUNS1"))   /* runs above leaves */
+        h.e->max_runs_h1 = (uint32_t)atoi(getenv("FT_RUNS1"));
     uint64_t seed = rng_state;
     uint8_t k[16], v[100];
     memset(v, 'v', sizeof v);
@@ -788,6 +826,7 @@ int main(int argc, char **argv) {
         { "tombstones", test_tombstones }, { "ascending", test_ascending },
         { "big_values", test_big_values }, { "upsert", test_upsert }, { "damage", test_damage },
         { "concurrent_readers", test_concurrent_readers }, { "default_sizes", test_default_sizes },
+        { "prefetch", test_prefetch },
 #ifndef FT_FAKE_PAGER
         { "io_faults", test_io_faults },
 #endif

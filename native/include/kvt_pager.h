@@ -81,6 +81,7 @@ int  kvt_pager_close(kvt_pager *p);          /* discards dirty pages: checkpoint
 uint32_t kvt_pager_page_size(const kvt_pager *p);
 uint32_t kvt_pager_engine_id(const kvt_pager *p);
 uint64_t kvt_pager_ckpt_gen(const kvt_pager *p);    /* gen of the checkpoint opened/last written */
+int kvt_pager_direct_io(const kvt_pager *p);        /* 1: the data file is read with O_DIRECT */
 /* Engine bytes of the last checkpoint; *len 0 for a new file. */
 const uint8_t *kvt_pager_engine_meta(const kvt_pager *p, size_t *len);
 

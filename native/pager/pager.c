@@ -284,6 +284,7 @@ int kvt_pager_close(kvt_pager *p) {
 
 uint32_t kvt_pager_page_size(const kvt_pager *p) { return p->page_size; }
 uint32_t kvt_pager_engine_id(const kvt_pager *p) { return p->engine_id; }
+int kvt_pager_direct_io(const kvt_pager *p) { return p->direct_io; }
 uint64_t kvt_pager_ckpt_gen(const kvt_pager *p) { return p->ckpt_gen; }
 const char *kvt_pager_path(const kvt_pager *p) { return p->path; }
 

@@ -711,13 +711,18 @@ static int is_cached(kvt_engine *e, uint64_t id) {
     return 0;
 }
 
-/* ft_prefetch: uncached nodes end up cached (read by several threads at once), cached
- * and unknown ids are skipped, and answers stay right. */
+/* ft_prefetch (O_DIRECT reads only): uncached nodes end up cached and held pinned (read
+ * by several threads at once), cached and unknown ids are skipped, answers stay right;
+ * with buffered reads it does nothing. */
 static int test_prefetch(void) {
     H h;
-    if (h_open(&h, 8192, 1024, 8 << 20)) return 1;  /* the whole tree fits */
+    int had_direct = getenv("FT_DIRECT") != NULL;
+    setenv("FT_DIRECT", "1", 1);                  /* the harness's pager: O_DIRECT */
+    int rc = h_open(&h, 8192, 1024, 8 << 20);     /* the whole tree fits */
+    if (!had_direct) unsetenv("FT_DIRECT");
+    if (rc) return 1;
     if (random_ops(&h, 8000, MAXK)) return 1;
-    if (h_clean_reopen(&h)) return 1;             /* a cold cache */
+    if (h_clean_reopen(&h)) return 1;             /* a cold cache (reopened buffered) */
     uint64_t ids[FT_PREFETCH_MAX + 2];
     uint32_t n = 0;
     for (uint64_t id = 1; id < h.e->ntab && n < FT_PREFETCH_MAX - 1; id++)
@@ -725,9 +730,15 @@ static int test_prefetch(void) {
     CHECK(n >= 4, "only %u uncached nodes to prefetch", n);
     ids[n++] = 0;                                 /* no node */
     ids[n++] = h.e->ntab + 5;                     /* past the table */
-    uint64_t misses = h.e->misses;
     fnode *hold[FT_PREFETCH_MAX];
-    uint32_t held = ft_prefetch(h.e, ids, n, hold);
+    uint32_t held = had_direct ? 0 : ft_prefetch(h.e, ids, n, hold);
+    CHECK(held == 0, "buffered reads prefetched %u nodes", held);
+    setenv("FT_DIRECT", "1", 1);
+    rc = h_clean_reopen(&h);                      /* cold again, O_DIRECT */
+    if (!had_direct) unsetenv("FT_DIRECT");
+    if (rc) return 1;
+    uint64_t misses = h.e->misses;
+    held = ft_prefetch(h.e, ids, n, hold);
     CHECK(held == n - 2, "prefetch holds %u of %u nodes", held, n - 2);
     for (uint32_t i = 0; i < held; i++) CHECK(hold[i]->pins > 0, "prefetched node not pinned");
     for (uint32_t i = 0; i < held; i++) ft_unpin(h.e, hold[i]);

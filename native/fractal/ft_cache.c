@@ -150,6 +150,17 @@ static int load(kvt_engine *e, uint64_t id, fnode **out) {
 
 static int cache_insert(kvt_engine *e, uint64_t id, fnode *fresh, fnode **out);
 
+int ft_get_kind(kvt_engine *e, uint64_t id, uint8_t kind, fnode **out) {
+    *out = NULL;
+    fnode *n;
+    KVT_TRY(ft_get(e, id, &n));
+    if (n->kind == kind) { *out = n; return KVT_OK; }
+    uint8_t got = n->kind;
+    ft_unpin(e, n);
+    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is of kind %u, expected kind %u",
+                      (unsigned long long)id, got, kind);
+}
+
 int ft_get(kvt_engine *e, uint64_t id, fnode **out) {
     pthread_mutex_lock(&e->mu);
     fnode *n = map_find(e, id);

@@ -118,7 +118,6 @@ struct kvt_engine {
     uint32_t max_basements;          /* basements per leaf if set (tests); 0: the default */
     uint32_t min_basements;          /* node_size / basement_size */
     uint32_t max_runs;               /* runs per buffer (<= FT_MAX_RUNS); 0: FT_DEF_RUNS */
-    uint32_t max_runs_h1;            /* the same for buffers above leaves; 0: max_runs */
     uint64_t data_bytes;             /* bytes in all basements */
     uint32_t want_ns, want_bs;       /* sizes asked for (cfg or file), 0: default */
     uint64_t root, msn, entries, flushes;
@@ -187,6 +186,8 @@ int  ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl);
 int  ft_cache_init(kvt_engine *e);
 void ft_cache_destroy(kvt_engine *e);
 int  ft_get(kvt_engine *e, uint64_t id, fnode **out);   /* pinned */
+/* ft_get of a node that must be of that kind (else KVT_ECORRUPT, nothing pinned). */
+int  ft_get_kind(kvt_engine *e, uint64_t id, uint8_t kind, fnode **out);
 /* Load the nodes of ids that are not cached, in parallel (one thread each beyond the
  * first, at most FT_PREFETCH_MAX), so that a reader that needs all of them waits for
  * about one read instead of n. The nodes loaded stay pinned in hold[] (returns how

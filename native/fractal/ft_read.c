@@ -25,12 +25,7 @@ static int find_in(const fvec *v, const uint8_t *k, size_t kl) {
 /* Pin partition id (a run of some buffer; id 0: *out NULL, the buffer is empty). */
 static int get_part_id(kvt_engine *e, uint64_t id, fnode **out) {
     *out = NULL;
-    if (!id) return KVT_OK;
-    KVT_TRY(ft_get(e, id, out));
-    if ((*out)->kind == FT_PARTITION) return KVT_OK;
-    ft_unpin(e, *out);
-    *out = NULL;
-    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a partition", (unsigned long long)id);
+    return id ? ft_get_kind(e, id, FT_PARTITION, out) : KVT_OK;
 }
 
 /* Pin the newest run of buffer i of internal node n (*out NULL if the buffer is empty). */
@@ -64,15 +59,6 @@ static int answer(kvt_engine *e, const frec *r, int nups, const kvt_buf *ups, kv
     return rc;
 }
 
-/* Pin segment j of partition pn. */
-static int get_seg(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
-    KVT_TRY(ft_get(e, pn->child[j], out));
-    if ((*out)->kind == FT_SEGMENT) return KVT_OK;
-    ft_unpin(e, *out);
-    return kvt_seterr(KVT_ECORRUPT, "fractal: partition %llu: node %llu is not a segment",
-                      (unsigned long long)pn->id, (unsigned long long)pn->child[j]);
-}
-
 /* The message for k in run pn: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none,
  * UPS_MSG an upsert (its operand added to ups). Reads the one segment that may hold k,
  * only if its filter says so. */
@@ -81,7 +67,7 @@ static int lookup_run(kvt_engine *e, const fnode *pn, const uint8_t *k, size_t k
     fnode *sg;
     uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
     if (!pn->n || !ft_bloom_maybe(pn, j, k, kl)) return NO_MSG;
-    KVT_TRY(get_seg(e, pn, j, &sg));
+    KVT_TRY(ft_get_kind(e, pn->child[j], FT_SEGMENT, &sg));
     int rc, pos = find_in(&sg->ents, k, kl);
     if (pos < 0) rc = NO_MSG;
     else if (sg->ents.r[pos].type != FT_UPSERT) rc = answer(e, &sg->ents.r[pos], *nups, ups, out);
@@ -227,7 +213,7 @@ static int pin_segs(scan *s, const fnode *pn, bound lo, bound hi, uint32_t *firs
         s->capsegs = c;
     }
     for (uint32_t j = a; j <= b; j++) {
-        KVT_TRY(get_seg(s->e, pn, j, &s->segs[s->nsegs]));
+        KVT_TRY(ft_get_kind(s->e, pn->child[j], FT_SEGMENT, &s->segs[s->nsegs]));
         s->nsegs++;
     }
     return KVT_OK;

@@ -228,24 +228,9 @@ static int leaf_apply(kvt_engine *e, fnode *l, frec *m, uint32_t nm, int asc) {
 
 /* ---- partitions: an internal node's buffer for one child, a list of segments ---- */
 
-/* Pin partition id (the newest run of a buffer, or an older one). */
-static int part_load(kvt_engine *e, uint64_t id, fnode **out) {
-    KVT_TRY(ft_get(e, id, out));
-    if ((*out)->kind == FT_PARTITION) return KVT_OK;
-    ft_unpin(e, *out);
-    *out = NULL;
-    return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a partition", (unsigned long long)id);
-}
-
-/* A new empty run for x's buffer i, in front of the chain (pinned, dirty). */
-static int part_new_run(kvt_engine *e, fnode *x, uint32_t i, fnode **out) {
-    uint32_t below = 0;
-    if (x->part[i]) {
-        fnode *head;
-        KVT_TRY(part_load(e, x->part[i], &head));
-        below = head->runs;
-        ft_unpin(e, head);
-    }
+/* A new empty run for x's buffer i, in front of the chain of `below` runs (pinned,
+ * dirty). */
+static int part_new_run(kvt_engine *e, fnode *x, uint32_t i, uint32_t below, fnode **out) {
     KVT_TRY(ft_new(e, FT_PARTITION, 0, out));
     (*out)->older = x->part[i];
     (*out)->runs = below + 1;
@@ -257,14 +242,6 @@ static int part_new_run(kvt_engine *e, fnode *x, uint32_t i, fnode **out) {
 static void part_own(const fnode *pn, uint64_t *cnt, uint64_t *bytes) {
     *cnt = *bytes = 0;
     for (uint32_t j = 0; j < pn->n; j++) { *cnt += pn->bcount[j]; *bytes += pn->bbytes[j]; }
-}
-
-static int seg_get(kvt_engine *e, const fnode *pn, uint32_t j, fnode **out) {
-    KVT_TRY(ft_get(e, pn->child[j], out));
-    if ((*out)->kind == FT_SEGMENT) return KVT_OK;
-    ft_unpin(e, *out);
-    return kvt_seterr(KVT_ECORRUPT, "fractal: partition %llu: node %llu is not a segment",
-                      (unsigned long long)pn->id, (unsigned long long)pn->child[j]);
 }
 
 /* After the newest run pn of x's buffer i changed from (cnt0, bytes0) of its own:
@@ -393,7 +370,7 @@ static int part_merge(kvt_engine *e, fnode *pn, frec *m, uint32_t nm) {
     for (uint32_t g = ns; g-- > 0 && rc == KVT_OK;) {     /* right to left: indexes stay */
         if (start[g] == start[g + 1]) continue;
         fnode *sg;
-        rc = seg_get(e, pn, g, &sg);
+        rc = ft_get_kind(e, pn->child[g], FT_SEGMENT, &sg);
         if (rc == KVT_OK) rc = seg_step(e, pn, g, sg, m + start[g], start[g + 1] - start[g]);
         nm = rc < 0 ? start[g + 1] : start[g];
     }
@@ -407,16 +384,12 @@ static int part_merge(kvt_engine *e, fnode *pn, frec *m, uint32_t nm) {
  * less than the batch), or when every segment the batch falls in is dirty in the cache
  * (it will be written anyway). A new run costs one write of the batch and, for queries,
  * one more partition and filter to probe on this level. */
-static uint32_t runs_limit(const kvt_engine *e, const fnode *x) {
-    if (x->height == 1 && e->max_runs_h1) return e->max_runs_h1;
-    return e->max_runs ? e->max_runs : FT_DEF_RUNS;
-}
-
-static int merge_into_run(kvt_engine *e, const fnode *x, const fnode *pn, const frec *m, uint32_t nm) {
+static int merge_into_run(kvt_engine *e, const fnode *pn, const frec *m, uint32_t nm) {
     uint64_t cnt, bytes, in = 0;
     part_own(pn, &cnt, &bytes);
     for (uint32_t k = 0; k < nm; k++) in += frec_size(&m[k]);
-    if (pn->runs >= runs_limit(e, x) || pn->n == 0 || 2 * bytes <= in) return 1;
+    uint32_t limit = e->max_runs ? e->max_runs : FT_DEF_RUNS;
+    if (pn->runs >= limit || pn->n == 0 || 2 * bytes <= in) return 1;
     for (uint32_t k = 0; k < nm;) {
         uint32_t g = fpiv_child(pn->piv, pn->n - 1, m[k].k, m[k].kl);
         if (!ft_cached_dirty(e, pn->child[g])) return 0;
@@ -430,13 +403,15 @@ static int merge_into_run(kvt_engine *e, const fnode *x, const fnode *pn, const 
  * newest run, or as a new run (merge_into_run). Consumed. */
 static int buffer_add(kvt_engine *e, fnode *x, uint32_t i, frec *m, uint32_t nm) {
     fnode *pn = NULL;
-    int rc = x->part[i] ? part_load(e, x->part[i], &pn) : KVT_OK;
-    if (rc == KVT_OK && pn && !merge_into_run(e, x, pn, m, nm)) {
+    uint32_t below = 0;
+    int rc = x->part[i] ? ft_get_kind(e, x->part[i], FT_PARTITION, &pn) : KVT_OK;
+    if (rc == KVT_OK && pn && !merge_into_run(e, pn, m, nm)) {
+        below = pn->runs;
         ft_unpin(e, pn);
         pn = NULL;
         e->runs_started++;
     }
-    if (rc == KVT_OK && !pn) rc = part_new_run(e, x, i, &pn);
+    if (rc == KVT_OK && !pn) rc = part_new_run(e, x, i, below, &pn);
     if (rc < 0) {
         for (uint32_t k = 0; k < nm; k++) frec_free(&m[k]);
         return rc;
@@ -462,7 +437,7 @@ static int run_take(kvt_engine *e, fnode *pn, fvec *in) {
     while (rc == KVT_OK && pn->n > 0) {
         fnode *sg;
         uint32_t j = pn->n - 1;
-        rc = seg_get(e, pn, j, &sg);
+        rc = ft_get_kind(e, pn->child[j], FT_SEGMENT, &sg);
         if (rc < 0) break;
         if (sg->ents.n != pn->bcount[j])
             rc = kvt_seterr(KVT_ECORRUPT, "fractal: partition %llu: segment %llu count differs",
@@ -497,7 +472,7 @@ static int buffer_take(kvt_engine *e, fnode *x, uint32_t i, fvec *in) {
     while (id && rc == KVT_OK) {                          /* newest run first */
         fnode *pn;
         fvec older;
-        rc = part_load(e, id, &pn);
+        rc = ft_get_kind(e, id, FT_PARTITION, &pn);
         if (rc < 0) break;
         id = pn->older;
         rc = run_take(e, pn, &older);

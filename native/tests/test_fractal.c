@@ -767,8 +767,6 @@ static int bench(unsigned long n, uint32_t node, uint32_t base, uint64_t cache) 
         h.e->max_basements = (uint32_t)atoi(getenv("FT_LEAF"));
     if (ops == &kvt_fractal_ops && getenv("FT_RUNS"))    /* runs per buffer */
         h.e->max_runs = (uint32_t)atoi(getenv("FT_RUNS"));
-    if (ops == &kvt_fractal_ops && getenv("FT_RUNS1"))   /* runs above leaves */
-        h.e->max_runs_h1 = (uint32_t)atoi(getenv("FT_RUNS1"));
     uint64_t seed = rng_state;
     uint8_t k[16], v[100];
     memset(v, 'v', sizeof v);

@@ -96,8 +96,8 @@ class _Write:
 
     def __init__(self, store: "Store"):
         self.store = store
-        self.base = store._rev
-        self.rev = store._rev + 1
+        self.base = store._head
+        self.rev = store._head + 1
         self.sub = 0
         self.ops: dict[bytes, Optional[bytes]] = {}
         self.events: list = []     # (entry, previous live entry): see _events()
@@ -219,7 +219,11 @@ class Store:
         # newest mod_revision of recently used keys (0: no version): see _latest()
         self._heads: Optional[dict[bytes, int]] = None if read_only else {}
         self._heads_lock = threading.Lock()
-        self._rev = self._load_revision()
+        # _head: the newest revision committed to the engine (writers build on it);
+        # _rev: the newest revision readers may see. With group_sync, _rev moves to a
+        # revision only once its log record is fsynced (_finish_writes), so no read,
+        # header or watch event shows a write that a crash could still lose.
+        self._rev = self._head = self._load_revision()
         self._compact_rev = self._meta_int(mvcc.META_COMPACT, 0)
         self._leases = LeaseTable(self._expire_lease, min_lease_ttl)
         self._load_leases()
@@ -328,7 +332,9 @@ class Store:
                     _evict(heads, len(w.overlay))
                 for k in w.overlay:
                     heads[k] = w.rev
-            self._rev = w.rev
+            self._head = w.rev
+            if not self._group_sync:
+                self._rev = w.rev
 
     # ------------------------------------------------------------ point reads
     def _latest(self, key: bytes, rev: int) -> Optional[Entry]:
@@ -363,7 +369,7 @@ class Store:
         cache and _rev together under _heads_lock)."""
         heads = self._heads
         with self._heads_lock:
-            if self._rev != rev or key in heads:
+            if self._head != rev or key in heads:
                 return
             if len(heads) >= HEAD_CACHE_ENTRIES:
                 _evict(heads, 1)
@@ -381,13 +387,15 @@ class Store:
 
         With group_sync the wait is Engine.sync() (kvt_sync: one fsync covers every commit
         logged so far, and concurrent callers share it), so N writer threads pay about one
-        fsync per group instead of one each behind the lock. Readers may see a revision
-        while its fsync is in flight (as with the C layer's own commits); the writer's call
-        returns, and watchers hear of it, only after it is durable."""
+        fsync per group instead of one each behind the lock. Readers see a revision only once
+        it is durable (_rev trails _head until the sync returns); the writer's call
+        returns, and watchers hear of it, only after that too."""
         return _Writing(self)
 
     def _finish_writes(self) -> None:
-        upto = self._rev
+        # upto is read before the sync: its record is already in the log, so the sync
+        # (which covers every record logged when it starts) makes it durable
+        upto = self._head
         if self._group_sync:
             try:
                 self._eng.sync()
@@ -395,6 +403,9 @@ class Store:
                 if not self._closed:
                     raise
                 # close() raced us: it checkpointed (made durable) under the writer lock
+            with self._heads_lock:
+                if upto > self._rev:
+                    self._rev = upto       # durable now: visible to readers
         self._publish(upto)
 
     def _publish(self, upto: int) -> None:
@@ -546,7 +557,7 @@ class Store:
             prevs = [w.delete(e.key) for e in w.live_range(start, end)]
             self._commit(w)
             return DeleteResult(len(prevs), [p.to_kv() for p in prevs] if prev_kv else [],
-                                self._rev)
+                                self._head)
 
     def put_if_not_exists(self, key, value, lease=None) -> bool:
         t = self.transactions
@@ -577,7 +588,7 @@ class Store:
             if w.has_puts:
                 self._check_quota()
             self._commit(w)
-            return ok, _fix_revisions(responses, self._rev)
+            return ok, _fix_revisions(responses, self._head)
 
     def _run_txn(self, w: _Write, compare, success, failure):
         ok = all(c.holds(w.current(c.key)) for c in compare)   # Entry reads as a KeyValue
@@ -935,15 +946,15 @@ class Store:
                 e = mvcc.decode_entry(bytes(ek), bytes(ev))
             except ValueError as err:
                 raise CorruptionError("store: %s" % err) from None
-            if e.mod > self._rev:
+            if e.mod > self._head:
                 raise CorruptionError("store: key %r has mod_revision %d > revision %d"
-                                      % (e.key, e.mod, self._rev))
+                                      % (e.key, e.mod, self._head))
             if not e.tombstone and not (e.version >= 1 and 0 < e.create <= e.mod):
                 raise CorruptionError("store: key %r version %d create %d mod %d invalid"
                                       % (e.key, e.version, e.create, e.mod))
         for rk, key in self._eng.items(mvcc.REVLOG, mvcc.REVLOG + b"\xff"):
             rev = int.from_bytes(rk[1:9], "big")
-            if len(rk) != 13 or rev > self._rev:
+            if len(rk) != 13 or rev > self._head:
                 raise CorruptionError("store: malformed revision-log entry %r" % (rk,))
             if rev > max(compact_done, self._compact_rev) and \
                     self._eng.get(mvcc.kv_key(bytes(key), rev)) is None:
@@ -976,7 +987,7 @@ class Store:
             return
         try:
             with self._eng.batch() as b:
-                b.put(mvcc.META_REVISION, mvcc.be64(self._rev))
+                b.put(mvcc.META_REVISION, mvcc.be64(self._head))
         except KvtreesError:
             pass
 

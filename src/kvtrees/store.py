@@ -45,8 +45,9 @@ class Status(NamedTuple):
     version: str
 
 
-def open(path, engine: Optional[str] = "btree", **options) -> "Store":
-    """Open (creating if missing) the MVCC store in directory `path`.
+def open(path, engine: Optional[str] = None, **options) -> "Store":
+    """Open (creating if missing) the MVCC store in directory `path`; engine None opens
+    it with the directory's own engine (btree for a new one), as open_engine() does.
 
     Store options: quota_bytes (0: none), min_lease_ttl (etcd's 2 s), watch_queue_limit
     (revisions buffered per watcher before it catches up from storage), compact_batch
@@ -496,9 +497,9 @@ class Store:
 
     def get_prefix(self, key_prefix, revision=None, sort_order=None, sort_target="key",
                    keys_only=False, limit=None, **filters) -> Iterator:
-        p = to_key(key_prefix)
+        p, end = _prefix_bounds(key_prefix)
         _check_sort(sort_order, sort_target)
-        return self._iter_range(p, mvcc.prefix_end(p) or b"\x00", revision, sort_order,
+        return self._iter_range(p, end, revision, sort_order,
                                 sort_target, keys_only, limit, **filters)
 
     def get_range(self, range_start, range_end, revision=None, sort_order=None,
@@ -543,8 +544,7 @@ class Store:
         return res if return_response else res.deleted > 0
 
     def delete_prefix(self, prefix, prev_kv=False) -> DeleteResult:
-        p = to_key(prefix)
-        return self._delete(p, mvcc.prefix_end(p) or b"\x00", prev_kv)
+        return self._delete(*_prefix_bounds(prefix), prev_kv)
 
     def delete_range(self, range_start, range_end, prev_kv=False) -> DeleteResult:
         return self._delete(to_key(range_start), to_key(range_end), prev_kv)
@@ -570,11 +570,11 @@ class Store:
         return ok
 
     # ------------------------------------------------------------ transactions
-    def transaction(self, compare, success=(), failure=()):
+    def transaction(self, compare, success=None, failure=None):
         """Atomically: if every compare holds run success, else failure.
         Returns (succeeded, responses): PutResult / [(value, KeyValue)] / DeleteResult /
         (succeeded, responses) for a nested txn, one per op of the taken branch."""
-        compare, success, failure = list(compare), list(success), list(failure)
+        compare, success, failure = list(compare), list(success or ()), list(failure or ())
         size = validate_txn(compare, success, failure)
         if size > MAX_REQUEST_BYTES:
             raise TooLargeError("request is too large (%d bytes > %d)"
@@ -708,8 +708,8 @@ class Store:
         return w, w.cancel
 
     def watch_prefix(self, key_prefix, **kwargs):
-        p = to_key(key_prefix)
-        return self.watch(p, range_end=mvcc.prefix_end(p) or b"\x00", **kwargs)
+        p, end = _prefix_bounds(key_prefix)
+        return self.watch(p, range_end=end, **kwargs)
 
     def watch_range(self, range_start, range_end, **kwargs):
         return self.watch(range_start, range_end=range_end, **kwargs)
@@ -1006,6 +1006,14 @@ class Store:
 
 
 # ---------------------------------------------------------------- helpers
+
+def _prefix_bounds(prefix) -> tuple:
+    """etcd's [prefix, prefix_end) range; the empty prefix means every key."""
+    if isinstance(prefix, (str, bytes, bytearray, memoryview)) and len(prefix) == 0:
+        return b"\x00", b"\x00"
+    p = to_key(prefix)
+    return p, mvcc.prefix_end(p) or b"\x00"
+
 
 def _opt_key(k):
     return None if k is None else to_key(k)

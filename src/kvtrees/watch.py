@@ -13,12 +13,15 @@ etcd.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from typing import Callable, Optional
 
 from .mvcc import KeyValue
+
+_log = logging.getLogger("kvtrees.watch")
 
 NOPUT = "noput"
 NODELETE = "nodelete"
@@ -243,12 +246,20 @@ class CallbackWatch:
     def _run(self) -> None:
         try:
             for ev in self.watcher:
-                self.callback(ev)
-        except BaseException as e:   # deliver the error like python-etcd3 does
-            try:
-                self.callback(e)
-            except Exception:
-                pass
+                self._deliver(ev)
+        except Exception as e:       # the watch ended with an error: hand it over
+            self._deliver(e)         # (as python-etcd3 does)
+        finally:
+            self.watcher.cancel()    # an ended watch no longer counts in status()
+
+    def _deliver(self, item) -> None:
+        """A callback that raises is logged and the watch carries on (python-etcd3 logs
+        and continues too): one bad event must not silently end every later one."""
+        try:
+            self.callback(item)
+        except Exception:
+            _log.exception("kvtrees watch %s: callback raised; the watch continues",
+                           self.watcher.id)
 
     def cancel(self) -> None:
         self.watcher.cancel()

@@ -80,3 +80,14 @@ def test_an_ended_watch_is_no_longer_counted(db):
         import time
         time.sleep(0.05)
     assert db.status().watchers == before
+
+
+def test_unencodable_str_key_or_value_is_a_clear_value_error(db):
+    import pytest
+    for call in (lambda: db.put("a\udcff", "v"), lambda: db.put("a", "v\ud800"),
+                 lambda: db.get("\ud800")):
+        with pytest.raises(ValueError) as ei:
+            call()
+        assert not isinstance(ei.value, UnicodeError)
+        assert "UTF-8" in str(ei.value)
+    assert db.revision == 1

@@ -28,7 +28,7 @@ _KV_FIELD = {"value": "value", "version": "version", "create": "create_revision"
 def to_key(key: Any) -> bytes:
     """str (utf-8) or bytes-like -> non-empty bytes; TypeError/ValueError otherwise."""
     if isinstance(key, str):
-        key = key.encode("utf-8")
+        key = _utf8(key, "key")
     elif isinstance(key, (bytes, bytearray, memoryview)):
         key = bytes(key)
     else:
@@ -38,9 +38,17 @@ def to_key(key: Any) -> bytes:
     return key
 
 
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("%s must be bytes or a str encodable as UTF-8 (%s)"
+                         % (what, e.reason)) from None
+
+
 def to_value(value: Any) -> bytes:
     if isinstance(value, str):
-        return value.encode("utf-8")
+        return _utf8(value, "value")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise TypeError("value must be str or bytes, not %s" % type(value).__name__)

@@ -91,3 +91,18 @@ def test_unencodable_str_key_or_value_is_a_clear_value_error(db):
         assert not isinstance(ei.value, UnicodeError)
         assert "UTF-8" in str(ei.value)
     assert db.revision == 1
+
+
+def test_closed_store_refuses_compact_revision_and_lease_reads(engine, tmp_path):
+    import pytest
+    db = kvtrees.open(str(tmp_path / "s"), engine=engine)
+    lease = db.lease(60)
+    db.put("k", "v", lease=lease)
+    assert lease.keys == [b"k"] and lease.granted_ttl == 60 and lease.remaining_ttl >= 58
+    assert db.compact_revision == 0
+    db.check()
+    db.close()
+    for read in (lambda: db.compact_revision, lambda: lease.remaining_ttl,
+                 lambda: lease.granted_ttl, lambda: lease.keys):
+        with pytest.raises(kvtrees.ClosedError):
+            read()

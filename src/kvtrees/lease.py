@@ -31,17 +31,17 @@ class Lease:
     def granted_ttl(self) -> int:
         """The TTL granted, 0 once expired or revoked (etcd's LeaseTimeToLive answers
         an unknown lease with TTL -1 and grantedTTL 0)."""
-        return self._store._leases.granted_ttl(self.id)
+        return self._store.lease_granted_ttl(self.id)
 
     @property
     def remaining_ttl(self) -> int:
         """Whole seconds left, rounded down as etcd does (`lease grant 60` then
         `timetolive` says remaining(59s)); -1 once expired or revoked."""
-        return self._store._leases.remaining(self.id)
+        return self._store.lease_remaining_ttl(self.id)
 
     @property
     def keys(self) -> list:
-        return self._store._lease_keys(self.id)
+        return self._store.lease_keys(self.id)
 
     def refresh(self) -> int:
         return self._store.refresh_lease(self.id)

@@ -428,6 +428,7 @@ class Store:
 
     @property
     def compact_revision(self) -> int:
+        self._check_open()
         return self._compact_rev
 
     # ------------------------------------------------------------ reads
@@ -876,7 +877,19 @@ class Store:
                 return
             self._revoke(lid)
 
-    def _lease_keys(self, lid: int) -> list:
+    def lease_granted_ttl(self, lease_id) -> int:
+        """Granted TTL of a lease, 0 once expired or revoked. O(1)."""
+        self._check_open()
+        return self._leases.granted_ttl(to_lease_id(lease_id))
+
+    def lease_remaining_ttl(self, lease_id) -> int:
+        """Whole seconds left (rounded down, as etcd), -1 once expired or revoked. O(1)."""
+        self._check_open()
+        return self._leases.remaining(to_lease_id(lease_id))
+
+    def lease_keys(self, lease_id) -> list:
+        """Keys attached to a lease, in key order. O(keys attached)."""
+        lid = to_lease_id(lease_id)
         self._check_open()
         pfx = mvcc.ATTACH + mvcc.be64(lid)
         return [bytes(ak[9:]) for ak, _ in self._eng.items(pfx, mvcc.ATTACH + mvcc.be64(lid + 1))]

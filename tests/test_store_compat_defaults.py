@@ -1,5 +1,10 @@
-"""python-etcd3 call forms that ported code relies on (issue: full disks, failing callbacks
-and python-etcd3 code). Both engines; the db fixture ends each test with check()."""
+"""python-etcd3 call forms that ported code relies on, and watch callbacks that fail.
+Both engines; the db fixture ends each test with check()."""
+
+import threading
+import time
+
+import pytest
 
 import kvtrees
 from store_fixtures import ENGINES, db, engine  # noqa: F401
@@ -22,7 +27,7 @@ def test_empty_prefix_means_every_key(db):
     assert sorted(kv.key for _, kv in db.get_prefix(b"")) == [b"\x00z", b"a", b"b/c"]
     events, cancel = db.watch_prefix("")
     db.put("zz", "1")
-    assert events.__next__().key == b"zz"
+    assert next(events).key == b"zz"
     cancel()
     assert db.delete_prefix("").deleted == 4
     assert list(db.get_all()) == []
@@ -38,7 +43,6 @@ def test_transaction_branches_default_to_none(db):
 
 
 def test_watch_callback_that_raises_is_logged_and_the_watch_goes_on(db, caplog):
-    import threading
     got, done = [], threading.Event()
 
     def cb(ev):
@@ -59,7 +63,6 @@ def test_watch_callback_that_raises_is_logged_and_the_watch_goes_on(db, caplog):
 
 
 def test_an_ended_watch_is_no_longer_counted(db):
-    import threading
     for i in range(3):
         db.put("c", str(i))
     db.compact(db.revision)
@@ -77,13 +80,11 @@ def test_an_ended_watch_is_no_longer_counted(db):
     for _ in range(100):
         if db.status().watchers == before:
             break
-        import time
         time.sleep(0.05)
     assert db.status().watchers == before
 
 
 def test_unencodable_str_key_or_value_is_a_clear_value_error(db):
-    import pytest
     for call in (lambda: db.put("a\udcff", "v"), lambda: db.put("a", "v\ud800"),
                  lambda: db.get("\ud800")):
         with pytest.raises(ValueError) as ei:
@@ -94,7 +95,6 @@ def test_unencodable_str_key_or_value_is_a_clear_value_error(db):
 
 
 def test_closed_store_refuses_compact_revision_and_lease_reads(engine, tmp_path):
-    import pytest
     db = kvtrees.open(str(tmp_path / "s"), engine=engine)
     lease = db.lease(60)
     db.put("k", "v", lease=lease)

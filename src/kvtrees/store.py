@@ -500,8 +500,8 @@ class Store:
                    keys_only=False, limit=None, **filters) -> Iterator:
         p, end = _prefix_bounds(key_prefix)
         _check_sort(sort_order, sort_target)
-        return self._iter_range(p, end, revision, sort_order,
-                                sort_target, keys_only, limit, **filters)
+        return self._iter_range(p, end, revision, sort_order, sort_target, keys_only, limit,
+                                **filters)
 
     def get_range(self, range_start, range_end, revision=None, sort_order=None,
                   sort_target="key", keys_only=False, limit=None, **filters) -> Iterator:

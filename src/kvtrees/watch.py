@@ -250,7 +250,9 @@ class CallbackWatch:
         except Exception as e:       # the watch ended with an error: hand it over
             self._deliver(e)         # (as python-etcd3 does)
         finally:
-            self.watcher.cancel()    # an ended watch no longer counts in status()
+            # a watch that errs unregisters itself; this covers a BaseException escaping
+            # the callback (SystemExit, KeyboardInterrupt), so no dead watch stays counted
+            self.watcher.cancel()
 
     def _deliver(self, item) -> None:
         """A callback that raises is logged and the watch carries on (python-etcd3 logs

@@ -39,25 +39,32 @@ def test_failed_fsync_leaves_revision_and_value_invisible(engine_name, tmp_path)
         db.check()
 
 
-def test_reader_never_sees_a_revision_whose_sync_is_in_flight(engine_name, tmp_path):
-    """While a writer's fsync is in flight (held open here), readers in other threads see
-    the previous revision and value; the write appears once the sync returns."""
-    db = kvtrees.open(str(tmp_path / "db"), engine=engine_name, sync="commit")
-    db.put("k", "old")
-    base = db.revision
-    eng = db._eng                     # test-only: hold the store's sync open
-    real_sync = eng.sync
-    in_sync, release = threading.Event(), threading.Event()
+_WRITES = {
+    "put": lambda db, lease: db.put("k", "new"),                 # the native put path
+    "put_lease": lambda db, lease: db.put("k", "new", lease=lease),   # the Python path
+    "txn": lambda db, lease: db.transaction([], [db.transactions.put("k", "new")], []),
+}
 
-    def held_sync():
-        in_sync.set()
-        assert release.wait(10)
-        return real_sync()
-    eng.sync = held_sync
-    writer = threading.Thread(target=db.put, args=("k", "new"))
+
+@pytest.mark.parametrize("write", sorted(_WRITES))
+def test_reader_never_sees_a_revision_whose_sync_is_in_flight(engine_name, tmp_path, write):
+    """While a writer's fsync is held open (fault VFS), readers in other threads see the
+    previous revision and value; the write appears once the sync returns."""
+    fv = kvtrees.FaultVFS()
+    db = _open_faulty(str(tmp_path / "db"), engine_name, fv)
+    db.put("k", "old")
+    lease = db.lease(60)              # granted before the hold (a grant fsyncs too)
+    base = db.revision
+    held = fv.held_syncs()
+    fv.hold_syncs()
+    writer = threading.Thread(target=_WRITES[write], args=(db, lease))
     writer.start()
     try:
-        assert in_sync.wait(10)
+        for _ in range(1000):         # until the writer's fsync is waiting
+            if fv.held_syncs() > held:
+                break
+            threading.Event().wait(0.01)
+        assert fv.held_syncs() > held
         seen = []
 
         def read():
@@ -69,12 +76,12 @@ def test_reader_never_sees_a_revision_whose_sync_is_in_flight(engine_name, tmp_p
             t.join(10)
         assert seen == [(base, b"old", base)] * 4
     finally:
-        release.set()
+        fv.hold_syncs(False)
         writer.join(10)
-        eng.sync = real_sync
     assert db.revision == base + 1 and db.get("k")[0] == b"new"
     db.check()
     db.close()
+    fv.close()
 
 
 def test_concurrent_writers_revisions_gap_free_and_visible_in_order(engine_name, tmp_path):

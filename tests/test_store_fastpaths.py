@@ -1,6 +1,6 @@
-"""Regression tests for the store's per-operation fast paths (issue 4): the head cache
-(newest revision per key), the revision taken from the revision log at open, the
-one-pass range scan, and watch wake-ups that take every queued revision at once."""
+"""Regression tests for the store's per-operation fast paths: native point reads and
+puts (kvt_mvcc), the revision taken from the revision log at open, the one-pass range
+scan, and watch wake-ups that take every queued revision at once."""
 
 import pytest
 
@@ -28,7 +28,7 @@ def db(request, tmp_path):
         d.close()
 
 
-def _count_slow_reads(monkeypatch):
+def _count_python_reads(monkeypatch):
     calls = []
     orig = mvcc.latest
 
@@ -39,30 +39,45 @@ def _count_slow_reads(monkeypatch):
     return calls
 
 
-def test_point_reads_after_writes_skip_the_iterator(db, monkeypatch):
+def test_point_reads_and_puts_are_native(db, monkeypatch):
+    """On a native engine, get, put, txn compares and past-revision reads never take the
+    Python iterator path (mvcc.latest): each is one C call (kvt_mvcc_get / _put)."""
+    if db._test_engine == "mem":
+        pytest.skip("the in-memory stand-in has no native core")
     db.put(b"a", b"1")
-    calls = _count_slow_reads(monkeypatch)
+    calls = _count_python_reads(monkeypatch)
     for i in range(5):
         db.put(b"a", b"v%d" % i)
         assert db.get(b"a")[0] == b"v%d" % i
     t = db.transactions
     ok, _ = db.transaction([t.mod(b"a") == db.revision], [t.put(b"a", b"x")], [])
     assert ok and db.get(b"a")[0] == b"x"
-    assert calls == []                      # every read used the head cache
-    # a past revision is older than the head: the slow path answers, correctly
     assert db.get(b"a", revision=2)[0] == b"1"
-    assert calls == [b"a"]
+    assert db.get(b"missing") == (None, None)
+    assert calls == []
 
 
-def test_cold_key_is_learned_once(db, monkeypatch):
-    db.put(b"k", b"1")
-    db._heads.clear()                        # as after a reopen
-    calls = _count_slow_reads(monkeypatch)
-    assert db.get(b"k")[0] == b"1"
-    assert db.get(b"k")[0] == b"1"
-    assert db.get(b"missing") == (None, None)
-    assert db.get(b"missing") == (None, None)
-    assert calls == [b"k", b"missing"]
+def test_native_get_sees_versions_tombstones_and_nul_keys(db):
+    db.put(b"a\x00b", b"1")                 # 2
+    db.put(b"a", b"2")                      # 3
+    db.delete(b"a\x00b")                    # 4
+    db.put(b"a\x00b", b"3")                 # 5
+    assert db.get(b"a\x00b", revision=3)[0] == b"1"
+    assert db.get(b"a\x00b", revision=4) == (None, None)
+    _, kv = db.get(b"a\x00b")
+    assert (kv.value, kv.create_revision, kv.mod_revision, kv.version) == (b"3", 5, 5, 1)
+    assert db.get(b"a", revision=2) == (None, None)
+    assert db.get(b"a\x00") == (None, None)  # a prefix of a stored key is not the key
+
+
+def test_native_get_of_large_values_and_long_keys(db):
+    big = bytes(range(256)) * 40            # over the 4 KiB first buffer
+    db.put(b"big", big)
+    assert db.get(b"big")[0] == big
+    r = db.put(b"big", b"small", prev_kv=True)
+    assert r.prev_kv.value == big
+    assert db.get(b"x" * 4000) == (None, None)
+    assert db.get(b"\x00" * 3000) == (None, None)   # escapes past the engine's key limit
 
 
 def test_compaction_of_a_tombstone_head(db):
@@ -74,25 +89,6 @@ def test_compaction_of_a_tombstone_head(db):
     r = db.put(b"a", b"2")
     _, kv = db.get(b"a")
     assert (kv.version, kv.create_revision, kv.mod_revision) == (1, r.revision, r.revision)
-
-
-def test_stale_head_whose_entry_vanished_falls_back(db):
-    db.put(b"a", b"1")
-    db.delete(b"a")
-    head = db._heads[b"a"]
-    db.compact(db.revision)
-    db._heads[b"a"] = head                  # as if a reader re-learned it meanwhile
-    assert db.get(b"a") == (None, None)
-
-
-def test_head_cache_is_bounded(db, monkeypatch):
-    monkeypatch.setattr(kvtrees.store, "HEAD_CACHE_ENTRIES", 8)
-    for i in range(30):
-        db.put(b"k%02d" % i, b"v")
-    assert len(db._heads) <= 8
-    for i in range(30):
-        assert db.get(b"k%02d" % i)[0] == b"v"
-    assert len(db._heads) <= 8
 
 
 def _reopen(db):

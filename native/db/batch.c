@@ -108,6 +108,22 @@ static void encode_op(uint8_t *dst, uint8_t op, const uint8_t *k, size_t kl, con
     if (vl) memcpy(dst + kl, v, vl);
 }
 
+int kvt_db_record_add(kvt_buf *rec, uint8_t op, const uint8_t *k, size_t kl,
+                      const uint8_t *v, size_t vl) {
+    int is_put = op != KVT_BATCH_OP_DEL;
+    KVT_TRY(check_sizes(kl, vl, is_put));
+    if (rec->len < 4) KVT_TRY(kvt_buf_set(rec, "\0\0\0\0", 4));
+    size_t n = op_size(kl, vl, is_put);
+    if (rec->len + n > KVT_BATCH_MAX_BYTES)
+        return kvt_seterr(KVT_ETOOLARGE, "record would exceed %llu bytes",
+                          (unsigned long long)KVT_BATCH_MAX_BYTES);
+    KVT_TRY(kvt_buf_reserve(rec, rec->len + n));
+    encode_op(rec->data + rec->len, op, k, kl, v, vl);
+    rec->len += n;
+    kvt_put32(rec->data, kvt_get32(rec->data) + 1);
+    return KVT_OK;
+}
+
 /* ---- commit ------------------------------------------------------------------- */
 
 static uint64_t mono_ns(void) {
@@ -163,6 +179,20 @@ static int wait_durable(kvt_db *db, uint64_t lsn) {
     int rc = kvt_wal_sync(db->wal, lsn);
     if (rc < 0) return kvt_db_latch(db, rc);
     if (mode == 0) atomic_store_explicit(&db->last_sync_ns, now, memory_order_relaxed);
+    return KVT_OK;
+}
+
+int kvt_db_commit_logged(kvt_db *db, const uint8_t *rec, size_t len, uint64_t *lsn) {
+    pthread_mutex_lock(&db->writer);
+    int rc = commit_locked(db, rec, len, NULL, lsn);
+    pthread_mutex_unlock(&db->writer);
+    return rc;
+}
+
+int kvt_db_sync_upto(kvt_db *db, uint64_t lsn) {
+    int rc = kvt_wal_sync(db->wal, lsn);
+    if (rc < 0) return kvt_db_latch(db, rc);
+    atomic_store_explicit(&db->last_sync_ns, mono_ns(), memory_order_relaxed);
     return KVT_OK;
 }
 

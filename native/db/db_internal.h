@@ -57,5 +57,13 @@ int kvt_db_checkpoint_locked(kvt_db *db);        /* caller holds writer */
 /* batch.c */
 int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed);
 int kvt_db_replay_fn(void *ctx, const uint8_t *rec, size_t len);
+/* For layers above the db that build their own records (native/mvcc/): append one op to
+ * a record in the batch format (an empty buffer becomes a zero-count record first);
+ * commit a record (log + apply, no fsync) returning its LSN; make every record up to an
+ * LSN durable (the shared group fsync of kvt_wal_sync). */
+int kvt_db_record_add(kvt_buf *rec, uint8_t op, const uint8_t *k, size_t kl,
+                      const uint8_t *v, size_t vl);
+int kvt_db_commit_logged(kvt_db *db, const uint8_t *rec, size_t len, uint64_t *lsn);
+int kvt_db_sync_upto(kvt_db *db, uint64_t lsn);
 
 #endif

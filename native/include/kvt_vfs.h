@@ -86,5 +86,9 @@ int  kvt_fault_set(kvt_vfs *vfs, int op, uint64_t nth, int persistent, int err);
 int  kvt_fault_crash(kvt_vfs *vfs, int mode, uint64_t seed);
 void kvt_fault_reset(kvt_vfs *vfs);    /* disarm, forget crash state, zero counters */
 uint64_t kvt_fault_count(kvt_vfs *vfs, int op);   /* ops of that kind seen so far */
+/* hold 1: every later sync waits (other ops go on) until a call with hold 0 releases
+ * them; kvt_fault_held counts the syncs that have waited so far. */
+int  kvt_fault_hold_syncs(kvt_vfs *vfs, int hold);
+uint64_t kvt_fault_held(kvt_vfs *vfs);
 
 #endif

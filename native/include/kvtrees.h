@@ -102,6 +102,8 @@ int  kvt_fault_set(kvt_vfs *vfs, int op, uint64_t nth, int persistent, int err);
 int  kvt_fault_crash(kvt_vfs *vfs, int mode, uint64_t seed);
 void kvt_fault_reset(kvt_vfs *vfs);
 uint64_t kvt_fault_count(kvt_vfs *vfs, int op);
+int  kvt_fault_hold_syncs(kvt_vfs *vfs, int hold);
+uint64_t kvt_fault_held(kvt_vfs *vfs);
 /* CDEF END */
 
 #endif

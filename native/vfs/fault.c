@@ -60,6 +60,9 @@ typedef struct fault_vfs {
     kvt_vfs *inner;
     arming arm[2];         /* [0] writes, [1] syncs */
     uint64_t count[2];
+    int hold;              /* syncs wait on held_cv while set */
+    uint64_t held;
+    pthread_cond_t held_cv;
     int freed, open_files;
     fnode *nodes;
     struct ffile *files;   /* open handles */
@@ -295,6 +298,10 @@ static int sync_locked(ffile *f) {
 static int ff_sync(kvt_file *kf) {
     ffile *f = (ffile *)kf;
     pthread_mutex_lock(&f->fv->mu);
+    if (f->fv->hold) {
+        f->fv->held++;
+        while (f->fv->hold) pthread_cond_wait(&f->fv->held_cv, &f->fv->mu);
+    }
     int rc = sync_locked(f);
     pthread_mutex_unlock(&f->fv->mu);
     return rc;
@@ -427,7 +434,7 @@ int kvt_fault_vfs_new(kvt_vfs **out) {
     *out = NULL;
     fault_vfs *fv = calloc(1, sizeof *fv);
     if (!fv) return kvt_seterr(KVT_ENOMEM, "fault VFS: out of memory");
-    if (pthread_mutex_init(&fv->mu, NULL) != 0) {
+    if (pthread_mutex_init(&fv->mu, NULL) != 0 || pthread_cond_init(&fv->held_cv, NULL) != 0) {
         free(fv);
         return kvt_seterr(KVT_ENOMEM, "fault VFS: mutex init failed");
     }
@@ -444,6 +451,7 @@ static void destroy_vfs(fault_vfs *fv) {
         node_free(nd);
     }
     pthread_mutex_destroy(&fv->mu);
+    pthread_cond_destroy(&fv->held_cv);
     free(fv);
 }
 
@@ -516,6 +524,25 @@ uint64_t kvt_fault_count(kvt_vfs *vfs, int op) {
     uint64_t n = 0;
     if (op & KVT_FAULT_WRITE) n += fv->count[0];
     if (op & KVT_FAULT_SYNC) n += fv->count[1];
+    pthread_mutex_unlock(&fv->mu);
+    return n;
+}
+
+int kvt_fault_hold_syncs(kvt_vfs *vfs, int hold) {
+    fault_vfs *fv = (fault_vfs *)vfs;
+    if (!vfs || vfs->open != fv_open) return kvt_seterr(KVT_EINVAL, "not a fault VFS");
+    pthread_mutex_lock(&fv->mu);
+    fv->hold = hold != 0;
+    if (!fv->hold) pthread_cond_broadcast(&fv->held_cv);
+    pthread_mutex_unlock(&fv->mu);
+    return KVT_OK;
+}
+
+uint64_t kvt_fault_held(kvt_vfs *vfs) {
+    fault_vfs *fv = (fault_vfs *)vfs;
+    if (!vfs || vfs->open != fv_open) return 0;
+    pthread_mutex_lock(&fv->mu);
+    uint64_t n = fv->held;
     pthread_mutex_unlock(&fv->mu);
     return n;
 }

@@ -1,8 +1,8 @@
 """cffi build script (out-of-line API mode) for kvtrees._native.
 
 The cdef is read from the headers, never copied: the text between "/* CDEF BEGIN */" and
-"/* CDEF END */" of native/include/kvtrees.h, plus every integer "#define KVT_X n" of
-kvt_error.h and kvt_vfs.h. The C sources are every native/*/*.c except native/tests/,
+"/* CDEF END */" of each header in CDEF_HEADERS (kvtrees.h, then kvt_mvcc.h), plus every
+integer "#define KVT_X n" of kvt_error.h and kvt_vfs.h. The C sources are every native/*/*.c except native/tests/,
 globbed at build time. KVT_SANITIZE=1 builds with ASan + UBSan.
 """
 
@@ -23,12 +23,17 @@ def _read(name):
         return f.read()
 
 
+CDEF_HEADERS = ("kvtrees.h", "kvt_mvcc.h")
+
+
 def _cdef_block():
-    text = _read("kvtrees.h")
-    m = re.search(r"/\* CDEF BEGIN \*/(.*?)/\* CDEF END \*/", text, re.S)
-    if not m:
-        raise RuntimeError("kvtrees.h has no CDEF BEGIN/END block")
-    return m.group(1)
+    blocks = []
+    for name in CDEF_HEADERS:
+        m = re.search(r"/\* CDEF BEGIN \*/(.*?)/\* CDEF END \*/", _read(name), re.S)
+        if not m:
+            raise RuntimeError(f"{name} has no CDEF BEGIN/END block")
+        blocks.append(m.group(1))
+    return "\n".join(blocks)
 
 
 def _int_defines(*headers):
@@ -80,7 +85,7 @@ def make_builder(absolute=False):
     cflags, ldflags = _flags()
     builder.set_source(
         "kvtrees._native",
-        '#include "kvtrees.h"',
+        '#include "kvtrees.h"\n#include "kvt_mvcc.h"',
         sources=_sources(absolute),
         include_dirs=[_rel(INCLUDE, absolute)],
         extra_compile_args=cflags,

@@ -154,6 +154,14 @@ class FaultVFS:
     def count(self, op: int) -> int:
         return int(lib.kvt_fault_count(self._ptr(), op))
 
+    def hold_syncs(self, hold: bool = True) -> None:
+        """hold: every later fsync waits until hold_syncs(False) (other ops go on)."""
+        check(lib.kvt_fault_hold_syncs(self._ptr(), 1 if hold else 0))
+
+    def held_syncs(self) -> int:
+        """How many fsyncs have waited on hold_syncs so far."""
+        return int(lib.kvt_fault_held(self._ptr()))
+
     def close(self) -> None:
         """Free the VFS; refused while an open engine still uses it."""
         if self._vfs is not None and self._users == 0:

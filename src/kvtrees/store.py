@@ -8,7 +8,6 @@ docs/STORE.md.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import os
 import struct
@@ -20,6 +19,7 @@ from .errors import (ClosedError, CompactedError, CorruptionError, FutureRevisio
                      KvtreesError, LeaseNotFoundError, NoSpaceError, TooLargeError)
 from .lease import MIN_TTL, Lease, LeaseTable
 from .mvcc import Entry, KeyValue, RangeResult, PutResult, DeleteResult
+from .mvcc_core import PREV_UNKNOWN, open_core
 from .txn import (MAX_REQUEST_BYTES, Compare, Delete, Get, Put, Transactions, Txn,
                   to_key, to_lease_id, to_value, validate_txn)
 from .watch import CallbackWatch, DeleteEvent, PutEvent, Watcher
@@ -32,7 +32,6 @@ _SORT_TARGETS = {"key": lambda kv: kv.key, "version": lambda kv: kv.version,
                  "create": lambda kv: kv.create_revision, "mod": lambda kv: kv.mod_revision,
                  "value": lambda kv: kv.value}
 _REQUEST_OVERHEAD = 16   # bytes counted per put beyond key and value (etcd-like framing)
-HEAD_CACHE_ENTRIES = 1 << 17   # keys whose newest revision is cached (~150 B each)
 
 
 class Status(NamedTuple):
@@ -156,11 +155,14 @@ class _Write:
         self.events.append((e, prev))
 
 
-def _events(changes: list, with_prev: bool) -> list:
+def _events(changes: list, with_prev: bool, live_at) -> list:
     """Watch events of one revision's (entry, prev) changes; built only when a watcher
-    exists to receive them (most writes have none), with prev_kv only if one wants it."""
+    exists to receive them (most writes have none), with prev_kv only if one wants it
+    (a prev the write did not read, PREV_UNKNOWN, is read now: live_at(key, rev))."""
     out = []
     for e, prev in changes:
+        if with_prev and prev is PREV_UNKNOWN:
+            prev = live_at(e.key, e.mod - 1)
         prev_kv = prev.to_kv() if prev and with_prev else None
         if e.tombstone:
             out.append(DeleteEvent(KeyValue(e.key, b"", 0, e.mod, 0, 0), prev_kv))
@@ -177,12 +179,23 @@ class _Writing:
         self.store = store
 
     def __enter__(self) -> None:
-        self.store._wlock.acquire()
+        store = self.store
+        lock = store._wlock
+        outer = not lock._is_owned()
+        lock.acquire()
+        if outer:                  # the core's writer lock: shared with native puts
+            try:
+                store._core.lock()
+            except BaseException:
+                lock.release()
+                raise
 
     def __exit__(self, *exc) -> None:
         store = self.store
-        store._wlock.release()
-        if not store._wlock._is_owned():   # nested in another write: that one finishes
+        lock = store._wlock
+        lock.release()
+        if not lock._is_owned():   # nested in another write: that one finishes
+            store._core.unlock()
             store._finish_writes()
 
 
@@ -210,21 +223,20 @@ class Store:
         # writer lock is released (see docs/STORE.md, "Durability and group commit")
         self._group_sync = group_sync
         self._publish_lock = threading.Lock()
-        self._unpublished: collections.deque = collections.deque()   # (rev, events)
+        self._pending: dict[int, list] = {}     # rev -> changes, delivered in order once visible
         self._compact_lock = threading.Lock()
         self._closed = False
         self._watchers: dict[int, Watcher] = {}
         self._callbacks: dict[int, CallbackWatch] = {}
         self._watch_ids = itertools.count(1)
         self.transactions = Transactions()
-        # newest mod_revision of recently used keys (0: no version): see _latest()
-        self._heads: Optional[dict[bytes, int]] = None if read_only else {}
-        self._heads_lock = threading.Lock()
-        # _head: the newest revision committed to the engine (writers build on it);
-        # _rev: the newest revision readers may see. With group_sync, _rev moves to a
-        # revision only once its log record is fsynced (_finish_writes), so no read,
-        # header or watch event shows a write that a crash could still lose.
-        self._rev = self._head = self._load_revision()
+        # the revision counters (see mvcc_core): _head, the newest revision committed
+        # to the engine (writers build on it); _rev, the newest revision readers may see.
+        # With group_sync, _rev moves to a revision only once its log record is fsynced,
+        # so no read, header or watch event shows a write that a crash could still lose.
+        head = self._load_revision()
+        self._core = open_core(engine, head, group_sync)
+        self._next_publish = head + 1
         self._compact_rev = self._meta_int(mvcc.META_COMPACT, 0)
         self._leases = LeaseTable(self._expire_lease, min_lease_ttl)
         self._load_leases()
@@ -234,6 +246,14 @@ class Store:
             self._leases.start()
 
     # ------------------------------------------------------------ plumbing
+    @property
+    def _rev(self) -> int:
+        return self._core.visible()
+
+    @property
+    def _head(self) -> int:
+        return self._core.head()
+
     def _meta_int(self, name: bytes, default: int) -> int:
         v = self._eng.get(name)
         if v is None:
@@ -306,81 +326,25 @@ class Store:
         # _load_revision)
         if not ops:
             return
-        try:
-            with self._eng.batch() as b:
-                for k, v in ops.items():
-                    if v is None:
-                        b.delete(k)
-                    else:
-                        b.put(k, v)
-        except BaseException:
-            # the batch may or may not be in the engine: let these keys take the slow path
-            self._forget_heads(w.overlay)
-            raise
+        with self._eng.batch() as b:
+            for k, v in ops.items():
+                if v is None:
+                    b.delete(k)
+                else:
+                    b.put(k, v)
         if w.events:
-            self._advance(w)
-            self._unpublished.append((w.rev, w.events))   # delivered once durable
-
-    def _advance(self, w: _Write) -> None:
-        """Make revision w.rev current. The head cache learns the new versions first, in
-        the same critical section as _rev, so a reader that sees the new _rev also sees
-        them and a reader still at the old revision finds heads > its revision (and
-        takes the slow path) or the heads it would have found anyway."""
-        heads = self._heads
-        with self._heads_lock:
-            if heads is not None:
-                if len(heads) + len(w.overlay) > HEAD_CACHE_ENTRIES:
-                    _evict(heads, len(w.overlay))
-                for k in w.overlay:
-                    heads[k] = w.rev
-            self._head = w.rev
-            if not self._group_sync:
-                self._rev = w.rev
+            self._pending[w.rev] = w.events     # delivered once visible
+            self._core.set_head(w.rev)
 
     # ------------------------------------------------------------ point reads
     def _latest(self, key: bytes, rev: int) -> Optional[Entry]:
-        """Newest version of key <= rev (tombstones included), or None.
-
-        Fast path: the head cache knows the key's newest version overall; if that is
-        <= rev it is the answer and one engine get fetches it (an engine iterator, the
-        slow path, costs 3-10x more). A head whose entry is gone (a tombstone removed by
-        a concurrent compaction) falls back to the slow path."""
-        heads = self._heads
-        if heads is not None:
-            head = heads.get(key)
-            if head is not None and head <= rev:
-                if head == 0:
-                    return None
-                ek = mvcc.kv_key(key, head)
-                ev = self._eng.get(ek)
-                if ev is not None:
-                    return mvcc.decode_value(key, head, ev)
-        e = mvcc.latest(self._eng, key, rev)
-        if heads is not None:
-            self._learn_head(key, rev, e.mod if e is not None else 0)
-        return e
+        """Newest version of key <= rev (tombstones included), or None: one C call (one
+        engine seek) on a native engine."""
+        return self._core.get(key, rev)
 
     def _live(self, key: bytes, rev: int) -> Optional[Entry]:
-        e = self._latest(key, rev)
+        e = self._core.get(key, rev)
         return None if e is None or e.tombstone else e
-
-    def _learn_head(self, key: bytes, rev: int, mod: int) -> None:
-        """Remember that key's newest version <= rev is mod (0: none), but only if rev is
-        still the current revision: then no newer version exists (writers update the
-        cache and _rev together under _heads_lock)."""
-        heads = self._heads
-        with self._heads_lock:
-            if self._head != rev or key in heads:
-                return
-            if len(heads) >= HEAD_CACHE_ENTRIES:
-                _evict(heads, 1)
-            heads[key] = mod
-
-    def _forget_heads(self, keys) -> None:
-        if self._heads is not None:
-            with self._heads_lock:
-                for k in keys:
-                    self._heads.pop(k, None)
 
     def _writing(self) -> "_Writing":
         """The writer lock around assigning a revision and committing its batch; on exit,
@@ -404,22 +368,28 @@ class Store:
                 if not self._closed:
                     raise
                 # close() raced us: it checkpointed (made durable) under the writer lock
-            with self._heads_lock:
-                if upto > self._rev:
-                    self._rev = upto       # durable now: visible to readers
-        self._publish(upto)
+            self._core.publish(upto)         # durable now: visible to readers
+        self._publish()
 
-    def _publish(self, upto: int) -> None:
-        """Push committed revisions <= upto to the watchers, in revision order, once."""
+    def _publish(self) -> None:
+        """Push visible revisions to the watchers, in revision order, each once. Writers
+        finish out of order (native puts run in parallel); a revision whose writer has
+        not handed over its changes yet stops the delivery, and that writer resumes it."""
         with self._publish_lock:
-            q = self._unpublished
-            while q and q[0][0] <= upto:
-                rev, changes = q.popleft()
+            pending = self._pending
+            visible = self._core.visible()
+            nxt = self._next_publish
+            while nxt <= visible:
+                changes = pending.pop(nxt, None)
+                if changes is None:
+                    break
                 watchers = list(self._watchers.values())
                 if watchers:
-                    events = _events(changes, any(w.prev_kv for w in watchers))
+                    events = _events(changes, any(w.prev_kv for w in watchers), self._live)
                     for watcher in watchers:
-                        watcher.push(rev, events)
+                        watcher.push(nxt, events)
+                nxt += 1
+            self._next_publish = nxt
 
     @property
     def revision(self) -> int:
@@ -518,8 +488,12 @@ class Store:
 
     # ------------------------------------------------------------ writes
     def put(self, key, value, lease=None, prev_kv=False) -> PutResult:
+        """Set key to value at a new revision; durable on return with sync="commit".
+        O(log n); without a lease, one native call that releases the GIL throughout."""
         k, v, lid = to_key(key), to_value(value), to_lease_id(lease)
         self._check_put(k, v)
+        if not lid and self._core.native:
+            return self._put_native(k, v, prev_kv)
         with self._writing():
             self._check_open()
             self._check_lease(lid)
@@ -528,6 +502,19 @@ class Store:
             prev = w.put(k, v, lid)
             self._commit(w)
             return PutResult(w.rev, prev.to_kv() if prev and prev_kv else None)
+
+    def _put_native(self, k: bytes, v: bytes, prev_kv: bool) -> PutResult:
+        """The put hot path: kvt_mvcc_put does the read, the revision, the commit and the
+        fsync wait; Python hands the change to the watchers. (A put with a lease takes
+        the writer lock in Python, so a concurrent revoke cannot strand it.)"""
+        self._check_open()
+        if self._quota:
+            self._check_quota()
+        want_prev = prev_kv or bool(self._watchers)
+        rev, create, version, prev = self._core.put(k, v, 0, want_prev)
+        self._pending[rev] = [(Entry(k, rev, False, create, version, 0, v), prev)]
+        self._publish()
+        return PutResult(rev, prev.to_kv() if prev_kv and prev else None)
 
     def _check_put(self, k: bytes, v: bytes) -> None:
         self._check_key_size(k)
@@ -670,34 +657,29 @@ class Store:
             limit = None if final else self._compact_batch
             entries = list(itertools.islice(self._eng.items(mvcc.REVLOG, upto), limit))
             ops: dict[bytes, Optional[bytes]] = {}
-            gone: list = []         # keys whose newest version (a tombstone) goes
             for rk, key in entries:
                 rev = int.from_bytes(rk[1:9], "big")
                 if rev < target:
                     ops[rk] = None
-                self._compact_key(bytes(key), rev, target, ops, gone)
+                self._compact_key(bytes(key), rev, target, ops)
             if final:
                 ops[mvcc.META_COMPACT_DONE] = mvcc.be64(target)
-            try:
-                if ops:
-                    with self._eng.batch() as b:
-                        for k, v in ops.items():
-                            b.delete(k) if v is None else b.put(k, v)
-            finally:
-                self._forget_heads(gone)   # (a stale head is only slow, never wrong)
+            if ops:
+                with self._eng.batch() as b:
+                    for k, v in ops.items():
+                        b.delete(k) if v is None else b.put(k, v)
             return bool(entries)
 
-    def _compact_key(self, key: bytes, rev: int, target: int, ops: dict, gone: list) -> None:
+    def _compact_key(self, key: bytes, rev: int, target: int, ops: dict) -> None:
         """If rev is key's newest version <= target, delete every older version (and the
-        version itself if it is a tombstone, noting the key in gone)."""
-        e = mvcc.latest(self._eng, key, target)
+        version itself if it is a tombstone)."""
+        e = self._latest(key, target)
         if e is None or e.mod != rev:
             return
         for ek in mvcc.older_versions(self._eng, key, rev):
             ops[ek] = None
         if e.tombstone:
             ops[mvcc.kv_key(key, rev)] = None
-            gone.append(key)
 
     # ------------------------------------------------------------ watches
     def watch(self, key, start_revision=None, prev_kv=False, filters=(), range_end=None,
@@ -762,7 +744,7 @@ class Store:
         if start_revision is not None and (isinstance(start_revision, bool)
                                            or not isinstance(start_revision, int)):
             raise TypeError("start_revision must be an int")
-        with self._wlock:
+        with self._publish_lock:   # no revision is delivered between reading cur and joining
             self._check_open()
             cur = self._rev
             start = cur + 1 if not start_revision or start_revision <= 0 else start_revision
@@ -779,7 +761,7 @@ class Store:
         self._watchers.pop(w.id, None)
 
     def _rearm_watch(self, w: Watcher) -> None:
-        with self._wlock:
+        with self._publish_lock:
             w._rearm(self._rev)
 
     def _replay(self, w: Watcher, first: int, last: int) -> list:
@@ -934,7 +916,7 @@ class Store:
         dest = os.fspath(dest_path)
         if os.path.exists(dest) and os.listdir(dest):
             raise FileExistsError("snapshot destination %r is not empty" % dest)
-        with self._wlock:
+        with self._writing():   # no write (native puts included) while copying
             self._check_open()
             out = self._engine_factory(dest)
             try:
@@ -982,6 +964,7 @@ class Store:
             if self._closed:
                 return
             self._closed = True
+            self._core.close()          # waits for native puts in flight
             self._save_revision()
         self._leases.stop()
         for w in list(self._watchers.values()):
@@ -1049,12 +1032,6 @@ def _fix_revisions(responses, rev):
             r = (r[0], _fix_revisions(r[1], rev))
         out.append(r)
     return out
-
-
-def _evict(heads: dict, n: int) -> None:
-    """Drop the n oldest-inserted entries of the head cache (FIFO: cheap, bounded)."""
-    for k in list(itertools.islice(heads, n)):
-        del heads[k]
 
 
 def _write_all(eng, items) -> None:

@@ -197,7 +197,7 @@ class Watcher:
         return True
 
     def _rearm(self, current_revision: int) -> None:
-        """Called by the store under its writer lock after a spill."""
+        """Called by the store under its publish lock after a spill."""
         with self._cond:
             self._spilled = False
             self._queue.clear()

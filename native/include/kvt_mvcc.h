@@ -1,0 +1,80 @@
+/* kvt_mvcc.h - etcd's MVCC key layout over a kvt_db: the store's per-key hot paths in C.
+ *
+ * The layout (docs/STORE.md; src/kvtrees/mvcc.py is the Python side of the same rules):
+ *     k + esc(key) + 00 01 + ~rev (8 bytes BE)  -> flags(1) create(8) version(8) lease(8)
+ *                                                 value          (integers big-endian)
+ *     r + rev (8 BE) + sub (4 BE)              -> key            (revision log)
+ *     a + lease (8 BE) + key                    -> ""             (key attached to lease)
+ * esc() doubles each 00 byte as 00 FF, so all versions of a key are contiguous, newest
+ * first, and "newest version at or below rev" is one seek.
+ *
+ * A kvt_mvcc handle owns the store's revision counters:
+ *   head    - the newest revision committed to the engine; writers build on it;
+ *   visible - the newest revision readers may see. With durable=1 it moves to a
+ *             revision only after the fsync covering that revision's log record
+ *             returned, so no reader observes a write a crash could still lose.
+ * Every store write assigns its revision and commits under the handle's writer lock, so
+ * log order is revision order. kvt_mvcc_put does all of it in one call (the GIL is
+ * released for the whole call, fsync wait included); writes built elsewhere (the
+ * Python txn, delete, lease and compaction paths) hold the same lock through
+ * kvt_mvcc_lock()/kvt_mvcc_unlock() and report their revision with kvt_mvcc_set_head()
+ * and, once durable, kvt_mvcc_publish().
+ *
+ * Lifetime: kvt_mvcc_close() (before kvt_close of its db) waits for calls in flight and
+ * makes every later call fail with KVT_ECLOSED; kvt_mvcc_free() then releases memory.
+ */
+#ifndef KVT_MVCC_H
+#define KVT_MVCC_H
+#include <stddef.h>
+#include <stdint.h>
+#include "kvtrees.h"
+
+#define KVT_MVCC_HDR 25            /* flags, create, version, lease before the value */
+#define KVT_MVCC_TOMBSTONE 1       /* flags bit */
+
+/* CDEF BEGIN */
+typedef struct kvt_mvcc kvt_mvcc;
+
+/* One version of a key (or a tombstone), its value in the caller's buffer. */
+typedef struct kvt_mvcc_kv {
+    uint64_t create, mod, version, lease;
+    int tombstone;
+    size_t vlen;                   /* value length, also when it did not fit */
+} kvt_mvcc_kv;
+
+/* What a put did: its revision and the previous live version of the key (prev.mod 0:
+ * none). The previous value is copied only when asked, into prev_buf when it fits,
+ * else into prev_heap (malloc'd; release with kvt_mvcc_release). */
+typedef struct kvt_mvcc_put_result {
+    uint64_t rev;                  /* set as soon as assigned, also on a failed sync */
+    kvt_mvcc_kv prev;
+    uint8_t *prev_heap;
+} kvt_mvcc_put_result;
+
+int  kvt_mvcc_open(kvt_db *db, uint64_t head, int durable, kvt_mvcc **out);
+int  kvt_mvcc_close(kvt_mvcc *m);
+void kvt_mvcc_free(kvt_mvcc *m);
+void kvt_mvcc_release(void *p);
+
+uint64_t kvt_mvcc_head(kvt_mvcc *m);
+uint64_t kvt_mvcc_visible(kvt_mvcc *m);
+int  kvt_mvcc_lock(kvt_mvcc *m);           /* the writer lock, for writes built outside */
+void kvt_mvcc_unlock(kvt_mvcc *m);
+void kvt_mvcc_set_head(kvt_mvcc *m, uint64_t rev);  /* lock held; non-durable: visible too */
+void kvt_mvcc_publish(kvt_mvcc *m, uint64_t rev);   /* visible := max(visible, rev) */
+
+/* Newest version of key at or below rev, tombstones included. KVT_OK: out filled and
+ * the value copied to dst; KVT_NOTFOUND: no version; KVT_EBUFSMALL: out->vlen is the
+ * size needed, call again. O(log n): one engine seek. */
+int  kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_t *dst,
+                  size_t cap, kvt_mvcc_kv *out);
+
+/* Put key=value (lease 0: none) at revision head+1 in one atomic record (versioned key,
+ * revision-log entry, lease attachment changes); returns once durable when the handle
+ * is. The caller checks that a nonzero lease exists and holds it against revocation. */
+int  kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                  uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
+                  kvt_mvcc_put_result *res);
+/* CDEF END */
+
+#endif

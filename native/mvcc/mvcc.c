@@ -1,0 +1,246 @@
+/* mvcc.c - the MVCC handle: revision counters, the writer lock, point reads and puts
+ * (contract: kvt_mvcc.h). */
+#include <sched.h>
+#include <stdlib.h>
+#include "mvcc_int.h"
+
+/* ---- lifetime ------------------------------------------------------------------ */
+
+int kvt_mvcc_open(kvt_db *db, uint64_t head, int durable, kvt_mvcc **out) {
+    if (!out) return kvt_seterr(KVT_EINVAL, "kvt_mvcc_open: out is NULL");
+    *out = NULL;
+    if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_mvcc_open: no handle");
+    kvt_mvcc *m = calloc(1, sizeof *m);
+    if (!m) return kvt_seterr(KVT_ENOMEM, "out of memory for an MVCC handle");
+    if (pthread_mutex_init(&m->lock, NULL) != 0) {
+        free(m);
+        return kvt_seterr(KVT_ENOMEM, "cannot create the MVCC writer lock");
+    }
+    m->db = db;
+    m->durable = durable != 0;
+    m->head = head;
+    atomic_store(&m->visible, head);
+    *out = m;
+    return KVT_OK;
+}
+
+/* Every call that touches the db counts itself in flight; close sets closed first and
+ * then waits for the count to drain (both sequentially consistent, so a call either
+ * sees closed or is counted before close starts waiting). */
+static int enter(kvt_mvcc *m) {
+    if (!m) return kvt_seterr(KVT_ECLOSED, "no MVCC handle");
+    atomic_fetch_add(&m->inflight, 1);
+    if (atomic_load(&m->closed)) {
+        atomic_fetch_sub(&m->inflight, 1);
+        return kvt_seterr(KVT_ECLOSED, "store is closed");
+    }
+    return KVT_OK;
+}
+
+static void leave(kvt_mvcc *m) { atomic_fetch_sub(&m->inflight, 1); }
+
+int kvt_mvcc_close(kvt_mvcc *m) {
+    if (!m) return KVT_OK;
+    atomic_store(&m->closed, 1);
+    while (atomic_load(&m->inflight) > 0) sched_yield();
+    return KVT_OK;
+}
+
+void kvt_mvcc_free(kvt_mvcc *m) {
+    if (!m) return;
+    kvt_mvcc_close(m);
+    pthread_mutex_destroy(&m->lock);
+    kvt_buf_free(&m->rec);
+    kvt_buf_free(&m->key);
+    kvt_buf_free(&m->aux);
+    kvt_buf_free(&m->val);
+    free(m);
+}
+
+void kvt_mvcc_release(void *p) { free(p); }
+
+/* ---- revision counters and the writer lock ---------------------------------------- */
+
+uint64_t kvt_mvcc_head(kvt_mvcc *m) { return atomic_load(&m->head); }
+
+uint64_t kvt_mvcc_visible(kvt_mvcc *m) { return atomic_load(&m->visible); }
+
+int kvt_mvcc_lock(kvt_mvcc *m) {
+    KVT_TRY(enter(m));
+    pthread_mutex_lock(&m->lock);
+    return KVT_OK;
+}
+
+void kvt_mvcc_unlock(kvt_mvcc *m) {
+    pthread_mutex_unlock(&m->lock);
+    leave(m);
+}
+
+void kvt_mvcc_publish(kvt_mvcc *m, uint64_t rev) {
+    uint64_t cur = atomic_load(&m->visible);
+    while (cur < rev && !atomic_compare_exchange_weak(&m->visible, &cur, rev)) {}
+}
+
+void kvt_mvcc_set_head(kvt_mvcc *m, uint64_t rev) {
+    atomic_store(&m->head, rev);
+    if (!m->durable) kvt_mvcc_publish(m, rev);
+}
+
+/* ---- point reads ------------------------------------------------------------------ */
+
+typedef struct lookup {
+    const uint8_t *prefix;
+    size_t plen;
+    kvt_mvcc_kv *out;
+    kvt_buf *value;                /* NULL: do not copy the value */
+    int found, rc;
+} lookup;
+
+/* The scan starts at the key's version at or below the wanted revision: its first
+ * entry is the answer if it still belongs to the key. */
+static int lookup_first(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
+    lookup *l = ctx;
+    if (kl != l->plen + 8 || memcmp(k, l->prefix, l->plen) != 0) return 1;
+    l->rc = mvcc_entry_parse(v, vl, mvcc_kv_rev(k, kl), l->out);
+    if (l->rc == KVT_OK && l->value) {
+        l->rc = kvt_buf_set(l->value, v + KVT_MVCC_HDR, vl - KVT_MVCC_HDR);
+        if (l->rc == KVT_EBUFSMALL) l->value->len = vl - KVT_MVCC_HDR;
+    }
+    l->found = 1;
+    return 1;
+}
+
+/* Newest version of the key whose engine-key prefix is in key (prefix_len bytes; the
+ * buffer is extended with the revision) at or below rev. */
+static int newest(kvt_mvcc *m, kvt_buf *key, size_t prefix_len, uint64_t rev,
+                  kvt_mvcc_kv *out, kvt_buf *value) {
+    kvt_db *db = m->db;
+    mvcc_kv_set_rev(key, prefix_len, rev);
+    lookup l = {key->data, prefix_len, out, value, 0, KVT_OK};
+    KVT_TRY(kvt_db_usable(db, 0));
+    pthread_rwlock_rdlock(&db->rw);
+    int rc = db->ops->scan(db->eng, key->data, key->len, 1, 0, lookup_first, &l);
+    pthread_rwlock_unlock(&db->rw);
+    KVT_TRY(rc);
+    KVT_TRY(l.rc);
+    return l.found ? KVT_OK : KVT_NOTFOUND;
+}
+
+static int check_key(const uint8_t *k, size_t kl) {
+    if (!k || kl == 0) return kvt_seterr(KVT_EINVAL, "empty key");
+    return KVT_OK;
+}
+
+int kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_t *dst,
+                 size_t cap, kvt_mvcc_kv *out) {
+    KVT_TRY(check_key(k, kl));
+    KVT_TRY(enter(m));
+    uint8_t stack[512];
+    kvt_buf key = {stack, 0, sizeof stack, 0};
+    kvt_buf value = {dst, 0, dst ? cap : 0, 1};
+    int rc = KVT_OK;
+    if (1 + 2 * kl + 10 > sizeof stack) {      /* the escaped key may not fit the stack */
+        key.data = NULL;
+        key.cap = 0;
+    }
+    rc = mvcc_kv_prefix(&key, k, kl);
+    size_t plen = key.len;
+    if (rc == KVT_OK) rc = newest(m, &key, plen, rev, out, &value);
+    if (rc == KVT_OK && value.len > value.cap) rc = KVT_EBUFSMALL;
+    if (key.data != stack) kvt_buf_free(&key);
+    leave(m);
+    return rc;
+}
+
+/* ---- puts ------------------------------------------------------------------------ */
+
+/* The record of one put: versioned key, revision-log entry, lease attachment change. */
+static int build_put(kvt_mvcc *m, size_t plen, const uint8_t *k, size_t kl,
+                     const uint8_t *v, size_t vl, const kvt_mvcc_kv *e, uint64_t old_lease) {
+    kvt_buf *rec = &m->rec;
+    rec->len = 0;
+    KVT_TRY(kvt_buf_reserve(&m->val, KVT_MVCC_HDR + vl));
+    mvcc_entry_header(m->val.data, e);
+    if (vl) memcpy(m->val.data + KVT_MVCC_HDR, v, vl);
+    mvcc_kv_set_rev(&m->key, plen, e->mod);
+    KVT_TRY(kvt_db_record_add(rec, KVT_BATCH_OP_PUT, m->key.data, m->key.len, m->val.data,
+                              KVT_MVCC_HDR + vl));
+    uint8_t rk[MVCC_REVLOG_KEY];
+    mvcc_revlog_key(rk, e->mod, 0);
+    KVT_TRY(kvt_db_record_add(rec, KVT_BATCH_OP_PUT, rk, sizeof rk, k, kl));
+    if (old_lease == e->lease) return KVT_OK;
+    if (old_lease) {
+        KVT_TRY(mvcc_attach_key(&m->aux, old_lease, k, kl));
+        KVT_TRY(kvt_db_record_add(rec, KVT_BATCH_OP_DEL, m->aux.data, m->aux.len, NULL, 0));
+    }
+    if (e->lease) {
+        KVT_TRY(mvcc_attach_key(&m->aux, e->lease, k, kl));
+        KVT_TRY(kvt_db_record_add(rec, KVT_BATCH_OP_PUT, m->aux.data, m->aux.len,
+                                  (const uint8_t *)"", 0));
+    }
+    return KVT_OK;
+}
+
+/* Hand the previous value to the caller: its buffer if it fits, else the heap. */
+static int give_prev_value(const kvt_buf *src, uint8_t *buf, size_t cap,
+                           kvt_mvcc_put_result *res) {
+    if (src->len <= cap) {
+        if (src->len) memcpy(buf, src->data, src->len);
+        return KVT_OK;
+    }
+    res->prev_heap = malloc(src->len);
+    if (!res->prev_heap) return kvt_seterr(KVT_ENOMEM, "no memory for a previous value");
+    memcpy(res->prev_heap, src->data, src->len);
+    return KVT_OK;
+}
+
+/* Under the writer lock: read the key's current version, assign the revision, commit. */
+static int put_locked(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                      uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
+                      kvt_mvcc_put_result *res, uint64_t *lsn) {
+    KVT_TRY(kvt_db_usable(m->db, 1));
+    KVT_TRY(mvcc_kv_prefix(&m->key, k, kl));
+    size_t plen = m->key.len;
+    uint64_t head = atomic_load(&m->head);
+    kvt_mvcc_kv prev = {0};
+    int rc = newest(m, &m->key, plen, head, &prev, want_prev ? &m->aux : NULL);
+    if (rc < 0) return rc;
+    int live = rc == KVT_OK && !prev.tombstone;
+    if (live && want_prev) KVT_TRY(give_prev_value(&m->aux, prev_buf, prev_cap, res));
+    kvt_mvcc_kv e = {.mod = head + 1, .lease = lease};
+    e.create = live ? prev.create : e.mod;
+    e.version = live ? prev.version + 1 : 1;
+    KVT_TRY(build_put(m, plen, k, kl, v, vl, &e, live ? prev.lease : 0));
+    KVT_TRY(kvt_db_commit_logged(m->db, m->rec.data, m->rec.len, lsn));
+    if (live) res->prev = prev;
+    res->rev = e.mod;
+    kvt_mvcc_set_head(m, e.mod);
+    return KVT_OK;
+}
+
+int kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                 uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
+                 kvt_mvcc_put_result *res) {
+    if (!res) return kvt_seterr(KVT_EINVAL, "kvt_mvcc_put: res is NULL");
+    memset(res, 0, sizeof *res);
+    KVT_TRY(check_key(k, kl));
+    if (vl && !v) return kvt_seterr(KVT_EINVAL, "NULL value pointer");
+    if (want_prev && prev_cap && !prev_buf) return kvt_seterr(KVT_EINVAL, "NULL prev buffer");
+    KVT_TRY(enter(m));
+    uint64_t lsn = 0;
+    pthread_mutex_lock(&m->lock);
+    int rc = put_locked(m, k, kl, v, vl, lease, want_prev, prev_buf, prev_cap, res, &lsn);
+    pthread_mutex_unlock(&m->lock);
+    if (rc == KVT_OK && m->durable) {
+        /* outside the lock: concurrent writers share this fsync (kvt_wal_sync groups
+         * waiters), and log order is revision order, so it covers every revision <= ours */
+        rc = kvt_db_sync_upto(m->db, lsn);
+        if (rc == KVT_OK) kvt_mvcc_publish(m, res->rev);
+    }
+    if (rc < 0 && res->prev_heap) {
+        free(res->prev_heap);
+        res->prev_heap = NULL;
+    }
+    leave(m);
+    return rc;
+}

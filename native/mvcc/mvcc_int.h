@@ -1,0 +1,32 @@
+/* mvcc_int.h - internals shared by the files of native/mvcc/. */
+#ifndef KVT_MVCC_INT_H
+#define KVT_MVCC_INT_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include "kvt_mvcc.h"
+#include "kvt_util.h"
+#include "../db/db_internal.h"
+
+#define MVCC_REVLOG_KEY 13
+
+struct kvt_mvcc {
+    kvt_db *db;
+    int durable;                   /* visible waits for the fsync */
+    pthread_mutex_t lock;          /* the store's writer lock */
+    uint64_t head;                 /* under lock (read atomically by kvt_mvcc_head) */
+    _Atomic uint64_t visible;
+    atomic_int closed;
+    atomic_int inflight;           /* calls that may touch db (close waits for 0) */
+    kvt_buf rec, key, aux, val;    /* scratch, under lock */
+};
+
+/* mvcc_key.c */
+int  mvcc_kv_prefix(kvt_buf *out, const uint8_t *k, size_t kl);   /* k + esc(key) + 00 01 */
+void mvcc_kv_set_rev(kvt_buf *key_with_prefix, size_t prefix_len, uint64_t rev);
+uint64_t mvcc_kv_rev(const uint8_t *ek, size_t ekl);
+void mvcc_revlog_key(uint8_t out[MVCC_REVLOG_KEY], uint64_t rev, uint32_t sub);
+int  mvcc_attach_key(kvt_buf *out, uint64_t lease, const uint8_t *k, size_t kl);
+void mvcc_entry_header(uint8_t out[KVT_MVCC_HDR], const kvt_mvcc_kv *e);
+int  mvcc_entry_parse(const uint8_t *v, size_t vl, uint64_t mod, kvt_mvcc_kv *e);
+
+#endif

@@ -1,0 +1,196 @@
+"""The store's revision counters, writer lock and per-key hot paths.
+
+Two implementations of one small interface (see native/include/kvt_mvcc.h):
+
+- NativeCore, over a native engine: the counters and the writer lock live in C, a point
+  read is one C call (one engine seek, no Python iterator) and a put is one C call that
+  reads the key's current version, assigns the revision, commits the record and (with
+  durable=True) waits for the shared group fsync, all with the GIL released.
+- PythonCore, for any other engine object (the tests' in-memory engine): the same
+  rules in Python; put() is not offered, so the store builds every write itself.
+
+head is the newest revision committed to the engine (writers build on it); visible is
+the newest revision readers may see: with durable=True it reaches a revision only after
+the fsync covering it returned.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+from . import mvcc
+from .errors import error_from_code
+from .mvcc import Entry
+
+__all__ = ["open_core", "NativeCore", "PythonCore", "PREV_UNKNOWN"]
+
+# A put's previous version that was not read (nobody asked for it): a watcher that
+# wants prev_kv has it read from the engine at delivery.
+PREV_UNKNOWN = object()
+
+_BUF = 4096                 # initial per-thread value buffer; grows on demand
+_BUF_KEEP = 1 << 20         # larger buffers are dropped after use
+
+
+def open_core(engine, head: int, durable: bool):
+    """NativeCore for a native engine, PythonCore for anything else."""
+    db = getattr(engine, "_db", None)
+    if db is not None:
+        return NativeCore(engine, head, durable)
+    return PythonCore(engine, head, durable)
+
+
+class PythonCore:
+    """The counters and lock in Python; reads through mvcc.latest()."""
+    native = False
+
+    def __init__(self, engine, head: int, durable: bool):
+        self._eng = engine
+        self._durable = durable
+        self._head = self._visible = head
+        self._lock = threading.Lock()
+        self._bump = threading.Lock()
+
+    def head(self) -> int:
+        return self._head
+
+    def visible(self) -> int:
+        return self._visible
+
+    def lock(self) -> None:
+        self._lock.acquire()
+
+    def unlock(self) -> None:
+        self._lock.release()
+
+    def set_head(self, rev: int) -> None:
+        self._head = rev
+        if not self._durable:
+            self.publish(rev)
+
+    def publish(self, rev: int) -> None:
+        with self._bump:
+            if rev > self._visible:
+                self._visible = rev
+
+    def get(self, key: bytes, rev: int) -> Optional[Entry]:
+        """Newest version of key <= rev, tombstones included. O(log n)."""
+        return mvcc.latest(self._eng, key, rev)
+
+    def close(self) -> None:
+        pass
+
+
+class _Scratch(threading.local):
+    """Per-thread C buffers: a value buffer and the result structs."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self, cap: int = _BUF) -> None:
+        from ._native import ffi
+        self.buf = ffi.new("uint8_t[]", cap)
+        self.cap = cap
+        self.cbuf = ffi.cast("char *", self.buf)
+        self.kv = ffi.new("kvt_mvcc_kv *")
+        self.res = ffi.new("kvt_mvcc_put_result *")
+
+
+class NativeCore:
+    """kvt_mvcc over the engine's kvt_db (see kvt_mvcc.h)."""
+    native = True
+
+    def __init__(self, engine, head: int, durable: bool):
+        from ._native import ffi, lib
+        self._ffi, self._lib = ffi, lib
+        out = ffi.new("kvt_mvcc **")
+        rc = lib.kvt_mvcc_open(engine._db, head, 1 if durable else 0, out)
+        if rc < 0:
+            raise error_from_code(rc)
+        self._m = ffi.gc(out[0], lib.kvt_mvcc_free)
+        self._tls = _Scratch()
+        self._get = lib.kvt_mvcc_get
+        self._put = lib.kvt_mvcc_put
+        self._unpack = ffi.unpack
+        self._OK, self._NOTFOUND = lib.KVT_OK, lib.KVT_NOTFOUND
+        self._EBUFSMALL, self._ETOOLARGE = lib.KVT_EBUFSMALL, lib.KVT_ETOOLARGE
+
+    def head(self) -> int:
+        return self._lib.kvt_mvcc_head(self._m)
+
+    def visible(self) -> int:
+        return self._lib.kvt_mvcc_visible(self._m)
+
+    def lock(self) -> None:
+        rc = self._lib.kvt_mvcc_lock(self._m)
+        if rc < 0:
+            raise error_from_code(rc)
+
+    def unlock(self) -> None:
+        self._lib.kvt_mvcc_unlock(self._m)
+
+    def set_head(self, rev: int) -> None:
+        self._lib.kvt_mvcc_set_head(self._m, rev)
+
+    def publish(self, rev: int) -> None:
+        self._lib.kvt_mvcc_publish(self._m, rev)
+
+    def get(self, key: bytes, rev: int) -> Optional[Entry]:
+        """Newest version of key <= rev, tombstones included. O(log n), one C call."""
+        t = self._tls
+        kv = t.kv
+        rc = self._get(self._m, key, len(key), rev, t.buf, t.cap, kv)
+        if rc == self._OK:
+            return Entry(key, kv.mod, bool(kv.tombstone), kv.create, kv.version, kv.lease,
+                         self._unpack(t.cbuf, kv.vlen))
+        if rc == self._NOTFOUND:
+            return None
+        return self._get_slow(key, rev, rc)
+
+    def _get_slow(self, key: bytes, rev: int, rc: int) -> Optional[Entry]:
+        t = self._tls
+        try:
+            while rc == self._EBUFSMALL:
+                t.reset(max(t.kv.vlen, 64))
+                rc = self._get(self._m, key, len(key), rev, t.buf, t.cap, t.kv)
+            if rc == self._OK:
+                kv = t.kv
+                return Entry(key, kv.mod, bool(kv.tombstone), kv.create, kv.version,
+                             kv.lease, self._unpack(t.cbuf, kv.vlen))
+            if rc in (self._NOTFOUND, self._ETOOLARGE):
+                return None     # too long to have been stored: absent, as etcd
+            raise error_from_code(rc)
+        finally:
+            if t.cap > _BUF_KEEP:
+                t.reset()
+
+    def put(self, key: bytes, value: bytes, lease: int, want_prev: bool) -> tuple:
+        """Commit key=value at the next revision. Returns (revision, create_revision,
+        version, prev): prev is the previous live Entry or None, or PREV_UNKNOWN when it
+        exists but was not asked for. Durable on return when the core is. O(log n), one
+        C call with the GIL released."""
+        t = self._tls
+        res = t.res
+        rc = self._put(self._m, key, len(key), value, len(value), lease, want_prev,
+                       t.buf, t.cap, res)
+        if rc < 0:
+            raise error_from_code(rc)
+        rev = res.rev
+        p = res.prev
+        if not p.mod:
+            return rev, rev, 1, None
+        create, version = p.create, p.version + 1
+        if not want_prev:
+            return rev, create, version, PREV_UNKNOWN
+        if res.prev_heap:
+            old = self._unpack(self._ffi.cast("char *", res.prev_heap), p.vlen)
+            self._lib.kvt_mvcc_release(res.prev_heap)
+        else:
+            old = self._unpack(t.cbuf, p.vlen)
+        return rev, create, version, Entry(key, p.mod, False, p.create, p.version, p.lease,
+                                           old)
+
+    def close(self) -> None:
+        """Wait for calls in flight; later calls raise ClosedError. Idempotent."""
+        self._lib.kvt_mvcc_close(self._m)

@@ -267,4 +267,5 @@ const kvt_engine_ops kvt_fractal_ops = {
     .check = ft_check_op,
     .stats = ft_stats_op,
     .upsert = ft_upsert_op,
+    .scan_until = ft_scan_until,
 };

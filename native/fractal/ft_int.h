@@ -212,6 +212,9 @@ int  ft_put_msg(kvt_engine *e, frec *m);    /* takes ownership of m */
 
 /* ft_read.c */
 int  ft_lookup(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out);
+/* to (tl bytes, NULL: none): a forward scan stops before it (kvt_engine_ops.scan_until) */
+int  ft_scan_until(kvt_engine *e, const uint8_t *from, size_t fl, const uint8_t *to, size_t tl,
+                   kvt_scan_fn fn, void *ctx);
 int  ft_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
              kvt_scan_fn fn, void *ctx);
 

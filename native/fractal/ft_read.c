@@ -153,6 +153,7 @@ typedef struct scan {
     fnode *path[64], *part[64];      /* internal nodes and their partition on the path */
     uint32_t idx[64];
     int depth;
+    bound stop;                  /* forward scans: end before this key (k NULL: none) */
 } scan;
 
 static uint32_t range_start(const fvec *v, bound lo) {
@@ -364,11 +365,18 @@ static uint32_t prefetch_basement(scan *s, uint64_t bid, bound lo, bound hi, fno
     return ft_prefetch(s->e, ids, n, hold);
 }
 
+/* Is the key at or past the stop bound? */
+static int past_stop(const scan *s, const uint8_t *k, size_t kl) {
+    return s->stop.k && k && kvt_keycmp(k, kl, s->stop.k, s->stop.kl) >= 0;
+}
+
 static int scan_basement(scan *s, fnode *leaf, uint32_t bi, bound lo, bound hi) {
     bound cur = { s->cur.data, s->cur.len, s->incl };
     if (!s->has_cur) cur.k = NULL;
     if (!s->reverse && tighter_lo(lo, cur)) lo = cur;
     if (s->reverse && tighter_hi(hi, cur)) hi = cur;
+    if (!s->reverse && tighter_hi(hi, s->stop)) hi = s->stop;
+    if (past_stop(s, lo.k, lo.kl)) return 1;      /* nothing of this basement is wanted */
     fnode *hold[FT_PREFETCH_MAX], *b = NULL;
     uint32_t held = prefetch_basement(s, leaf->child[bi], lo, hi, hold);
     int rc = ft_get(s->e, leaf->child[bi], &b);
@@ -392,6 +400,7 @@ static int scan_leaf(scan *s, fnode *leaf, bound lo, bound hi) {
         int rc = scan_basement(s, leaf, bi, blo, bhi);
         if (rc != 0) return rc;
         if (s->reverse ? bi == 0 : bi + 1 == nb) return 0;
+        if (!s->reverse && past_stop(s, bhi.k, bhi.kl)) return 1;
         bi = s->reverse ? bi - 1 : bi + 1;
     }
 }
@@ -438,7 +447,7 @@ static int scan_step(scan *s) {
     rc = scan_leaf(s, leaf, lo, hi);
     if (rc == 0) {
         bound next = s->reverse ? lo : hi;
-        if (!next.k) rc = 1;
+        if (!next.k || (!s->reverse && past_stop(s, next.k, next.kl))) rc = 1;
         else {
             int r2 = kvt_buf_set(&s->cur, next.k, next.kl);
             if (r2 < 0) rc = r2;
@@ -451,9 +460,10 @@ static int scan_step(scan *s) {
     return rc;
 }
 
-int ft_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
-            kvt_scan_fn fn, void *ctx) {
-    scan s = { .e = e, .fn = fn, .ctx = ctx, .reverse = reverse, .incl = inclusive };
+static int scan_run(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
+                    bound stop, kvt_scan_fn fn, void *ctx) {
+    scan s = { .e = e, .fn = fn, .ctx = ctx, .reverse = reverse, .incl = inclusive,
+               .stop = stop };
     int rc = KVT_OK;
     if (from && fl == 0) {                    /* keys are never empty */
         if (reverse) return KVT_OK;
@@ -470,4 +480,15 @@ int ft_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int re
     free(s.syn);
     free(s.segs);
     return rc < 0 ? rc : KVT_OK;
+}
+
+int ft_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
+            kvt_scan_fn fn, void *ctx) {
+    return scan_run(e, from, fl, inclusive, reverse, (bound){0}, fn, ctx);
+}
+
+int ft_scan_until(kvt_engine *e, const uint8_t *from, size_t fl, const uint8_t *to, size_t tl,
+                  kvt_scan_fn fn, void *ctx) {
+    if (to && from && kvt_keycmp(from, fl, to, tl) >= 0) return KVT_OK;
+    return scan_run(e, from, fl, 1, 0, (bound){ to, tl, 0 }, fn, ctx);
 }

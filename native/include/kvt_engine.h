@@ -71,6 +71,11 @@ typedef struct kvt_engine_ops {
      * (empty when absent) followed by the operand; never ETOOLARGE. A writer call, like put. */
     int  (*upsert)(kvt_engine *e, const uint8_t *k, size_t kl, const uint8_t *operand,
                    size_t ol);
+    /* Optional (NULL: callers use scan and stop themselves). A forward scan of the keys
+     * in [from, to): for an engine whose scan does work per key range (the fractal
+     * tree merges buffered messages), the bound keeps a short seek short. */
+    int  (*scan_until)(kvt_engine *e, const uint8_t *from, size_t fl, const uint8_t *to,
+                       size_t tl, kvt_scan_fn fn, void *ctx);
 } kvt_engine_ops;
 
 extern const kvt_engine_ops kvt_btree_ops;

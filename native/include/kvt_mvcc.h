@@ -17,8 +17,10 @@
  * log order is revision order. kvt_mvcc_put does all of it in one call (the GIL is
  * released for the whole call, fsync wait included); writes built elsewhere (the
  * Python txn, delete, lease and compaction paths) hold the same lock through
- * kvt_mvcc_lock()/kvt_mvcc_unlock() and report their revision with kvt_mvcc_set_head()
- * and, once durable, kvt_mvcc_publish().
+ * kvt_mvcc_lock()/kvt_mvcc_unlock() and report their keys and revision with
+ * kvt_mvcc_note() and kvt_mvcc_set_head() and, once durable, kvt_mvcc_publish().
+ * Point reads go through a cache of each recent key's newest revision (head_cache.c):
+ * an exact engine get instead of a seek.
  *
  * Lifetime: kvt_mvcc_close() (before kvt_close of its db) waits for calls in flight and
  * makes every later call fail with KVT_ECLOSED; kvt_mvcc_free() then releases memory.
@@ -60,7 +62,10 @@ uint64_t kvt_mvcc_head(kvt_mvcc *m);
 uint64_t kvt_mvcc_visible(kvt_mvcc *m);
 int  kvt_mvcc_lock(kvt_mvcc *m);           /* the writer lock, for writes built outside */
 void kvt_mvcc_unlock(kvt_mvcc *m);
-void kvt_mvcc_set_head(kvt_mvcc *m, uint64_t rev);  /* lock held; non-durable: visible too */
+/* A write built outside (lock held) reports each key it changed, then its revision;
+ * with durable=0 the revision is visible at once. */
+void kvt_mvcc_note(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev);
+void kvt_mvcc_set_head(kvt_mvcc *m, uint64_t rev);
 void kvt_mvcc_publish(kvt_mvcc *m, uint64_t rev);   /* visible := max(visible, rev) */
 
 /* Newest version of key at or below rev, tombstones included. KVT_OK: out filled and

@@ -16,6 +16,18 @@ int kvt_mvcc_open(kvt_db *db, uint64_t head, int durable, kvt_mvcc **out) {
         free(m);
         return kvt_seterr(KVT_ENOMEM, "cannot create the MVCC writer lock");
     }
+    if (pthread_mutex_init(&m->heads_mu, NULL) != 0) {
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return kvt_seterr(KVT_ENOMEM, "cannot create the MVCC head-cache lock");
+    }
+    int rc = hc_init(&m->heads, MVCC_HEAD_CACHE_ENTRIES);
+    if (rc < 0) {
+        pthread_mutex_destroy(&m->heads_mu);
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return rc;
+    }
     m->db = db;
     m->durable = durable != 0;
     m->head = head;
@@ -50,6 +62,8 @@ void kvt_mvcc_free(kvt_mvcc *m) {
     if (!m) return;
     kvt_mvcc_close(m);
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->heads_mu);
+    hc_free(&m->heads);
     kvt_buf_free(&m->rec);
     kvt_buf_free(&m->key);
     kvt_buf_free(&m->aux);
@@ -81,8 +95,20 @@ void kvt_mvcc_publish(kvt_mvcc *m, uint64_t rev) {
     while (cur < rev && !atomic_compare_exchange_weak(&m->visible, &cur, rev)) {}
 }
 
+/* Under heads_mu: the head moves together with the cache entries of its keys, and a
+ * reader learns a key only while no write is between noting keys and moving the head. */
+void kvt_mvcc_note(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev) {
+    pthread_mutex_lock(&m->heads_mu);
+    m->writing = 1;
+    hc_set(&m->heads, k, kl, rev);
+    pthread_mutex_unlock(&m->heads_mu);
+}
+
 void kvt_mvcc_set_head(kvt_mvcc *m, uint64_t rev) {
+    pthread_mutex_lock(&m->heads_mu);
     atomic_store(&m->head, rev);
+    m->writing = 0;
+    pthread_mutex_unlock(&m->heads_mu);
     if (!m->durable) kvt_mvcc_publish(m, rev);
 }
 
@@ -92,7 +118,7 @@ typedef struct lookup {
     const uint8_t *prefix;
     size_t plen;
     kvt_mvcc_kv *out;
-    kvt_buf *value;                /* NULL: do not copy the value */
+    kvt_buf *value;
     int found, rc;
 } lookup;
 
@@ -102,7 +128,7 @@ static int lookup_first(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v
     lookup *l = ctx;
     if (kl != l->plen + 8 || memcmp(k, l->prefix, l->plen) != 0) return 1;
     l->rc = mvcc_entry_parse(v, vl, mvcc_kv_rev(k, kl), l->out);
-    if (l->rc == KVT_OK && l->value) {
+    if (l->rc == KVT_OK) {
         l->rc = kvt_buf_set(l->value, v + KVT_MVCC_HDR, vl - KVT_MVCC_HDR);
         if (l->rc == KVT_EBUFSMALL) l->value->len = vl - KVT_MVCC_HDR;
     }
@@ -110,20 +136,81 @@ static int lookup_first(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v
     return 1;
 }
 
-/* Newest version of the key whose engine-key prefix is in key (prefix_len bytes; the
- * buffer is extended with the revision) at or below rev. */
-static int newest(kvt_mvcc *m, kvt_buf *key, size_t prefix_len, uint64_t rev,
-                  kvt_mvcc_kv *out, kvt_buf *value) {
+/* Seek: the newest version at or below rev of the key whose engine-key prefix is in key
+ * (prefix_len bytes; the buffer gets the revision appended). */
+static int seek_version(kvt_mvcc *m, kvt_buf *key, size_t prefix_len, uint64_t rev,
+                        kvt_mvcc_kv *out, kvt_buf *value) {
     kvt_db *db = m->db;
     mvcc_kv_set_rev(key, prefix_len, rev);
     lookup l = {key->data, prefix_len, out, value, 0, KVT_OK};
+    /* the key's versions end where its terminator 00 01 would be 00 02 */
+    uint8_t end[KVT_MAX_KEY];
+    memcpy(end, key->data, prefix_len);
+    end[prefix_len - 1] = 2;
     KVT_TRY(kvt_db_usable(db, 0));
     pthread_rwlock_rdlock(&db->rw);
-    int rc = db->ops->scan(db->eng, key->data, key->len, 1, 0, lookup_first, &l);
+    int rc = db->ops->scan_until
+        ? db->ops->scan_until(db->eng, key->data, key->len, end, prefix_len, lookup_first, &l)
+        : db->ops->scan(db->eng, key->data, key->len, 1, 0, lookup_first, &l);
     pthread_rwlock_unlock(&db->rw);
     KVT_TRY(rc);
     KVT_TRY(l.rc);
     return l.found ? KVT_OK : KVT_NOTFOUND;
+}
+
+/* Exact get of the version at mod; on success value holds the value only. On
+ * KVT_EBUFSMALL out->vlen is what value must hold (header included). */
+static int get_version(kvt_mvcc *m, kvt_buf *key, size_t prefix_len, uint64_t mod,
+                       kvt_mvcc_kv *out, kvt_buf *value) {
+    kvt_db *db = m->db;
+    mvcc_kv_set_rev(key, prefix_len, mod);
+    KVT_TRY(kvt_db_usable(db, 0));
+    value->len = 0;
+    pthread_rwlock_rdlock(&db->rw);
+    int rc = db->ops->get(db->eng, key->data, key->len, value);
+    pthread_rwlock_unlock(&db->rw);
+    if (rc == KVT_OK && value->len > value->cap) rc = KVT_EBUFSMALL;
+    if (rc == KVT_EBUFSMALL) out->vlen = value->len;
+    if (rc != KVT_OK) return rc;
+    KVT_TRY(mvcc_entry_parse(value->data, value->len, mod, out));
+    memmove(value->data, value->data + KVT_MVCC_HDR, out->vlen);
+    value->len = out->vlen;
+    return KVT_OK;
+}
+
+/* Remember a seek's answer (mod 0: no version) if it is the key's newest overall: the
+ * seek was at the head and no write is in progress. stale: the cached mod whose entry
+ * the exact get did not find (compacted away), replaced; 0: learn only a new key. */
+static void learn(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint64_t mod,
+                  uint64_t stale) {
+    pthread_mutex_lock(&m->heads_mu);
+    uint64_t cur;
+    if (atomic_load(&m->head) == rev && !m->writing &&
+        (!hc_lookup(&m->heads, k, kl, &cur) || (stale && cur == stale)))
+        hc_set(&m->heads, k, kl, mod);
+    pthread_mutex_unlock(&m->heads_mu);
+}
+
+/* The newest version of k at or below rev: an exact get when the head cache knows the
+ * key's newest version and it is <= rev, else a seek (then learned). key holds the
+ * key's engine prefix (prefix_len bytes). */
+static int read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
+                        size_t prefix_len, uint64_t rev, kvt_mvcc_kv *out, kvt_buf *value) {
+    uint64_t head_mod = 0;
+    pthread_mutex_lock(&m->heads_mu);
+    int known = hc_lookup(&m->heads, k, kl, &head_mod);
+    pthread_mutex_unlock(&m->heads_mu);
+    uint64_t stale = 0;
+    if (known && head_mod <= rev) {
+        if (head_mod == 0) return KVT_NOTFOUND;
+        int rc = get_version(m, key, prefix_len, head_mod, out, value);
+        if (rc != KVT_NOTFOUND) return rc;
+        stale = head_mod;               /* gone: a tombstone compaction removed */
+    }
+    int rc = seek_version(m, key, prefix_len, rev, out, value);
+    if (rc == KVT_OK || rc == KVT_NOTFOUND)
+        learn(m, k, kl, rev, rc == KVT_OK ? out->mod : 0, stale);
+    return rc;
 }
 
 static int check_key(const uint8_t *k, size_t kl) {
@@ -138,14 +225,12 @@ int kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_t
     uint8_t stack[512];
     kvt_buf key = {stack, 0, sizeof stack, 0};
     kvt_buf value = {dst, 0, dst ? cap : 0, 1};
-    int rc = KVT_OK;
     if (1 + 2 * kl + 10 > sizeof stack) {      /* the escaped key may not fit the stack */
         key.data = NULL;
         key.cap = 0;
     }
-    rc = mvcc_kv_prefix(&key, k, kl);
-    size_t plen = key.len;
-    if (rc == KVT_OK) rc = newest(m, &key, plen, rev, out, &value);
+    int rc = mvcc_kv_prefix(&key, k, kl);
+    if (rc == KVT_OK) rc = read_version(m, k, kl, &key, key.len, rev, out, &value);
     if (rc == KVT_OK && value.len > value.cap) rc = KVT_EBUFSMALL;
     if (key.data != stack) kvt_buf_free(&key);
     leave(m);
@@ -203,7 +288,7 @@ static int put_locked(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v
     size_t plen = m->key.len;
     uint64_t head = atomic_load(&m->head);
     kvt_mvcc_kv prev = {0};
-    int rc = newest(m, &m->key, plen, head, &prev, want_prev ? &m->aux : NULL);
+    int rc = read_version(m, k, kl, &m->key, plen, head, &prev, &m->aux);
     if (rc < 0) return rc;
     int live = rc == KVT_OK && !prev.tombstone;
     if (live && want_prev) KVT_TRY(give_prev_value(&m->aux, prev_buf, prev_cap, res));
@@ -214,6 +299,7 @@ static int put_locked(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v
     KVT_TRY(kvt_db_commit_logged(m->db, m->rec.data, m->rec.len, lsn));
     if (live) res->prev = prev;
     res->rev = e.mod;
+    kvt_mvcc_note(m, k, kl, e.mod);
     kvt_mvcc_set_head(m, e.mod);
     return KVT_OK;
 }

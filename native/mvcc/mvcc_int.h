@@ -8,17 +8,34 @@
 #include "../db/db_internal.h"
 
 #define MVCC_REVLOG_KEY 13
+#define MVCC_HEAD_CACHE_ENTRIES (1u << 17)   /* ~100-150 bytes each with short keys */
+
+typedef struct head_ent head_ent;
+typedef struct head_cache {
+    head_ent **tab;
+    size_t nbuckets, n, max;
+    head_ent *oldest, *newest;
+} head_cache;
 
 struct kvt_mvcc {
     kvt_db *db;
     int durable;                   /* visible waits for the fsync */
     pthread_mutex_t lock;          /* the store's writer lock */
-    uint64_t head;                 /* under lock (read atomically by kvt_mvcc_head) */
+    pthread_mutex_t heads_mu;      /* the head cache, head, writing */
+    head_cache heads;
+    int writing;                   /* a write noted keys but has not set head yet */
+    _Atomic uint64_t head;
     _Atomic uint64_t visible;
     atomic_int closed;
     atomic_int inflight;           /* calls that may touch db (close waits for 0) */
     kvt_buf rec, key, aux, val;    /* scratch, under lock */
 };
+
+/* head_cache.c (caller holds heads_mu) */
+int  hc_init(head_cache *c, size_t max_entries);
+void hc_free(head_cache *c);
+int  hc_lookup(const head_cache *c, const uint8_t *k, size_t kl, uint64_t *mod);
+void hc_set(head_cache *c, const uint8_t *k, size_t kl, uint64_t mod);
 
 /* mvcc_key.c */
 int  mvcc_kv_prefix(kvt_buf *out, const uint8_t *k, size_t kl);   /* k + esc(key) + 00 01 */

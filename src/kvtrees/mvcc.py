@@ -37,11 +37,12 @@ MAX_ENGINE_KEY = 4096
 _MAXREV = (1 << 64) - 1
 _HDR = struct.Struct(">BQQQ")               # flags, create_revision, version, lease
 FLAG_TOMBSTONE = 1
+_new_kv = tuple.__new__       # KeyValue from a tuple without the generated __new__
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """One version of a key, as etcd's mvccpb.KeyValue."""
+class KeyValue(NamedTuple):
+    """One version of a key, as etcd's mvccpb.KeyValue. (Immutable; a named tuple because
+    reads build one per key returned: half the cost of a frozen dataclass.)"""
     key: bytes
     value: bytes
     create_revision: int
@@ -147,8 +148,8 @@ class Entry(NamedTuple):
     mod_revision = property(lambda self: self.mod)
 
     def to_kv(self, keys_only: bool = False) -> KeyValue:
-        return KeyValue(self.key, b"" if keys_only else self.value, self.create,
-                        self.mod, self.version, self.lease)
+        return _new_kv(KeyValue, (self[0], b"" if keys_only else self[6], self[3], self[1],
+                                  self[4], self[5]))
 
 
 def decode_entry(ek: bytes, ev: bytes) -> Entry:

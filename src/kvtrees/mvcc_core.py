@@ -21,7 +21,7 @@ from typing import Optional
 
 from . import mvcc
 from .errors import error_from_code
-from .mvcc import Entry
+from .mvcc import Entry, KeyValue
 
 __all__ = ["open_core", "NativeCore", "PythonCore", "PREV_UNKNOWN"]
 
@@ -29,6 +29,7 @@ __all__ = ["open_core", "NativeCore", "PythonCore", "PREV_UNKNOWN"]
 # wants prev_kv has it read from the engine at delivery.
 PREV_UNKNOWN = object()
 
+_new_kv = tuple.__new__     # a KeyValue without its generated __new__
 _BUF = 4096                 # initial per-thread value buffer; grows on demand
 _BUF_KEEP = 1 << 20         # larger buffers are dropped after use
 
@@ -64,6 +65,9 @@ class PythonCore:
     def unlock(self) -> None:
         self._lock.release()
 
+    def note(self, key: bytes, rev: int) -> None:
+        pass
+
     def set_head(self, rev: int) -> None:
         self._head = rev
         if not self._durable:
@@ -77,6 +81,11 @@ class PythonCore:
     def get(self, key: bytes, rev: int) -> Optional[Entry]:
         """Newest version of key <= rev, tombstones included. O(log n)."""
         return mvcc.latest(self._eng, key, rev)
+
+    def get_kv(self, key: bytes, rev: int) -> Optional[KeyValue]:
+        """The live version of key at rev as a KeyValue, or None. O(log n)."""
+        e = mvcc.latest(self._eng, key, rev)
+        return None if e is None or e.tombstone else e.to_kv()
 
     def close(self) -> None:
         pass
@@ -130,6 +139,10 @@ class NativeCore:
     def unlock(self) -> None:
         self._lib.kvt_mvcc_unlock(self._m)
 
+    def note(self, key: bytes, rev: int) -> None:
+        """A write built in Python changed key at rev (before set_head)."""
+        self._lib.kvt_mvcc_note(self._m, key, len(key), rev)
+
     def set_head(self, rev: int) -> None:
         self._lib.kvt_mvcc_set_head(self._m, rev)
 
@@ -147,6 +160,21 @@ class NativeCore:
         if rc == self._NOTFOUND:
             return None
         return self._get_slow(key, rev, rc)
+
+    def get_kv(self, key: bytes, rev: int) -> Optional[KeyValue]:
+        """The live version of key at rev as a KeyValue, or None. O(log n), one C call."""
+        t = self._tls
+        kv = t.kv
+        rc = self._get(self._m, key, len(key), rev, t.buf, t.cap, kv)
+        if rc == self._OK:
+            if kv.tombstone:
+                return None
+            return _new_kv(KeyValue, (key, self._unpack(t.cbuf, kv.vlen), kv.create, kv.mod,
+                                      kv.version, kv.lease))
+        if rc == self._NOTFOUND:
+            return None
+        e = self._get_slow(key, rev, rc)
+        return None if e is None or e.tombstone else e.to_kv()
 
     def _get_slow(self, key: bytes, rev: int, rc: int) -> Optional[Entry]:
         t = self._tls

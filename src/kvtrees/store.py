@@ -334,7 +334,10 @@ class Store:
                     b.put(k, v)
         if w.events:
             self._pending[w.rev] = w.events     # delivered once visible
-            self._core.set_head(w.rev)
+            core = self._core
+            for k in w.overlay:
+                core.note(k, w.rev)
+            core.set_head(w.rev)
 
     # ------------------------------------------------------------ point reads
     def _latest(self, key: bytes, rev: int) -> Optional[Entry]:
@@ -403,12 +406,14 @@ class Store:
 
     # ------------------------------------------------------------ reads
     def get(self, key, revision=None, serializable=False):
-        """(value, KeyValue) of key at revision (default: current), (None, None) if absent."""
-        k = to_key(key)
+        """(value, KeyValue) of key at revision (default: current), (None, None) if absent.
+        O(log n): one native call (one engine seek) on a native engine."""
+        k = key if type(key) is bytes and key else to_key(key)
         rev = self._read_rev(revision)
-        e = self._live(k, rev)
-        self._check_compacted(rev)
-        return (e.value, e.to_kv()) if e else (None, None)
+        kv = self._core.get_kv(k, rev)
+        if rev < self._compact_rev:     # compacted meanwhile: the read may be partial
+            self._check_compacted(rev)
+        return (kv.value, kv) if kv is not None else (None, None)
 
     def range(self, key, range_end=None, revision=None, limit=0, count_only=False,
               keys_only=False, sort_order=None, sort_target="key", min_mod_revision=None,

@@ -49,6 +49,7 @@ typedef struct kvt_mvcc_kv {
  * else into prev_heap (malloc'd; release with kvt_mvcc_release). */
 typedef struct kvt_mvcc_put_result {
     uint64_t rev;                  /* set as soon as assigned, also on a failed sync */
+    uint64_t create, version;      /* of the new version */
     kvt_mvcc_kv prev;
     uint8_t *prev_heap;
 } kvt_mvcc_put_result;

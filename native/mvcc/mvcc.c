@@ -299,6 +299,8 @@ static int put_locked(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v
     KVT_TRY(kvt_db_commit_logged(m->db, m->rec.data, m->rec.len, lsn));
     if (live) res->prev = prev;
     res->rev = e.mod;
+    res->create = e.create;
+    res->version = e.version;
     kvt_mvcc_note(m, k, kl, e.mod);
     kvt_mvcc_set_head(m, e.mod);
     return KVT_OK;

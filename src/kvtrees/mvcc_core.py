@@ -204,13 +204,13 @@ class NativeCore:
                        t.buf, t.cap, res)
         if rc < 0:
             raise error_from_code(rc)
-        rev = res.rev
+        if not want_prev:
+            return res.rev, res.create, res.version, (PREV_UNKNOWN if res.version > 1
+                                                      else None)
+        rev, create, version = res.rev, res.create, res.version
         p = res.prev
         if not p.mod:
-            return rev, rev, 1, None
-        create, version = p.create, p.version + 1
-        if not want_prev:
-            return rev, create, version, PREV_UNKNOWN
+            return rev, create, version, None
         if res.prev_heap:
             old = self._unpack(self._ffi.cast("char *", res.prev_heap), p.vlen)
             self._lib.kvt_mvcc_release(res.prev_heap)

@@ -32,6 +32,10 @@ _SORT_TARGETS = {"key": lambda kv: kv.key, "version": lambda kv: kv.version,
                  "create": lambda kv: kv.create_revision, "mod": lambda kv: kv.mod_revision,
                  "value": lambda kv: kv.value}
 _REQUEST_OVERHEAD = 16   # bytes counted per put beyond key and value (etcd-like framing)
+# keys and values up to these sizes pass every size check: put skips them
+_FAST_KEY = (mvcc.MAX_ENGINE_KEY - 11) // 2
+_FAST_VALUE = MAX_REQUEST_BYTES - _FAST_KEY - _REQUEST_OVERHEAD
+_new_tuple = tuple.__new__     # a named tuple without its generated __new__
 
 
 class Status(NamedTuple):
@@ -236,6 +240,7 @@ class Store:
         # so no read, header or watch event shows a write that a crash could still lose.
         head = self._load_revision()
         self._core = open_core(engine, head, group_sync)
+        self._native = self._core.native
         self._next_publish = head + 1
         self._compact_rev = self._meta_int(mvcc.META_COMPACT, 0)
         self._leases = LeaseTable(self._expire_lease, min_lease_ttl)
@@ -377,11 +382,19 @@ class Store:
     def _publish(self) -> None:
         """Push visible revisions to the watchers, in revision order, each once. Writers
         finish out of order (native puts run in parallel); a revision whose writer has
-        not handed over its changes yet stops the delivery, and that writer resumes it."""
+        not handed over its changes yet stops the delivery, and that writer resumes it.
+        With no watcher, nothing is kept: native writes then hand over nothing, and a
+        watcher that joins starts after the visible revision (_add_watch), replaying
+        older ones from the revision log."""
         with self._publish_lock:
             pending = self._pending
             visible = self._core.visible()
             nxt = self._next_publish
+            if not self._watchers:        # nobody to tell: skip to the visible revision
+                for r in [r for r in pending if r <= visible]:
+                    del pending[r]
+                self._next_publish = max(nxt, visible + 1)
+                return
             while nxt <= visible:
                 changes = pending.pop(nxt, None)
                 if changes is None:
@@ -495,9 +508,14 @@ class Store:
     def put(self, key, value, lease=None, prev_kv=False) -> PutResult:
         """Set key to value at a new revision; durable on return with sync="commit".
         O(log n); without a lease, one native call that releases the GIL throughout."""
-        k, v, lid = to_key(key), to_value(value), to_lease_id(lease)
-        self._check_put(k, v)
-        if not lid and self._core.native:
+        k = key if type(key) is bytes and key else to_key(key)
+        v = value if type(value) is bytes else to_value(value)
+        if len(k) > _FAST_KEY or len(v) > _FAST_VALUE:
+            self._check_put(k, v)
+        if lease is None and self._native:
+            return self._put_native(k, v, prev_kv)
+        lid = to_lease_id(lease)
+        if not lid and self._native:
             return self._put_native(k, v, prev_kv)
         with self._writing():
             self._check_open()
@@ -510,16 +528,22 @@ class Store:
 
     def _put_native(self, k: bytes, v: bytes, prev_kv: bool) -> PutResult:
         """The put hot path: kvt_mvcc_put does the read, the revision, the commit and the
-        fsync wait; Python hands the change to the watchers. (A put with a lease takes
-        the writer lock in Python, so a concurrent revoke cannot strand it.)"""
-        self._check_open()
+        fsync wait; Python hands the change to the watchers, if any. (A put with a lease
+        takes the writer lock in Python, so a concurrent revoke cannot strand it.)"""
+        if self._closed:
+            raise ClosedError("store is closed")
         if self._quota:
             self._check_quota()
-        want_prev = prev_kv or bool(self._watchers)
-        rev, create, version, prev = self._core.put(k, v, 0, want_prev)
-        self._pending[rev] = [(Entry(k, rev, False, create, version, 0, v), prev)]
-        self._publish()
-        return PutResult(rev, prev.to_kv() if prev_kv and prev else None)
+        rev, create, version, prev = self._core.put(k, v, 0, prev_kv or bool(self._watchers))
+        # under the publish lock, so a watcher joining now either is seen here or starts
+        # after this (already visible) revision
+        with self._publish_lock:
+            watched = bool(self._watchers)
+            if watched:
+                self._pending[rev] = [(Entry(k, rev, False, create, version, 0, v), prev)]
+        if watched:
+            self._publish()
+        return _new_tuple(PutResult, (rev, prev.to_kv() if prev_kv and prev else None))
 
     def _check_put(self, k: bytes, v: bytes) -> None:
         self._check_key_size(k)
@@ -752,6 +776,8 @@ class Store:
         with self._publish_lock:   # no revision is delivered between reading cur and joining
             self._check_open()
             cur = self._rev
+            if not self._watchers:       # revisions <= cur were not handed over: replayed
+                self._next_publish = max(self._next_publish, cur + 1)
             start = cur + 1 if not start_revision or start_revision <= 0 else start_revision
             w = Watcher(self, key, end, start, prev_kv, filters, self._queue_limit)
             w.id = next(self._watch_ids)

@@ -81,6 +81,24 @@ int  kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_
 int  kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
                   uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
                   kvt_mvcc_put_result *res);
+/* A txn whose compares and ops each name one key: compares on version, create, mod,
+ * value or lease; ops put (no lease), delete, get (plain). Request (little-endian):
+ *   u32 ncompare, per compare: u8 target (0 version 1 create 2 mod 3 value 4 lease),
+ *       u8 op (0 == 1 != 2 < 3 >), u32 klen, key, then u32 vlen + value (value) or
+ *       i64 operand (the others);
+ *   u32 nsuccess, ops; u32 nfailure, ops; per op: u8 kind (1 put 2 delete 3 get),
+ *       u8 flags (1: prev_kv), u32 klen, key, [put: u32 vlen, value].
+ * Response (malloc'd into *resp; release with kvt_mvcc_release): u8 succeeded, u64
+ * revision (the txn's, or the head for a txn that wrote nothing), then per op of the
+ * taken branch: u8 kind and
+ *   put:    u64 create, u64 version (of the new version), u8 has_prev, [kv];
+ *   delete: u8 deleted, u8 has_prev, [kv];
+ *   get:    u8 found, [kv];
+ *   kv:     u64 create, mod, version, lease, u32 klen, key, u32 vlen, value.
+ * All changes share one new revision, committed and (durable handle) fsynced before
+ * return; KVT_EINVAL for a malformed request, nothing written. */
+int  kvt_mvcc_txn(kvt_mvcc *m, const uint8_t *req, size_t rl, uint8_t **resp,
+                  size_t *resp_len);
 /* CDEF END */
 
 #endif

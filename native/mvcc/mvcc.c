@@ -39,7 +39,7 @@ int kvt_mvcc_open(kvt_db *db, uint64_t head, int durable, kvt_mvcc **out) {
 /* Every call that touches the db counts itself in flight; close sets closed first and
  * then waits for the count to drain (both sequentially consistent, so a call either
  * sees closed or is counted before close starts waiting). */
-static int enter(kvt_mvcc *m) {
+int mvcc_enter(kvt_mvcc *m) {
     if (!m) return kvt_seterr(KVT_ECLOSED, "no MVCC handle");
     atomic_fetch_add(&m->inflight, 1);
     if (atomic_load(&m->closed)) {
@@ -49,7 +49,7 @@ static int enter(kvt_mvcc *m) {
     return KVT_OK;
 }
 
-static void leave(kvt_mvcc *m) { atomic_fetch_sub(&m->inflight, 1); }
+void mvcc_leave(kvt_mvcc *m) { atomic_fetch_sub(&m->inflight, 1); }
 
 int kvt_mvcc_close(kvt_mvcc *m) {
     if (!m) return KVT_OK;
@@ -80,14 +80,14 @@ uint64_t kvt_mvcc_head(kvt_mvcc *m) { return atomic_load(&m->head); }
 uint64_t kvt_mvcc_visible(kvt_mvcc *m) { return atomic_load(&m->visible); }
 
 int kvt_mvcc_lock(kvt_mvcc *m) {
-    KVT_TRY(enter(m));
+    KVT_TRY(mvcc_enter(m));
     pthread_mutex_lock(&m->lock);
     return KVT_OK;
 }
 
 void kvt_mvcc_unlock(kvt_mvcc *m) {
     pthread_mutex_unlock(&m->lock);
-    leave(m);
+    mvcc_leave(m);
 }
 
 void kvt_mvcc_publish(kvt_mvcc *m, uint64_t rev) {
@@ -194,7 +194,7 @@ static void learn(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint64
 /* The newest version of k at or below rev: an exact get when the head cache knows the
  * key's newest version and it is <= rev, else a seek (then learned). key holds the
  * key's engine prefix (prefix_len bytes). */
-static int read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
+int mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
                         size_t prefix_len, uint64_t rev, kvt_mvcc_kv *out, kvt_buf *value) {
     uint64_t head_mod = 0;
     pthread_mutex_lock(&m->heads_mu);
@@ -221,7 +221,7 @@ static int check_key(const uint8_t *k, size_t kl) {
 int kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_t *dst,
                  size_t cap, kvt_mvcc_kv *out) {
     KVT_TRY(check_key(k, kl));
-    KVT_TRY(enter(m));
+    KVT_TRY(mvcc_enter(m));
     uint8_t stack[512];
     kvt_buf key = {stack, 0, sizeof stack, 0};
     kvt_buf value = {dst, 0, dst ? cap : 0, 1};
@@ -230,10 +230,10 @@ int kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_t
         key.cap = 0;
     }
     int rc = mvcc_kv_prefix(&key, k, kl);
-    if (rc == KVT_OK) rc = read_version(m, k, kl, &key, key.len, rev, out, &value);
+    if (rc == KVT_OK) rc = mvcc_read_version(m, k, kl, &key, key.len, rev, out, &value);
     if (rc == KVT_OK && value.len > value.cap) rc = KVT_EBUFSMALL;
     if (key.data != stack) kvt_buf_free(&key);
-    leave(m);
+    mvcc_leave(m);
     return rc;
 }
 
@@ -288,7 +288,7 @@ static int put_locked(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v
     size_t plen = m->key.len;
     uint64_t head = atomic_load(&m->head);
     kvt_mvcc_kv prev = {0};
-    int rc = read_version(m, k, kl, &m->key, plen, head, &prev, &m->aux);
+    int rc = mvcc_read_version(m, k, kl, &m->key, plen, head, &prev, &m->aux);
     if (rc < 0) return rc;
     int live = rc == KVT_OK && !prev.tombstone;
     if (live && want_prev) KVT_TRY(give_prev_value(&m->aux, prev_buf, prev_cap, res));
@@ -314,7 +314,7 @@ int kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, siz
     KVT_TRY(check_key(k, kl));
     if (vl && !v) return kvt_seterr(KVT_EINVAL, "NULL value pointer");
     if (want_prev && prev_cap && !prev_buf) return kvt_seterr(KVT_EINVAL, "NULL prev buffer");
-    KVT_TRY(enter(m));
+    KVT_TRY(mvcc_enter(m));
     uint64_t lsn = 0;
     pthread_mutex_lock(&m->lock);
     int rc = put_locked(m, k, kl, v, vl, lease, want_prev, prev_buf, prev_cap, res, &lsn);
@@ -329,6 +329,6 @@ int kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, siz
         free(res->prev_heap);
         res->prev_heap = NULL;
     }
-    leave(m);
+    mvcc_leave(m);
     return rc;
 }

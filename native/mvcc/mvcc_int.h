@@ -31,6 +31,14 @@ struct kvt_mvcc {
     kvt_buf rec, key, aux, val;    /* scratch, under lock */
 };
 
+/* mvcc.c: calls that may touch the db count themselves in flight (close waits) */
+int  mvcc_enter(kvt_mvcc *m);
+void mvcc_leave(kvt_mvcc *m);
+/* The newest version of k at or below rev (head cache, else a seek); key holds the
+ * engine prefix of k (prefix_len bytes) and is extended; the value goes to value. */
+int  mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
+                       size_t prefix_len, uint64_t rev, kvt_mvcc_kv *out, kvt_buf *value);
+
 /* head_cache.c (caller holds heads_mu) */
 int  hc_init(head_cache *c, size_t max_entries);
 void hc_free(head_cache *c);

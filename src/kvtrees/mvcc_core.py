@@ -104,6 +104,8 @@ class _Scratch(threading.local):
         self.cbuf = ffi.cast("char *", self.buf)
         self.kv = ffi.new("kvt_mvcc_kv *")
         self.res = ffi.new("kvt_mvcc_put_result *")
+        self.resp = ffi.new("uint8_t **")
+        self.resp_len = ffi.new("size_t *")
 
 
 class NativeCore:
@@ -218,6 +220,19 @@ class NativeCore:
             old = self._unpack(t.cbuf, p.vlen)
         return rev, create, version, Entry(key, p.mod, False, p.create, p.version, p.lease,
                                            old)
+
+    def txn(self, request: bytes) -> bytes:
+        """Run a txn of the native shape (txn_codec.encode); returns the response bytes.
+        Durable on return when the core is. One C call with the GIL released."""
+        t = self._tls
+        rc = self._lib.kvt_mvcc_txn(self._m, request, len(request), t.resp, t.resp_len)
+        if rc < 0:
+            raise error_from_code(rc)
+        p = t.resp[0]
+        try:
+            return self._unpack(self._ffi.cast("char *", p), t.resp_len[0])
+        finally:
+            self._lib.kvt_mvcc_release(p)
 
     def close(self) -> None:
         """Wait for calls in flight; later calls raise ClosedError. Idempotent."""

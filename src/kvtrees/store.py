@@ -20,6 +20,7 @@ from .errors import (ClosedError, CompactedError, CorruptionError, FutureRevisio
 from .lease import MIN_TTL, Lease, LeaseTable
 from .mvcc import Entry, KeyValue, RangeResult, PutResult, DeleteResult
 from .mvcc_core import PREV_UNKNOWN, open_core
+from . import txn_codec
 from .txn import (MAX_REQUEST_BYTES, Compare, Delete, Get, Put, Transactions, Txn,
                   to_key, to_lease_id, to_value, validate_txn)
 from .watch import CallbackWatch, DeleteEvent, PutEvent, Watcher
@@ -598,6 +599,10 @@ class Store:
                                 % (size, MAX_REQUEST_BYTES))
         for op in _all_puts(success + failure):
             self._check_key_size(op.key)
+        if self._native and not self._quota:
+            req = txn_codec.encode(compare, success, failure, bool(self._watchers))
+            if req is not None:
+                return self._txn_native(req, success, failure)
         with self._writing():
             self._check_open()
             w = _Write(self)
@@ -606,6 +611,21 @@ class Store:
                 self._check_quota()
             self._commit(w)
             return ok, _fix_revisions(responses, self._head)
+
+    def _txn_native(self, req: bytes, success: list, failure: list):
+        """A txn of single-key compares and ops: one native call (kvt_mvcc_txn)."""
+        if self._closed:
+            raise ClosedError("store is closed")
+        ok, responses, rev, changes = txn_codec.decode(self._core.txn(req), success,
+                                                       failure, PREV_UNKNOWN)
+        if changes:
+            with self._publish_lock:      # as _put_native
+                watched = bool(self._watchers)
+                if watched:
+                    self._pending[rev] = changes
+            if watched:
+                self._publish()
+        return ok, responses
 
     def _run_txn(self, w: _Write, compare, success, failure):
         ok = all(c.holds(w.current(c.key)) for c in compare)   # Entry reads as a KeyValue
@@ -938,6 +958,12 @@ class Store:
                       int(st.get("file_size", 0)) + int(st.get("wal_size", 0)),
                       self._engine_name, len(self._leases.ids()), len(self._watchers),
                       getattr(kvtrees, "__version__", "0"))
+
+    def engine_stats(self) -> dict:
+        """The engine's I/O, cache and tree counters (Engine.stats(): bytes written and
+        read, fsyncs, cache hits and misses, ...). O(1)."""
+        self._check_open()
+        return self._eng.stats()
 
     def snapshot(self, dest_path) -> None:
         """Write a consistent copy of the store (all keys, history, leases) to a new

@@ -1,0 +1,121 @@
+"""The request and response bytes of kvt_mvcc_txn (native/include/kvt_mvcc.h): a txn
+whose compares and ops each name one key runs in one native call. encode() returns None
+for any other txn (ranges, nested txns, leased puts, get options), which the store then
+runs in Python."""
+
+from __future__ import annotations
+
+import struct
+from typing import Optional
+
+from .mvcc import Entry, KeyValue, PutResult, DeleteResult
+from .txn import Delete, Get, Put
+
+__all__ = ["encode", "decode"]
+
+_TARGET = {"version": 0, "create": 1, "mod": 2, "value": 3, "lease": 4}
+_OP = {"==": 0, "!=": 1, "<": 2, ">": 3}
+_PUT, _DELETE, _GET = 1, 2, 3
+_I64 = 1 << 63
+_u32 = struct.Struct("<I").pack
+_hdr = struct.Struct("<BBI").pack
+_q = struct.Struct("<q").pack
+_KV = struct.Struct("<QQQQI")
+_QQ = struct.Struct("<QQ")
+_REV = struct.Struct("<BQ")
+_new = tuple.__new__
+
+
+def encode(compare: list, success: list, failure: list, want_prev: bool) -> Optional[bytes]:
+    """Request bytes, or None when the txn is not of the native shape. want_prev: return
+    every previous version (for watchers that want prev_kv), not only those asked for.
+    O(request size)."""
+    parts = [_u32(len(compare))]
+    add = parts.append
+    for c in compare:
+        t = _TARGET[c.target]
+        add(_hdr(t, _OP[c.op], len(c.key)))
+        add(c.key)
+        if t == 3:
+            add(_u32(len(c.operand)))
+            add(c.operand)
+        elif -_I64 <= c.operand < _I64:
+            add(_q(c.operand))
+        else:
+            return None
+    for branch in (success, failure):
+        add(_u32(len(branch)))
+        for op in branch:
+            cls = type(op)
+            if cls is Put and not op.lease:
+                add(_hdr(_PUT, 1 if (op.prev_kv or want_prev) else 0, len(op.key)))
+                add(op.key)
+                add(_u32(len(op.value)))
+                add(op.value)
+            elif cls is Delete and op.range_end is None:
+                add(_hdr(_DELETE, 1 if (op.prev_kv or want_prev) else 0, len(op.key)))
+                add(op.key)
+            elif cls is Get and op.range_end is None and not op.kwargs:
+                add(_hdr(_GET, 0, len(op.key)))
+                add(op.key)
+            else:
+                return None
+    return b"".join(parts)
+
+
+def _kv(resp: bytes, off: int) -> tuple:
+    create, mod, version, lease, kl = _KV.unpack_from(resp, off)
+    off += 36
+    key = resp[off:off + kl]
+    off += kl
+    vl = int.from_bytes(resp[off:off + 4], "little")
+    off += 4
+    return _new(KeyValue, (key, resp[off:off + vl], create, mod, version, lease)), off + vl
+
+
+def _entry(kv: KeyValue) -> Entry:
+    return Entry(kv.key, kv.mod_revision, False, kv.create_revision, kv.version, kv.lease,
+                 kv.value)
+
+
+def decode(resp: bytes, success: list, failure: list, prev_unknown) -> tuple:
+    """(succeeded, responses, revision, changes): responses as Store.transaction returns
+    them; changes the (new Entry, previous Entry | None | prev_unknown) pairs of the
+    writes, for the watchers. O(response size)."""
+    ok, rev = _REV.unpack_from(resp, 0)
+    off = 9
+    responses, changes = [], []
+    for op in (success if ok else failure):
+        kind = resp[off]
+        off += 1
+        if kind == _GET:
+            found = resp[off]
+            off += 1
+            if found:
+                kv, off = _kv(resp, off)
+                responses.append([(kv.value, kv)])
+            else:
+                responses.append([])
+            continue
+        if kind == _PUT:
+            create, version = _QQ.unpack_from(resp, off)
+            off += 16
+            existed = version > 1
+            new = Entry(op.key, rev, False, create, version, 0, op.value)
+        else:
+            existed = resp[off] == 1
+            off += 1
+            new = Entry(op.key, rev, True, 0, 0, 0, b"")
+        prev = None
+        if resp[off]:
+            prev, off = _kv(resp, off + 1)
+        else:
+            off += 1
+        if kind == _PUT:
+            responses.append(_new(PutResult, (rev, prev if op.prev_kv else None)))
+        else:
+            responses.append(_new(DeleteResult, (1 if existed else 0,
+                                                 [prev] if op.prev_kv and prev else [], rev)))
+        if kind == _PUT or existed:
+            changes.append((new, _entry(prev) if prev else (prev_unknown if existed else None)))
+    return bool(ok), responses, rev, changes

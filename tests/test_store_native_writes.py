@@ -26,9 +26,10 @@ while True:                      # the reader: every revision it sees, with one 
     rev = db.revision
     if rev > seen:
         kvs = db.range(b"w", b"x", revision=rev).kvs
-        newest = max(kvs, key=lambda kv: kv.mod_revision)
-        print(rev, newest.key.decode(), newest.value.decode(), newest.mod_revision,
-              flush=True)
+        if kvs:                  # (nothing written yet at the first revision)
+            newest = max(kvs, key=lambda kv: kv.mod_revision)
+            print(rev, newest.key.decode(), newest.value.decode(), newest.mod_revision,
+                  flush=True)
         seen = rev
 """
 

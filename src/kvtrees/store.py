@@ -23,7 +23,8 @@ from .mvcc_core import PREV_UNKNOWN, open_core
 from . import txn_codec
 from .txn import (MAX_REQUEST_BYTES, Compare, Delete, Get, Put, Transactions, Txn,
                   to_key, to_lease_id, to_value, validate_txn)
-from .watch import CallbackWatch, DeleteEvent, PutEvent, Watcher
+from .watch import DeleteEvent, PutEvent, Watcher
+from .watch_hub import WatchHub
 
 __all__ = ["Store", "Status", "open", "KeyValue", "RangeResult", "PutResult",
            "DeleteResult"]
@@ -105,7 +106,7 @@ class _Write:
         self.rev = store._head + 1
         self.sub = 0
         self.ops: dict[bytes, Optional[bytes]] = {}
-        self.events: list = []     # (entry, previous live entry): see _events()
+        self.events: list = []     # (entry, previous live entry): see watch_hub
         self.overlay: dict[bytes, Entry] = {}
         self.reads: dict[bytes, Optional[Entry]] = {}   # base-revision reads, memoized
         self.has_puts = False
@@ -160,22 +161,6 @@ class _Write:
         self.events.append((e, prev))
 
 
-def _events(changes: list, with_prev: bool, live_at) -> list:
-    """Watch events of one revision's (entry, prev) changes; built only when a watcher
-    exists to receive them (most writes have none), with prev_kv only if one wants it
-    (a prev the write did not read, PREV_UNKNOWN, is read now: live_at(key, rev))."""
-    out = []
-    for e, prev in changes:
-        if with_prev and prev is PREV_UNKNOWN:
-            prev = live_at(e.key, e.mod - 1)
-        prev_kv = prev.to_kv() if prev and with_prev else None
-        if e.tombstone:
-            out.append(DeleteEvent(KeyValue(e.key, b"", 0, e.mod, 0, 0), prev_kv))
-        else:
-            out.append(PutEvent(e.to_kv(), prev_kv))
-    return out
-
-
 class _Writing:
     """Store._writing()'s context manager (a class: cheaper than a generator one)."""
     __slots__ = ("store",)
@@ -227,13 +212,8 @@ class Store:
         # group_sync: the engine does not fsync per commit; _writing() syncs after the
         # writer lock is released (see docs/STORE.md, "Durability and group commit")
         self._group_sync = group_sync
-        self._publish_lock = threading.Lock()
-        self._pending: dict[int, list] = {}     # rev -> changes, delivered in order once visible
         self._compact_lock = threading.Lock()
         self._closed = False
-        self._watchers: dict[int, Watcher] = {}
-        self._callbacks: dict[int, CallbackWatch] = {}
-        self._watch_ids = itertools.count(1)
         self.transactions = Transactions()
         # the revision counters (see mvcc_core): _head, the newest revision committed
         # to the engine (writers build on it); _rev, the newest revision readers may see.
@@ -242,7 +222,8 @@ class Store:
         head = self._load_revision()
         self._core = open_core(engine, head, group_sync)
         self._native = self._core.native
-        self._next_publish = head + 1
+        self._hub = WatchHub(self._core.visible, self._replay, self._live, head + 1,
+                             self._queue_limit, PREV_UNKNOWN)
         self._compact_rev = self._meta_int(mvcc.META_COMPACT, 0)
         self._leases = LeaseTable(self._expire_lease, min_lease_ttl)
         self._load_leases()
@@ -339,7 +320,7 @@ class Store:
                 else:
                     b.put(k, v)
         if w.events:
-            self._pending[w.rev] = w.events     # delivered once visible
+            self._hub.record(w.rev, w.events)   # delivered once visible
             core = self._core
             for k in w.overlay:
                 core.note(k, w.rev)
@@ -378,35 +359,7 @@ class Store:
                     raise
                 # close() raced us: it checkpointed (made durable) under the writer lock
             self._core.publish(upto)         # durable now: visible to readers
-        self._publish()
-
-    def _publish(self) -> None:
-        """Push visible revisions to the watchers, in revision order, each once. Writers
-        finish out of order (native puts run in parallel); a revision whose writer has
-        not handed over its changes yet stops the delivery, and that writer resumes it.
-        With no watcher, nothing is kept: native writes then hand over nothing, and a
-        watcher that joins starts after the visible revision (_add_watch), replaying
-        older ones from the revision log."""
-        with self._publish_lock:
-            pending = self._pending
-            visible = self._core.visible()
-            nxt = self._next_publish
-            if not self._watchers:        # nobody to tell: skip to the visible revision
-                for r in [r for r in pending if r <= visible]:
-                    del pending[r]
-                self._next_publish = max(nxt, visible + 1)
-                return
-            while nxt <= visible:
-                changes = pending.pop(nxt, None)
-                if changes is None:
-                    break
-                watchers = list(self._watchers.values())
-                if watchers:
-                    events = _events(changes, any(w.prev_kv for w in watchers), self._live)
-                    for watcher in watchers:
-                        watcher.push(nxt, events)
-                nxt += 1
-            self._next_publish = nxt
+        self._hub.publish()
 
     @property
     def revision(self) -> int:
@@ -535,15 +488,9 @@ class Store:
             raise ClosedError("store is closed")
         if self._quota:
             self._check_quota()
-        rev, create, version, prev = self._core.put(k, v, 0, prev_kv or bool(self._watchers))
-        # under the publish lock, so a watcher joining now either is seen here or starts
-        # after this (already visible) revision
-        with self._publish_lock:
-            watched = bool(self._watchers)
-            if watched:
-                self._pending[rev] = [(Entry(k, rev, False, create, version, 0, v), prev)]
-        if watched:
-            self._publish()
+        hub = self._hub
+        rev, create, version, prev = self._core.put(k, v, 0, prev_kv or hub.watched())
+        hub.hand_over(rev, lambda: [(Entry(k, rev, False, create, version, 0, v), prev)])
         return _new_tuple(PutResult, (rev, prev.to_kv() if prev_kv and prev else None))
 
     def _check_put(self, k: bytes, v: bytes) -> None:
@@ -600,7 +547,7 @@ class Store:
         for op in _all_puts(success + failure):
             self._check_key_size(op.key)
         if self._native and not self._quota:
-            req = txn_codec.encode(compare, success, failure, bool(self._watchers))
+            req = txn_codec.encode(compare, success, failure, self._hub.watched())
             if req is not None:
                 return self._txn_native(req, success, failure)
         with self._writing():
@@ -619,12 +566,7 @@ class Store:
         ok, responses, rev, changes = txn_codec.decode(self._core.txn(req), success,
                                                        failure, PREV_UNKNOWN)
         if changes:
-            with self._publish_lock:      # as _put_native
-                watched = bool(self._watchers)
-                if watched:
-                    self._pending[rev] = changes
-            if watched:
-                self._publish()
+            self._hub.hand_over(rev, lambda: changes)
         return ok, responses
 
     def _run_txn(self, w: _Write, compare, success, failure):
@@ -772,8 +714,7 @@ class Store:
                             kwargs.pop("filters", ()))
         if kwargs:
             raise TypeError("unexpected arguments: %s" % ", ".join(sorted(kwargs)))
-        self._callbacks[w.id] = CallbackWatch(w, callback)
-        return w.id
+        return self._hub.add_callback(w, callback)
 
     def add_watch_prefix_callback(self, key_prefix, callback, **kwargs) -> int:
         p = to_key(key_prefix)
@@ -781,39 +722,11 @@ class Store:
                                        **kwargs)
 
     def cancel_watch(self, watch_id: int) -> None:
-        cb = self._callbacks.pop(watch_id, None)
-        if cb is not None:
-            cb.cancel()
-        else:
-            w = self._watchers.get(watch_id)
-            if w is not None:
-                w.cancel()
+        self._hub.cancel(watch_id)
 
     def _add_watch(self, key, end, start_revision, prev_kv, filters) -> Watcher:
-        if start_revision is not None and (isinstance(start_revision, bool)
-                                           or not isinstance(start_revision, int)):
-            raise TypeError("start_revision must be an int")
-        with self._publish_lock:   # no revision is delivered between reading cur and joining
-            self._check_open()
-            cur = self._rev
-            if not self._watchers:       # revisions <= cur were not handed over: replayed
-                self._next_publish = max(self._next_publish, cur + 1)
-            start = cur + 1 if not start_revision or start_revision <= 0 else start_revision
-            w = Watcher(self, key, end, start, prev_kv, filters, self._queue_limit)
-            w.id = next(self._watch_ids)
-            w.set_live_from(cur + 1)
-            self._watchers[w.id] = w
-            if start < self._compact_rev:
-                w.fail(CompactedError("required revision %d has been compacted" % start,
-                                      self._compact_rev))
-            return w
-
-    def _unregister_watch(self, w: Watcher) -> None:
-        self._watchers.pop(w.id, None)
-
-    def _rearm_watch(self, w: Watcher) -> None:
-        with self._publish_lock:
-            w._rearm(self._rev)
+        self._check_open()
+        return self._hub.add(key, end, start_revision, prev_kv, filters, self._compact_rev)
 
     def _replay(self, w: Watcher, first: int, last: int) -> list:
         """Events of revisions [first, last] for watcher w, read from the revision log."""
@@ -956,7 +869,7 @@ class Store:
         import kvtrees
         return Status(self._rev, self._compact_rev,
                       int(st.get("file_size", 0)) + int(st.get("wal_size", 0)),
-                      self._engine_name, len(self._leases.ids()), len(self._watchers),
+                      self._engine_name, len(self._leases.ids()), self._hub.count(),
                       getattr(kvtrees, "__version__", "0"))
 
     def engine_stats(self) -> dict:
@@ -1024,11 +937,7 @@ class Store:
             self._core.close()          # waits for native puts in flight
             self._save_revision()
         self._leases.stop()
-        for w in list(self._watchers.values()):
-            w.cancel()
-        for cb in list(self._callbacks.values()):
-            cb.cancel()
-        self._callbacks.clear()
+        self._hub.close()
         self._eng.close()
 
     def _save_revision(self) -> None:

@@ -81,9 +81,9 @@ def _normalize_filters(filters) -> frozenset:
 class Watcher:
     """One watch. Iterate it for events; cancel() ends the iteration."""
 
-    def __init__(self, store, start: bytes, end: Optional[bytes], start_revision: int,
+    def __init__(self, hub, start: bytes, end: Optional[bytes], start_revision: int,
                  prev_kv: bool, filters, queue_limit: int):
-        self._store = store
+        self._hub = hub                       # the store's WatchHub (watch_hub.py)
         self.start, self.end = start, end     # end None: single key; b"\0": from start
         self.prev_kv = prev_kv
         self.filters = _normalize_filters(filters)
@@ -139,7 +139,7 @@ class Watcher:
             self._cancelled = True
             self._queue.clear()
             self._cond.notify_all()
-        self._store._unregister_watch(self)
+        self._hub.unregister(self)
 
     @property
     def cancelled(self) -> bool:
@@ -193,11 +193,12 @@ class Watcher:
                 self._pending.extend(self._filter(events))
             return True
         if spilled:
-            self._store._rearm_watch(self)
+            self._hub.rearm(self)
         return True
 
-    def _rearm(self, current_revision: int) -> None:
-        """Called by the store under its publish lock after a spill."""
+    def rearm_from(self, current_revision: int) -> None:
+        """After a spill (called by the hub under its lock): replay up to
+        current_revision from storage, live after it."""
         with self._cond:
             self._spilled = False
             self._queue.clear()
@@ -206,7 +207,7 @@ class Watcher:
     def _replay_step(self) -> None:
         last = min(self._live_from - 1, self._replay_next + REPLAY_CHUNK - 1)
         try:
-            groups = self._store._replay(self, self._replay_next, last)
+            groups = self._hub.replay(self, self._replay_next, last)
         except BaseException as e:   # CompactedError, ClosedError
             self.fail(e)
             return
@@ -229,7 +230,7 @@ class Watcher:
     def _cancel_quietly(self) -> None:
         with self._cond:
             self._cancelled = True
-        self._store._unregister_watch(self)
+        self._hub.unregister(self)
 
 
 class CallbackWatch:

@@ -102,6 +102,15 @@ static inline uint8_t kvt_page_type(const kvt_page *pg) { return pg->data[4]; }
 /* Write every dirty page, fsync, write the free-space map and the next meta page with
  * engine_meta, fsync. On success the new gen is durable and deferred frees are released. */
 int  kvt_pager_checkpoint(kvt_pager *p, const void *engine_meta, size_t len);
+/* KVT_ENOSPC from a checkpoint is not fatal: the checkpoint was abandoned, the last one
+ * is still the durable one and the pager stays usable (see pager.c, full disk). */
+/* 1 once a write or fsync failure has latched the pager (every call is KVT_EFATAL). */
+int  kvt_pager_failed(const kvt_pager *p);
+/* For a close or a failed open after a checkpoint could not be made: truncate the data
+ * file to the durable checkpoint's length, giving back the space of pages written
+ * since (the next open would drop them anyway). Not after a latched failure (the new
+ * meta may be on disk). The pager must only be closed afterwards. */
+int  kvt_pager_discard_unsaved(kvt_pager *p);
 /* Bytes of the data file that a checkpoint would have to free/write (for triggers). */
 uint64_t kvt_pager_pending_free(const kvt_pager *p);
 

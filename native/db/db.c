@@ -184,6 +184,17 @@ static int engine_mismatch(kvt_db *db, const kvt_engine_ops *wanted) {
                       db->dir, found ? found->name : "unknown", wanted->name, detail);
 }
 
+/* No engine opens the file: a damaged file (its own error, naming data.kvt) or one of
+ * an engine this build lacks. */
+static int unknown_file_engine(kvt_db *db) {
+    kvt_pager *p = NULL;
+    int rc = open_pager_as(db, NULL, 1, &p);
+    if (rc < 0 && rc != KVT_EENGINE) return rc;
+    kvt_pager_close(p);
+    return kvt_seterr(KVT_EENGINE, "%s: data.kvt was not created by an engine of this build",
+                      db->dir);
+}
+
 /* Open the pager for the engine asked for, or for the file's own engine. */
 static int open_pager(kvt_db *db) {
     int exists = db->vfs->exists(db->vfs, db->data_path);
@@ -191,8 +202,7 @@ static int open_pager(kvt_db *db) {
     if (db->opt.engine) KVT_TRY(find_named_engine(db->opt.engine, &ops));
     else if (exists) {
         ops = probe_file_engine(db);
-        if (!ops) return kvt_seterr(KVT_EENGINE, "%s: data.kvt was not created by an engine "
-                                    "of this build (or cannot be read)", db->dir);
+        if (!ops) return unknown_file_engine(db);
     } else KVT_TRY(find_named_engine("btree", &ops));
     int rc = open_pager_as(db, ops, db->opt.read_only, &db->pager);
     if (rc == KVT_EENGINE) return engine_mismatch(db, ops);
@@ -372,6 +382,7 @@ int kvt_db_checkpoint_locked(kvt_db *db) {
     int durable = 0;
     int rc = checkpoint_now(db, &durable);
     if (rc == KVT_ENOSPC && !atomic_load(&db->fatal)) {
+        atomic_fetch_add(&db->checkpoints_refused, 1);
         db->ckpt_refused_at = log ? log : 1;
         return KVT_OK;
     }
@@ -435,6 +446,7 @@ int kvt_get_stats(kvt_db *db, kvt_stats *s) {
     s->fsyncs = ld(&db->data_io.fsyncs) + ld(&db->wal_io.fsyncs);
     s->checkpoints = atomic_load(&db->checkpoints);
     s->commits = atomic_load(&db->commits);
+    s->checkpoints_refused = atomic_load(&db->checkpoints_refused);
     s->cache_size = db->opt.cache_size;
     s->page_size = kvt_pager_page_size(db->pager);
     kvt_pager_stats ps;

@@ -40,7 +40,7 @@ struct kvt_db {
     atomic_int fatal;                /* latched error code, 0 while healthy */
     char fatal_msg[256];             /* detail of the latched error (written once) */
     atomic_uint_fast64_t last_sync_ns;
-    atomic_uint_fast64_t commits, checkpoints;
+    atomic_uint_fast64_t commits, checkpoints, checkpoints_refused;
     uint64_t ckpt_refused_at;        /* log size when a checkpoint last met a full disk
                                       * (0: none since the last checkpoint); writer only */
 };

@@ -148,6 +148,11 @@ class FaultVFS:
         """Simulated power loss: unsynced writes vanish (CRASH_DROP) or tear (CRASH_TEAR)."""
         check(lib.kvt_fault_crash(self._ptr(), mode, seed))
 
+    def only(self, file_name: Optional[str]) -> None:
+        """Armed failures hit only files whose path ends with file_name (e.g. "data.kvt");
+        None: every file. Cleared by reset()."""
+        check(lib.kvt_fault_only(self._ptr(), file_name.encode() if file_name else ffi.NULL))
+
     def reset(self) -> None:
         lib.kvt_fault_reset(self._ptr())
 

@@ -127,3 +127,14 @@ def test_etcd3_lock_context_manager(db):
         assert db.get("/locks/cm")[0] == lock.uuid
     assert db.get("/locks/cm")[0] is None
     assert db.status().leases == 0
+
+
+def test_compacted_error_has_both_names(db):
+    for i in range(5):
+        db.put("k", str(i))
+    rev = db.revision
+    db.compact(rev - 1)
+    with pytest.raises(kvtrees.CompactedError) as e:
+        db.get("k", revision=rev - 3)
+    assert e.value.compact_revision == rev - 1        # API.md's name
+    assert e.value.compacted_revision == rev - 1      # python-etcd3's name

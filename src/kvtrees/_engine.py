@@ -341,7 +341,7 @@ class Batch(_Child):
 
 
 class Engine:
-    """An ordered map of bytes to bytes stored in a directory (see API.md section 2)."""
+    """An ordered map of bytes to bytes stored in a directory (docs/API.md section 2)."""
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], options: Options,
                  _vfs: Optional[FaultVFS] = None) -> None:

@@ -348,3 +348,61 @@ def test_recovery_needs_no_free_space(engine_name, tmp_path):
     with kvtrees.open_engine(path, **small_options(engine_name)) as eng:
         verify_engine(eng, 600)
         eng.check()
+
+
+# ---- failed fsyncs: the outcome is unknown, the handle is then unusable ---------------
+
+def put_until_error(eng, start: int = 0):
+    for i in range(start, MAX_PUTS):
+        try:
+            eng.put(engine_key(i), VALUE)
+        except kvtrees.KvtreesError as e:
+            return i, e
+    pytest.fail("no put failed")
+
+
+def test_failed_checkpoint_fsync_does_not_fail_its_commit(engine_name, tmp_path):
+    """The commit that triggers a checkpoint is in the log: a checkpoint failure after it
+    (here a failed data.kvt fsync) must not report it as failed. It returns, is durable,
+    and the next call reports the dead handle."""
+    path = str(tmp_path / "db")
+    fv = kvtrees.FaultVFS()
+    eng = fault_open(path, engine_name, fv, wal_limit=256 * 1024)
+    fv.only("data.kvt")
+    fv.fail_syncs(1)
+    acked, err = put_until_error(eng)
+    assert isinstance(err, kvtrees.FatalError), repr(err)    # the call after the commit
+    assert acked > 256 * 1024 // len(VALUE) // 2
+    with pytest.raises(kvtrees.FatalError):
+        eng.get(engine_key(0))
+    eng.close()
+    fv.close()
+    with kvtrees.open_engine(path, **small_options(engine_name)) as eng:
+        verify_engine(eng, acked)
+        eng.check()
+
+
+@pytest.mark.parametrize("nospace", [True, False], ids=["enospc", "eio"])
+def test_failed_log_fsync(engine_name, tmp_path, nospace):
+    """A failed log fsync raises once (NoSpaceError for ENOSPC) and FatalError after:
+    whether that write survives is unknown (the kernel may have kept or dropped it);
+    every write acknowledged before it is there after reopening."""
+    path = str(tmp_path / "db")
+    fv = kvtrees.FaultVFS()
+    eng = fault_open(path, engine_name, fv)
+    for i in range(50):
+        eng.put(engine_key(i), VALUE)
+    fv.only("wal.log")
+    fv.fail_syncs(1, nospace=nospace)
+    with pytest.raises(kvtrees.NoSpaceError if nospace else kvtrees.StorageError) as e:
+        eng.put(engine_key(50), VALUE)
+    assert not isinstance(e.value, kvtrees.FatalError)
+    with pytest.raises(kvtrees.FatalError):
+        eng.put(engine_key(51), VALUE)
+    eng.close()
+    fv.close()
+    with kvtrees.open_engine(path, **small_options(engine_name)) as eng:
+        assert all(eng.get(engine_key(i)) == VALUE for i in range(50))
+        assert eng.get(engine_key(50)) in (None, VALUE)
+        assert eng.get(engine_key(51)) is None
+        eng.check()

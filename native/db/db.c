@@ -32,7 +32,8 @@
  * by this much (not on every commit: each try writes every dirty page again). */
 #define CKPT_RETRY_BYTES    (256 * 1024ull)
 
-static int checkpoint_now(kvt_db *db, int *durable);
+static int checkpoint_now(kvt_db *db);
+static int checkpoint_or_defer(kvt_db *db);
 
 const char *kvt_version(void) { return KVT_VERSION; }
 
@@ -250,7 +251,7 @@ static int recover(kvt_db *db) {
     if (c.records && !db->opt.read_only) {
         /* Not needed for correctness: on a full disk the log is kept and open succeeds. */
         pthread_mutex_lock(&db->writer);
-        int rc = kvt_db_checkpoint_locked(db);
+        int rc = checkpoint_or_defer(db);
         pthread_mutex_unlock(&db->writer);
         return rc;
     }
@@ -330,7 +331,7 @@ int kvt_close(kvt_db *db) {
     if (!db) return KVT_OK;
     int rc = KVT_OK;
     pthread_mutex_lock(&db->writer);
-    if (!db->opt.read_only && !atomic_load(&db->fatal)) rc = checkpoint_now(db, NULL);
+    if (!db->opt.read_only && !atomic_load(&db->fatal)) rc = checkpoint_now(db);
     if (rc == KVT_ENOSPC && !atomic_load(&db->fatal)) {
         /* Nothing is lost (the log holds it): give back what the checkpoint wrote. */
         rc = kvt_pager_discard_unsaved(db->pager);
@@ -347,13 +348,11 @@ const char *kvt_engine_name(kvt_db *db) { return db && db->ops ? db->ops->name :
 
 /* ---- checkpoint / sync / check / stats ------------------------------------------ */
 
-/* Flush, checkpoint, empty the log; the caller holds writer. *durable (if given) is
- * set to 1 once the new checkpoint is durable, even if emptying the log then failed.
- * KVT_ENOSPC unlatched: abandoned, the previous checkpoint and the log unchanged. */
-static int checkpoint_now(kvt_db *db, int *durable) {
+/* Flush, checkpoint, empty the log; the caller holds writer. KVT_ENOSPC unlatched:
+ * abandoned, the previous checkpoint and the log unchanged. */
+static int checkpoint_now(kvt_db *db) {
     uint8_t meta[KVT_ENGINE_META_MAX];
     size_t mlen = sizeof meta;
-    if (durable) *durable = 0;
     KVT_TRY(kvt_db_usable(db, 1));
     pthread_rwlock_wrlock(&db->rw);
     int rc = db->ops->flush(db->eng, meta, &mlen);
@@ -363,7 +362,6 @@ static int checkpoint_now(kvt_db *db, int *durable) {
     if (rc >= 0) rc = kvt_pager_checkpoint(db->pager, meta, mlen);
     pthread_rwlock_unlock(&db->rw);
     if (rc < 0) return kvt_db_latch(db, rc);
-    if (durable) *durable = 1;
     db->ckpt_refused_at = 0;
     rc = kvt_wal_reset(db->wal, kvt_pager_ckpt_gen(db->pager));
     if (rc < 0) return kvt_db_latch(db, rc);
@@ -372,28 +370,34 @@ static int checkpoint_now(kvt_db *db, int *durable) {
     return KVT_OK;
 }
 
-/* The checkpoint a commit (or recovery) triggers: the commit is already in the log, so
- * a checkpoint refused for lack of space must not fail it (retried after the log grows
- * by CKPT_RETRY_BYTES), nor must emptying the log once the checkpoint holds the commit
- * (the handle is then latched, the commit stands). */
-int kvt_db_checkpoint_locked(kvt_db *db) {
+/* A checkpoint that may wait: one refused for lack of space (unlatched) is deferred
+ * until the log has grown by CKPT_RETRY_BYTES more and reported as done. */
+static int checkpoint_or_defer(kvt_db *db) {
     uint64_t log = kvt_wal_bytes(db->wal);
     if (db->ckpt_refused_at && log < db->ckpt_refused_at + CKPT_RETRY_BYTES) return KVT_OK;
-    int durable = 0;
-    int rc = checkpoint_now(db, &durable);
+    int rc = checkpoint_now(db);
     if (rc == KVT_ENOSPC && !atomic_load(&db->fatal)) {
         atomic_fetch_add(&db->checkpoints_refused, 1);
         db->ckpt_refused_at = log ? log : 1;
         return KVT_OK;
     }
-    return durable ? KVT_OK : rc;
+    return rc;
+}
+
+/* The checkpoint a commit triggers never fails that commit: the commit is in the log
+ * already (and is made durable by the log's fsync that follows), so failing it would
+ * report a committed write as failed. A failure that latched the handle is reported by
+ * the next call instead; any other is retried by a later commit. */
+int kvt_db_checkpoint_locked(kvt_db *db) {
+    (void)checkpoint_or_defer(db);
+    return KVT_OK;
 }
 
 int kvt_checkpoint(kvt_db *db) {
     if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_checkpoint: no handle");
     if (db->opt.read_only) return kvt_db_usable(db, 0);
     pthread_mutex_lock(&db->writer);
-    int rc = checkpoint_now(db, NULL);
+    int rc = checkpoint_now(db);
     pthread_mutex_unlock(&db->writer);
     return rc;
 }

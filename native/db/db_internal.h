@@ -54,8 +54,8 @@ int kvt_db_engine_count(void);
 /* db.c */
 int kvt_db_latch(kvt_db *db, int rc);            /* latch fatal, returns rc */
 int kvt_db_usable(kvt_db *db, int writing);      /* KVT_OK / EFATAL / EREADONLY */
-/* Caller holds writer. A commit-triggered checkpoint: a full disk defers it (KVT_OK,
- * retried later), see db.c. */
+/* Caller holds writer. A commit-triggered checkpoint: always KVT_OK (the commit is in
+ * the log); a full disk defers it, a latched failure shows on the next call; see db.c. */
 int kvt_db_checkpoint_locked(kvt_db *db);
 
 /* batch.c */

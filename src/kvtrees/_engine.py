@@ -141,8 +141,8 @@ class FaultVFS:
     def fail_writes(self, nth: int = 1, persistent: bool = False, nospace: bool = False) -> None:
         self.set(self.WRITE, nth, persistent, lib.KVT_ENOSPC if nospace else lib.KVT_EIO)
 
-    def fail_syncs(self, nth: int = 1, persistent: bool = False) -> None:
-        self.set(self.SYNC, nth, persistent)
+    def fail_syncs(self, nth: int = 1, persistent: bool = False, nospace: bool = False) -> None:
+        self.set(self.SYNC, nth, persistent, lib.KVT_ENOSPC if nospace else lib.KVT_EIO)
 
     def crash(self, mode: int = 0, seed: int = 0) -> None:
         """Simulated power loss: unsynced writes vanish (CRASH_DROP) or tear (CRASH_TEAR)."""

@@ -60,6 +60,11 @@ class SmallFS:
     def free(self) -> None:
         os.unlink(self.filler)
 
+    def give_back(self, nbytes: int) -> None:
+        """Free about nbytes by shortening the filler (tmpfs frees the cut pages)."""
+        size = os.path.getsize(self.filler)
+        os.truncate(self.filler, max(0, size - nbytes))
+
 
 def _mount_reason(root: str):
     """None if a tmpfs was mounted at root, else why not."""
@@ -181,6 +186,41 @@ def test_store_on_full_tmpfs(engine_name, small_fs, which):
         verify_store(db, acked + 1)
         assert db.revision == rev + 1
         db.check()
+
+
+def test_checkpoint_on_full_tmpfs(engine_name, small_fs):
+    """ENOSPC in data.kvt on a real file system. No checkpoint yet (the default 64 MiB
+    wal_limit); the disk fills; 1 MiB is given back and taken by more log records, whose
+    pages then wait in memory (data.kvt has no room). A checkpoint now needs that 1 MiB
+    again: it raises NoSpaceError and changes nothing. Close, and an open on the
+    still-full disk, succeed without growing the files."""
+    path = os.path.join(small_fs.root, "db")
+    eng = kvtrees.open_engine(path, engine=engine_name)
+    small_fs.fill(leave=6 * MiB)
+    acked, err = fill_until_full(eng.put, engine_key)
+    assert_nospace(err)
+    small_fs.give_back(1 * MiB)
+    more, err = fill_until_full(lambda k, v: eng.put(engine_key(acked + k), v), int)
+    assert_nospace(err)
+    assert more > 0
+    acked += more
+    with pytest.raises(kvtrees.NoSpaceError) as e:
+        eng.checkpoint()
+    assert "data.kvt" in str(e.value), str(e.value)
+    assert eng.stats()["checkpoints"] == 0
+    verify_engine(eng, acked)
+    eng.check()
+    eng.close()
+    before = file_sizes(path)
+    with kvtrees.open_engine(path) as eng:  # recovery on the full disk
+        verify_engine(eng, acked)
+        eng.check()
+    assert file_sizes(path) == before
+    small_fs.free()
+    with kvtrees.open_engine(path) as eng:  # now recovery checkpoints
+        verify_engine(eng, acked)
+        assert eng.stats()["checkpoints"] == 1 and eng.stats()["wal_size"] <= 4096
+        eng.check()
 
 
 def test_store_reopens_on_full_tmpfs(engine_name, small_fs):

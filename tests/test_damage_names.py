@@ -70,6 +70,14 @@ def test_flipped_bytes_in_data_file(engine_name, tmp_path, seed, named):
             db.check()
 
 
+def file_bytes(path: str) -> dict:
+    out = {}
+    for name in ("data.kvt", "wal.log"):
+        with open(os.path.join(path, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
 def page_size(path: str) -> int:
     with kvtrees.open_engine(path, read_only=True) as eng:
         return eng.stats()["page_size"]
@@ -78,7 +86,8 @@ def page_size(path: str) -> int:
 def test_damaged_meta_pages(engine_name, tmp_path):
     """200 flipped bytes in one meta page (pages 0 and 1 alternate between checkpoints):
     damaging the older one loses nothing; damaging the newest one makes the log look
-    ahead of the data file, and the error must name data.kvt, not wal.log."""
+    ahead of the data file, and the error must name data.kvt, not wal.log. The failed
+    open leaves both files byte for byte as they were (nothing cut from data.kvt)."""
     outcomes = []
     for slot in (0, 1):
         path = str(tmp_path / f"db{slot}")
@@ -86,10 +95,12 @@ def test_damaged_meta_pages(engine_name, tmp_path):
         page = page_size(path)
         flip(os.path.join(path, "data.kvt"),
              random.Random(slot).sample(range(slot * page, slot * page + 512), 200))
+        before = file_bytes(path)
         try:
             read_everything(path, engine_name)
             outcomes.append("intact")
         except kvtrees.KvtreesError as e:
             assert_blames_data_file(e)
+            assert file_bytes(path) == before, "a failed open changed the files"
             outcomes.append("blamed data.kvt")
     assert sorted(outcomes) == ["blamed data.kvt", "intact"], outcomes

@@ -243,17 +243,25 @@ static int check_log_follows_data(kvt_db *db) {
                       (unsigned long long)log_gen);
 }
 
+/* Replay the log onto the checkpoint; a failure leaves data.kvt as it was found, less
+ * the garbage a crash may have left after the checkpoint's end. */
 static int recover(kvt_db *db) {
     KVT_TRY(kvt_wal_open(db->vfs, db->wal_path, db->opt.read_only, &db->wal_io, &db->wal));
-    KVT_TRY(check_log_follows_data(db));
+    KVT_TRY(check_log_follows_data(db));    /* before anything in data.kvt changes */
+    KVT_TRY(kvt_pager_discard_unsaved(db->pager));
     struct replay_ctx c = {db, 0};
-    KVT_TRY(kvt_wal_replay(db->wal, kvt_pager_ckpt_gen(db->pager), kvt_db_replay_fn, &c));
-    if (c.records && !db->opt.read_only) {
+    int rc = kvt_wal_replay(db->wal, kvt_pager_ckpt_gen(db->pager), kvt_db_replay_fn, &c);
+    if (rc == KVT_OK && c.records && !db->opt.read_only) {
         /* Not needed for correctness: on a full disk the log is kept and open succeeds. */
         pthread_mutex_lock(&db->writer);
-        int rc = checkpoint_or_defer(db);
+        rc = checkpoint_or_defer(db);
         pthread_mutex_unlock(&db->writer);
-        return rc;
+    }
+    if (rc < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", kvt_errmsg());
+        (void)kvt_pager_discard_unsaved(db->pager);   /* pages replay wrote back */
+        return kvt_seterr(rc, "%s", msg);
     }
     return KVT_OK;
 }
@@ -319,7 +327,6 @@ int kvt_open(const char *dir, const kvt_options *o, kvt_db **out) {
     if (rc < 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", kvt_errmsg());
-        (void)kvt_pager_discard_unsaved(db->pager);   /* leave data.kvt as it was */
         free_db(db, 1);
         return kvt_seterr(rc, "%s", msg);   /* the cause, not a close-time message */
     }

@@ -238,9 +238,9 @@ static int load_file(kvt_pager *p, const kvt_pager_config *cfg, uint64_t fsize) 
     KVT_TRY(fm_grow(p, m.npages));
     p->ckpt_npages = p->npages;
     KVT_TRY(fm_load(p, m.fm_first, m.fm_count));
-    /* Pages written after the checkpoint (evictions before a crash) are garbage. */
-    if (!p->read_only && fsize > p->npages * p->page_size)
-        KVT_TRY(kvt_file_truncate(p->file, p->npages * p->page_size));
+    /* Pages after the checkpoint's end (evictions before a crash) are garbage, but they
+     * are cut by kvt_pager_discard_unsaved() once the caller knows the checkpoint is the
+     * right one: if the newest meta page is damaged, the file must stay as it was. */
     return KVT_OK;
 }
 

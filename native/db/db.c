@@ -4,6 +4,16 @@
  * flock: exclusive for a writer, shared for read-only handles). Open is: lock, pager,
  * engine on the last checkpoint's engine meta, WAL replay of that checkpoint's gen, and
  * (when writable) a checkpoint if anything was replayed, so the log starts empty.
+ *
+ * Full disk (decision): the log append is the commit point, and it is the only write a
+ * commit can fail on for lack of space. A refused append is cut back and reported as
+ * KVT_ENOSPC with nothing committed and the handle healthy (reads, and writes once
+ * there is space, keep working). Data-file writes never fail a commit: write-back keeps
+ * pages in memory, and a checkpoint the disk cannot hold is abandoned (the previous
+ * one and the log stay as they were) and retried later; only an explicit checkpoint
+ * reports KVT_ENOSPC. So recovery never needs free space: it replays into memory and
+ * checkpoints if it can, open succeeds either way, and close gives back the space of
+ * an abandoned checkpoint. A failed fsync stays fatal (its outcome is unknown).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,6 +28,12 @@
 #define DEFAULT_PAGE_SIZE   4096
 #define DEFAULT_WAL_LIMIT   (64 * MIB)
 #define MIN_CACHE           (256 * 1024ull)
+/* After a checkpoint refused for lack of space, commits retry it once the log has grown
+ * by this much (not on every commit: each try writes every dirty page again). */
+#define CKPT_RETRY_BYTES    (256 * 1024ull)
+
+static int checkpoint_now(kvt_db *db);
+static int checkpoint_or_defer(kvt_db *db);
 
 const char *kvt_version(void) { return KVT_VERSION; }
 
@@ -32,8 +48,12 @@ void kvt_options_init(kvt_options *o) {
 
 /* ---- fatal latch ------------------------------------------------------------------ */
 
+/* ENOSPC that left the log and the pager usable (a refused append, an abandoned
+ * checkpoint) changed nothing durable or in memory: not latched. */
 int kvt_db_latch(kvt_db *db, int rc) {
     int expected = 0;
+    if (rc == KVT_ENOSPC && !kvt_wal_failed(db->wal) && !kvt_pager_failed(db->pager))
+        return rc;
     if (rc < 0 && atomic_compare_exchange_strong(&db->fatal, &expected, rc))
         snprintf(db->fatal_msg, sizeof db->fatal_msg, "%s: %s", kvt_strerror(rc), kvt_errmsg());
     return rc;
@@ -165,6 +185,17 @@ static int engine_mismatch(kvt_db *db, const kvt_engine_ops *wanted) {
                       db->dir, found ? found->name : "unknown", wanted->name, detail);
 }
 
+/* No engine opens the file: a damaged file (its own error, naming data.kvt) or one of
+ * an engine this build lacks. */
+static int unknown_file_engine(kvt_db *db) {
+    kvt_pager *p = NULL;
+    int rc = open_pager_as(db, NULL, 1, &p);
+    if (rc < 0 && rc != KVT_EENGINE) return rc;
+    kvt_pager_close(p);
+    return kvt_seterr(KVT_EENGINE, "%s: data.kvt was not created by an engine of this build",
+                      db->dir);
+}
+
 /* Open the pager for the engine asked for, or for the file's own engine. */
 static int open_pager(kvt_db *db) {
     int exists = db->vfs->exists(db->vfs, db->data_path);
@@ -172,8 +203,7 @@ static int open_pager(kvt_db *db) {
     if (db->opt.engine) KVT_TRY(find_named_engine(db->opt.engine, &ops));
     else if (exists) {
         ops = probe_file_engine(db);
-        if (!ops) return kvt_seterr(KVT_EENGINE, "%s: data.kvt was not created by an engine "
-                                    "of this build (or cannot be read)", db->dir);
+        if (!ops) return unknown_file_engine(db);
     } else KVT_TRY(find_named_engine("btree", &ops));
     int rc = open_pager_as(db, ops, db->opt.read_only, &db->pager);
     if (rc == KVT_EENGINE) return engine_mismatch(db, ops);
@@ -201,15 +231,37 @@ int kvt_db_replay_fn(void *ctx, const uint8_t *rec, size_t len) {
     return kvt_db_apply_record(c->db, rec, len, NULL);
 }
 
+/* A log that follows a newer checkpoint than the data file's newest valid meta page:
+ * the checkpoint the log was reset after is in data.kvt, so the damage is there. */
+static int check_log_follows_data(kvt_db *db) {
+    uint64_t log_gen = 0, data_gen = kvt_pager_ckpt_gen(db->pager);
+    if (!kvt_wal_header_gen(db->wal, &log_gen) || log_gen <= data_gen) return KVT_OK;
+    return kvt_seterr(KVT_ECORRUPT, "%s: damaged: its newest valid checkpoint is %llu but "
+                      "wal.log was started after checkpoint %llu, so the meta page of "
+                      "checkpoint %llu is missing or corrupt", db->data_path,
+                      (unsigned long long)data_gen, (unsigned long long)log_gen,
+                      (unsigned long long)log_gen);
+}
+
+/* Replay the log onto the checkpoint; a failure leaves data.kvt as it was found, less
+ * the garbage a crash may have left after the checkpoint's end. */
 static int recover(kvt_db *db) {
     KVT_TRY(kvt_wal_open(db->vfs, db->wal_path, db->opt.read_only, &db->wal_io, &db->wal));
+    KVT_TRY(check_log_follows_data(db));    /* before anything in data.kvt changes */
+    KVT_TRY(kvt_pager_discard_unsaved(db->pager));
     struct replay_ctx c = {db, 0};
-    KVT_TRY(kvt_wal_replay(db->wal, kvt_pager_ckpt_gen(db->pager), kvt_db_replay_fn, &c));
-    if (c.records && !db->opt.read_only) {
+    int rc = kvt_wal_replay(db->wal, kvt_pager_ckpt_gen(db->pager), kvt_db_replay_fn, &c);
+    if (rc == KVT_OK && c.records && !db->opt.read_only) {
+        /* Not needed for correctness: on a full disk the log is kept and open succeeds. */
         pthread_mutex_lock(&db->writer);
-        int rc = kvt_db_checkpoint_locked(db);
+        rc = checkpoint_or_defer(db);
         pthread_mutex_unlock(&db->writer);
-        return rc;
+    }
+    if (rc < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", kvt_errmsg());
+        (void)kvt_pager_discard_unsaved(db->pager);   /* pages replay wrote back */
+        return kvt_seterr(rc, "%s", msg);
     }
     return KVT_OK;
 }
@@ -286,7 +338,11 @@ int kvt_close(kvt_db *db) {
     if (!db) return KVT_OK;
     int rc = KVT_OK;
     pthread_mutex_lock(&db->writer);
-    if (!db->opt.read_only && !atomic_load(&db->fatal)) rc = kvt_db_checkpoint_locked(db);
+    if (!db->opt.read_only && !atomic_load(&db->fatal)) rc = checkpoint_now(db);
+    if (rc == KVT_ENOSPC && !atomic_load(&db->fatal)) {
+        /* Nothing is lost (the log holds it): give back what the checkpoint wrote. */
+        rc = kvt_pager_discard_unsaved(db->pager);
+    }
     pthread_mutex_unlock(&db->writer);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", kvt_errmsg());
@@ -299,7 +355,9 @@ const char *kvt_engine_name(kvt_db *db) { return db && db->ops ? db->ops->name :
 
 /* ---- checkpoint / sync / check / stats ------------------------------------------ */
 
-int kvt_db_checkpoint_locked(kvt_db *db) {
+/* Flush, checkpoint, empty the log; the caller holds writer. KVT_ENOSPC unlatched:
+ * abandoned, the previous checkpoint and the log unchanged. */
+static int checkpoint_now(kvt_db *db) {
     uint8_t meta[KVT_ENGINE_META_MAX];
     size_t mlen = sizeof meta;
     KVT_TRY(kvt_db_usable(db, 1));
@@ -310,10 +368,35 @@ int kvt_db_checkpoint_locked(kvt_db *db) {
                         KVT_ENGINE_META_MAX);
     if (rc >= 0) rc = kvt_pager_checkpoint(db->pager, meta, mlen);
     pthread_rwlock_unlock(&db->rw);
-    if (rc >= 0) rc = kvt_wal_reset(db->wal, kvt_pager_ckpt_gen(db->pager));
+    if (rc < 0) return kvt_db_latch(db, rc);
+    db->ckpt_refused_at = 0;
+    rc = kvt_wal_reset(db->wal, kvt_pager_ckpt_gen(db->pager));
     if (rc < 0) return kvt_db_latch(db, rc);
     atomic_fetch_add(&db->checkpoints, 1);
     atomic_store(&db->last_sync_ns, now_ns());
+    return KVT_OK;
+}
+
+/* A checkpoint that may wait: one refused for lack of space (unlatched) is deferred
+ * until the log has grown by CKPT_RETRY_BYTES more and reported as done. */
+static int checkpoint_or_defer(kvt_db *db) {
+    uint64_t log = kvt_wal_bytes(db->wal);
+    if (db->ckpt_refused_at && log < db->ckpt_refused_at + CKPT_RETRY_BYTES) return KVT_OK;
+    int rc = checkpoint_now(db);
+    if (rc == KVT_ENOSPC && !atomic_load(&db->fatal)) {
+        atomic_fetch_add(&db->checkpoints_refused, 1);
+        db->ckpt_refused_at = log ? log : 1;
+        return KVT_OK;
+    }
+    return rc;
+}
+
+/* The checkpoint a commit triggers never fails that commit: the commit is in the log
+ * already (and is made durable by the log's fsync that follows), so failing it would
+ * report a committed write as failed. A failure that latched the handle is reported by
+ * the next call instead; any other is retried by a later commit. */
+int kvt_db_checkpoint_locked(kvt_db *db) {
+    (void)checkpoint_or_defer(db);
     return KVT_OK;
 }
 
@@ -321,7 +404,7 @@ int kvt_checkpoint(kvt_db *db) {
     if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_checkpoint: no handle");
     if (db->opt.read_only) return kvt_db_usable(db, 0);
     pthread_mutex_lock(&db->writer);
-    int rc = kvt_db_checkpoint_locked(db);
+    int rc = checkpoint_now(db);
     pthread_mutex_unlock(&db->writer);
     return rc;
 }
@@ -374,6 +457,7 @@ int kvt_get_stats(kvt_db *db, kvt_stats *s) {
     s->fsyncs = ld(&db->data_io.fsyncs) + ld(&db->wal_io.fsyncs);
     s->checkpoints = atomic_load(&db->checkpoints);
     s->commits = atomic_load(&db->commits);
+    s->checkpoints_refused = atomic_load(&db->checkpoints_refused);
     s->cache_size = db->opt.cache_size;
     s->page_size = kvt_pager_page_size(db->pager);
     kvt_pager_stats ps;

@@ -40,7 +40,9 @@ struct kvt_db {
     atomic_int fatal;                /* latched error code, 0 while healthy */
     char fatal_msg[256];             /* detail of the latched error (written once) */
     atomic_uint_fast64_t last_sync_ns;
-    atomic_uint_fast64_t commits, checkpoints;
+    atomic_uint_fast64_t commits, checkpoints, checkpoints_refused;
+    uint64_t ckpt_refused_at;        /* log size when a checkpoint last met a full disk
+                                      * (0: none since the last checkpoint); writer only */
 };
 
 /* registry.c */
@@ -52,7 +54,9 @@ int kvt_db_engine_count(void);
 /* db.c */
 int kvt_db_latch(kvt_db *db, int rc);            /* latch fatal, returns rc */
 int kvt_db_usable(kvt_db *db, int writing);      /* KVT_OK / EFATAL / EREADONLY */
-int kvt_db_checkpoint_locked(kvt_db *db);        /* caller holds writer */
+/* Caller holds writer. A commit-triggered checkpoint: always KVT_OK (the commit is in
+ * the log); a full disk defers it, a latched failure shows on the next call; see db.c. */
+int kvt_db_checkpoint_locked(kvt_db *db);
 
 /* batch.c */
 int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed);

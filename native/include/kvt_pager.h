@@ -102,6 +102,16 @@ static inline uint8_t kvt_page_type(const kvt_page *pg) { return pg->data[4]; }
 /* Write every dirty page, fsync, write the free-space map and the next meta page with
  * engine_meta, fsync. On success the new gen is durable and deferred frees are released. */
 int  kvt_pager_checkpoint(kvt_pager *p, const void *engine_meta, size_t len);
+/* KVT_ENOSPC from a checkpoint is not fatal: the checkpoint was abandoned, the last one
+ * is still the durable one and the pager stays usable (see pager.c, full disk). */
+/* 1 once a write or fsync failure has latched the pager (every call is KVT_EFATAL). */
+int  kvt_pager_failed(const kvt_pager *p);
+/* Truncate the data file to the durable checkpoint's length, giving back the space of
+ * pages written since: at open once the checkpoint is known to be the right one (pages
+ * a crash left after it are garbage; open itself never truncates), and at a close or
+ * failed open after a checkpoint could not be made (the pager must then only be
+ * closed). A no-op read-only or after a latched failure (the new meta may be on disk). */
+int  kvt_pager_discard_unsaved(kvt_pager *p);
 /* Bytes of the data file that a checkpoint would have to free/write (for triggers). */
 uint64_t kvt_pager_pending_free(const kvt_pager *p);
 

@@ -84,6 +84,9 @@ int  kvt_fault_set(kvt_vfs *vfs, int op, uint64_t nth, int persistent, int err);
 /* Simulated power loss: undo unsynced writes of every file opened through this VFS,
  * then make every later call on those files fail with KVT_EIO (the handle is dead). */
 int  kvt_fault_crash(kvt_vfs *vfs, int mode, uint64_t seed);
+/* Armed failures fire only on files whose path ends with suffix (NULL or "": every
+ * file; ops of other files are still counted). Cleared by kvt_fault_reset. */
+int  kvt_fault_only(kvt_vfs *vfs, const char *suffix);
 void kvt_fault_reset(kvt_vfs *vfs);    /* disarm, forget crash state, zero counters */
 uint64_t kvt_fault_count(kvt_vfs *vfs, int op);   /* ops of that kind seen so far */
 /* hold 1: every later sync waits (other ops go on) until a call with hold 0 releases

@@ -24,7 +24,9 @@ int kvt_wal_close(kvt_wal *w);
 /* Replay, in order, every intact record written after checkpoint gen. A log that names a
  * newer gen than the checkpoint (its checkpoint header was lost) -> KVT_ECORRUPT. */
 int kvt_wal_replay(kvt_wal *w, uint64_t gen, kvt_wal_replay_fn fn, void *ctx);
-/* Append one record (not yet durable); *lsn_out = LSN just past it. */
+/* Append one record (not yet durable); *lsn_out = LSN just past it. KVT_ENOSPC: the
+ * disk refused it; the log was cut back to where it ended and stays usable (the record
+ * is not logged). Any other write failure is fatal for the log. */
 int kvt_wal_append(kvt_wal *w, const void *rec, size_t len, uint64_t *lsn_out);
 /* Group commit: return once everything up to lsn is durable. One caller fsyncs for all
  * who are waiting; a failed fsync is fatal for the log (KVT_EFATAL afterwards). */
@@ -32,6 +34,9 @@ int kvt_wal_sync(kvt_wal *w, uint64_t lsn);
 /* After checkpoint gen is durable: empty the log and start records of that gen. */
 int kvt_wal_reset(kvt_wal *w, uint64_t gen);
 uint64_t kvt_wal_bytes(const kvt_wal *w);     /* size of the log file now */
+int kvt_wal_failed(const kvt_wal *w);         /* 1 once latched fatal */
+/* The checkpoint gen the log's header names; 0 when it has no valid header. */
+int kvt_wal_header_gen(const kvt_wal *w, uint64_t *gen);
 uint64_t kvt_wal_lsn(const kvt_wal *w);       /* LSN past the last appended record */
 
 #endif

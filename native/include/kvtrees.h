@@ -44,6 +44,7 @@ typedef struct kvt_stats {
     uint64_t height, entries, nodes, flushes;
     uint64_t file_size, wal_size, pages_total, pages_free;
     uint64_t checkpoints, commits;
+    uint64_t checkpoints_refused;       /* abandoned for lack of space (kept in the log) */
     uint64_t cache_size, page_size;
     uint64_t map_reads, map_verifies;   /* pool misses served by the pager's read map
                                          * (counted in cache_misses too); of which
@@ -100,6 +101,7 @@ int  kvt_fault_vfs_new(kvt_vfs **out);
 void kvt_fault_vfs_free(kvt_vfs *vfs);
 int  kvt_fault_set(kvt_vfs *vfs, int op, uint64_t nth, int persistent, int err);
 int  kvt_fault_crash(kvt_vfs *vfs, int mode, uint64_t seed);
+int  kvt_fault_only(kvt_vfs *vfs, const char *suffix);
 void kvt_fault_reset(kvt_vfs *vfs);
 uint64_t kvt_fault_count(kvt_vfs *vfs, int op);
 int  kvt_fault_hold_syncs(kvt_vfs *vfs, int hold);

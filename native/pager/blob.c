@@ -58,12 +58,16 @@ static int write_run(kvt_pager *p, const uint8_t *data, size_t len, kvt_pgno *fi
         rc = pager_write_pages(p, buf, k, start + i);
     }
     free(buf);
+    if (rc == KVT_ENOSPC) {             /* never referenced: give the run back */
+        for (uint64_t i = 0; i < n; i++) fm_free(p, start + i);
+        return rc;
+    }
     if (rc < 0) return pager_fail(p, rc);
     *first = start;
     return KVT_OK;
 }
 
-/* Read-only pager: a chain of dirty pool pages, built back to front so each page knows
+/* Read-only pager or full disk: a chain of dirty pool pages, built back to front so each page knows
  * its successor. */
 static int write_chain(kvt_pager *p, const uint8_t *data, size_t len, kvt_pgno *first) {
     uint64_t n = ov_pages(p, len);
@@ -82,8 +86,12 @@ static int write_chain(kvt_pager *p, const uint8_t *data, size_t len, kvt_pgno *
 int kvt_blob_write(kvt_pager *p, const void *data, size_t len, kvt_pgno *first) {
     pthread_mutex_lock(&p->mu);
     int rc = pager_check_usable(p);
-    if (rc == KVT_OK)
-        rc = p->read_only ? write_chain(p, data, len, first) : write_run(p, data, len, first);
+    int direct = rc == KVT_OK && !p->read_only && !p->nospace;
+    if (direct) rc = write_run(p, data, len, first);
+    /* A read-only pager, or a full disk, keeps the blob as dirty pool pages (written at
+     * the next checkpoint): the caller never sees ENOSPC. */
+    if (direct && rc == KVT_ENOSPC) p->nospace = 1;
+    if (!direct ? rc == KVT_OK : rc == KVT_ENOSPC) rc = write_chain(p, data, len, first);
     pthread_mutex_unlock(&p->mu);
     return rc;
 }

@@ -155,8 +155,9 @@ void fm_destroy(kvt_pager *p) {
     bm_free(&p->newb);
     bm_free(&p->checkb);
     free(p->fm_pages);
-    p->fm_pages = NULL;
-    p->fm_count = 0;
+    free(p->fm_prev);
+    p->fm_pages = p->fm_prev = NULL;
+    p->fm_count = p->fm_prev_count = 0;
 }
 
 /* Set the free bits one freelist page carries; damage -> KVT_ECORRUPT. */
@@ -224,12 +225,20 @@ static int alloc_map_pages(kvt_pager *p, kvt_pgno **pages, size_t *count) {
     while (n * bpp < p->npages) {
         if (n == cap) {
             kvt_pgno *nv = realloc(v, 2 * cap * sizeof *v);
-            if (!nv) { free(v); return kvt_seterr(KVT_ENOMEM, "pager: free map pages"); }
+            if (!nv) {
+                for (size_t i = 0; i < n; i++) fm_free(p, v[i]);
+                free(v);
+                return kvt_seterr(KVT_ENOMEM, "pager: free map pages");
+            }
             v = nv;
             cap *= 2;
         }
         int rc = fm_alloc(p, &v[n]);
-        if (rc < 0) { free(v); return rc; }
+        if (rc < 0) {
+            for (size_t i = 0; i < n; i++) fm_free(p, v[i]);
+            free(v);
+            return rc;
+        }
         n++;
     }
     *pages = v;
@@ -255,29 +264,51 @@ static void fill_map_page(kvt_pager *p, uint8_t *buf, const kvt_pgno *pages, siz
 }
 
 /* Write a new map for the checkpoint being made; the old map's pages become deferred
- * frees (the old checkpoint still needs them until the new meta is durable). */
+ * frees (the old checkpoint still needs them until the new meta is durable), so the new
+ * map already shows them free. The old page list is kept for fm_undo until fm_commit.
+ * ENOSPC is undone here and returned unlatched (the old checkpoint is untouched). */
 int fm_write(kvt_pager *p, kvt_pgno *first, uint64_t *count) {
     for (size_t i = 0; i < p->fm_count; i++) {
         bm_set(&p->deferb, p->fm_pages[i]);
         p->ndefer++;
     }
+    p->fm_prev = p->fm_pages;
+    p->fm_prev_count = p->fm_count;
+    p->fm_pages = NULL;
     p->fm_count = 0;
-    kvt_pgno *pages = NULL;
-    size_t n = 0;
-    KVT_TRY(alloc_map_pages(p, &pages, &n));
-    free(p->fm_pages);
-    p->fm_pages = pages;
-    p->fm_count = n;
-    uint8_t *buf = aligned_alloc_pages(p, p->page_size);
-    if (!buf) return kvt_seterr(KVT_ENOMEM, "pager: free map buffer");
-    int rc = KVT_OK;
-    for (size_t i = 0; i < n && rc == KVT_OK; i++) {
-        fill_map_page(p, buf, pages, n, i);
-        rc = pager_write_pages(p, buf, 1, pages[i]);
+    int rc = alloc_map_pages(p, &p->fm_pages, &p->fm_count);
+    uint8_t *buf = rc == KVT_OK ? aligned_alloc_pages(p, p->page_size) : NULL;
+    if (rc == KVT_OK && !buf) rc = kvt_seterr(KVT_ENOMEM, "pager: free map buffer");
+    for (size_t i = 0; i < p->fm_count && rc == KVT_OK; i++) {
+        fill_map_page(p, buf, p->fm_pages, p->fm_count, i);
+        rc = pager_write_pages(p, buf, 1, p->fm_pages[i]);
     }
     free(buf);
+    if (rc == KVT_ENOSPC || rc == KVT_ENOMEM) {
+        fm_undo(p);
+        return rc;
+    }
     if (rc < 0) return pager_fail(p, rc);
-    *first = n ? pages[0] : 0;
-    *count = n;
+    *first = p->fm_count ? p->fm_pages[0] : 0;
+    *count = p->fm_count;
     return KVT_OK;
+}
+
+void fm_commit(kvt_pager *p) {
+    free(p->fm_prev);
+    p->fm_prev = NULL;
+    p->fm_prev_count = 0;
+}
+
+void fm_undo(kvt_pager *p) {
+    for (size_t i = 0; i < p->fm_count; i++) fm_free(p, p->fm_pages[i]);   /* never durable */
+    free(p->fm_pages);
+    p->fm_pages = p->fm_prev;
+    p->fm_count = p->fm_prev_count;
+    for (size_t i = 0; i < p->fm_count; i++) {
+        bm_clr(&p->deferb, p->fm_pages[i]);
+        p->ndefer--;
+    }
+    p->fm_prev = NULL;
+    p->fm_prev_count = 0;
 }

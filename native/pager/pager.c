@@ -10,6 +10,13 @@
  *   72 u64 free map page count, 80 u64 free pages (informational), 88 engine meta.
  * Checkpoint order: dirty pages, fsync, free map, fsync, meta, fsync; only then are
  * deferred frees released, so the previous checkpoint is intact until the new one is.
+ *
+ * Full disk: a write that fails with ENOSPC never latches. Write-back and blobs keep
+ * the pages in the pool instead (nospace; the engine never sees the error), and a
+ * checkpoint that runs out of space is abandoned: pages it wrote stay current-gen
+ * pages (clean or dirty in the pool), its free map is undone, the previous checkpoint
+ * stays the durable one, and KVT_ENOSPC goes to the caller, who may retry later.
+ * A failed fsync still latches: the kernel may have dropped the pages.
  */
 #include <stdlib.h>
 #include <inttypes.h>
@@ -163,6 +170,9 @@ static int write_meta(kvt_pager *p, const meta *m, kvt_pgno slot, size_t bytes) 
     meta_encode(p, m, slot, buf);
     int rc = kvt_file_write(p->file, buf, bytes, slot * p->page_size);
     free(buf);
+    /* ENOSPC: the slot written holds the older of the two checkpoints; the newest
+     * valid meta is still the durable one, so the caller can abandon its checkpoint. */
+    if (rc == KVT_ENOSPC) return rc;
     return rc < 0 ? pager_fail(p, rc) : KVT_OK;
 }
 
@@ -187,13 +197,14 @@ static int create_file(kvt_pager *p, const kvt_pager_config *cfg) {
                           "4096..1048576", p->path, ps);
     p->page_size = ps;
     p->engine_id = cfg->engine_id;
-    p->npages = 2;
+    p->npages = p->ckpt_npages = 2;
     KVT_TRY(fm_init(p));
     meta m;
     meta_from_state(p, &m, 0);
-    KVT_TRY(write_meta(p, &m, 0, ps));      /* full pages: the file is 2 pages long */
-    KVT_TRY(write_meta(p, &m, 1, ps));
-    int rc = kvt_file_sync(p->file);
+    int rc = write_meta(p, &m, 0, ps);       /* full pages: the file is 2 pages long */
+    if (rc == KVT_OK) rc = write_meta(p, &m, 1, ps);
+    if (rc < 0) return pager_fail(p, rc);
+    rc = kvt_file_sync(p->file);
     return rc < 0 ? pager_fail(p, rc) : KVT_OK;
 }
 
@@ -225,10 +236,11 @@ static int load_file(kvt_pager *p, const kvt_pager_config *cfg, uint64_t fsize) 
     memcpy(p->engine_meta, m.em, m.em_len);
     p->engine_meta_len = m.em_len;
     KVT_TRY(fm_grow(p, m.npages));
+    p->ckpt_npages = p->npages;
     KVT_TRY(fm_load(p, m.fm_first, m.fm_count));
-    /* Pages written after the checkpoint (evictions before a crash) are garbage. */
-    if (!p->read_only && fsize > p->npages * p->page_size)
-        KVT_TRY(kvt_file_truncate(p->file, p->npages * p->page_size));
+    /* Pages after the checkpoint's end (evictions before a crash) are garbage, but they
+     * are cut by kvt_pager_discard_unsaved() once the caller knows the checkpoint is the
+     * right one: if the newest meta page is damaged, the file must stay as it was. */
     return KVT_OK;
 }
 
@@ -420,11 +432,13 @@ static int sync_file(kvt_pager *p) {
 /* After the new meta is durable: the old checkpoint's pages can be reused. */
 static void finish_checkpoint(kvt_pager *p, uint64_t gen) {
     p->ckpt_gen = gen;
+    fm_commit(p);
     fm_release_deferred(p);
     memset(p->newb.w, 0, p->newb.nwords * sizeof *p->newb.w);
     p->st.checkpoints++;
     uint64_t before = p->npages;
     fm_trim_tail(p);
+    p->ckpt_npages = p->npages;
     if (p->npages < before &&       /* best effort: a longer file is still valid */
         kvt_file_truncate(p->file, p->npages * p->page_size) == KVT_OK)
         map_truncated(p, p->npages);
@@ -438,17 +452,26 @@ static int checkpoint_locked(kvt_pager *p, const void *em, size_t len) {
     if (len > KVT_ENGINE_META_MAX)
         return kvt_seterr(KVT_EINVAL, "%s: engine meta of %zu bytes (max %d)", p->path,
                           len, KVT_ENGINE_META_MAX);
-    KVT_TRY(pool_flush_dirty(p));
+    p->nospace = 0;                 /* try the writes again */
+    int rc = pool_flush_dirty(p);
     kvt_pgno fm_first;
     uint64_t fm_count;
-    KVT_TRY(fm_write(p, &fm_first, &fm_count));
+    if (rc == KVT_OK) rc = fm_write(p, &fm_first, &fm_count);
+    if (rc == KVT_ENOSPC) p->nospace = 1;
+    KVT_TRY(rc);
     KVT_TRY(sync_file(p));
     uint64_t gen = p->ckpt_gen + 1;
     meta m;
     meta_from_state(p, &m, gen);
     m.em_len = (uint32_t)len;
     if (len) memcpy(m.em, em, len);
-    KVT_TRY(write_meta(p, &m, gen % 2, META_BYTES));
+    rc = write_meta(p, &m, gen % 2, META_BYTES);
+    if (rc == KVT_ENOSPC) {
+        fm_undo(p);
+        p->nospace = 1;
+        return rc;
+    }
+    KVT_TRY(rc);
     KVT_TRY(sync_file(p));
     if (len) memcpy(p->engine_meta, em, len);
     p->engine_meta_len = len;
@@ -459,6 +482,19 @@ static int checkpoint_locked(kvt_pager *p, const void *em, size_t len) {
 int kvt_pager_checkpoint(kvt_pager *p, const void *engine_meta, size_t len) {
     pthread_mutex_lock(&p->mu);
     int rc = checkpoint_locked(p, engine_meta, len);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+int kvt_pager_failed(const kvt_pager *p) { return p && p->fatal; }
+
+int kvt_pager_discard_unsaved(kvt_pager *p) {
+    if (!p || p->read_only || p->fatal || !p->file) return KVT_OK;
+    pthread_mutex_lock(&p->mu);
+    uint64_t size = 0, keep = p->ckpt_npages * p->page_size;
+    int rc = kvt_file_size(p->file, &size);
+    if (rc == KVT_OK && size > keep) rc = kvt_file_truncate(p->file, keep);
+    if (rc == KVT_OK && size > keep) map_truncated(p, p->ckpt_npages);
     pthread_mutex_unlock(&p->mu);
     return rc;
 }

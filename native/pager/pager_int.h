@@ -65,6 +65,9 @@ struct kvt_pager {
     uint32_t page_size, engine_id;
     int direct_io, read_only, fatal;
     uint64_t ckpt_gen;           /* durable gen; the current gen is ckpt_gen + 1 */
+    uint64_t ckpt_npages;        /* page count of the durable checkpoint */
+    int nospace;                 /* a data-file write hit ENOSPC since the last checkpoint
+                                  * attempt: write-back and blobs stay in the pool */
     uint64_t npages;             /* logical size in pages (meta pages included) */
     uint8_t engine_meta[KVT_ENGINE_META_MAX];
     size_t engine_meta_len;
@@ -75,6 +78,8 @@ struct kvt_pager {
     uint64_t hint;               /* no free bit below word `hint` */
     kvt_pgno *fm_pages;          /* pages of the durable free map */
     size_t fm_count;
+    kvt_pgno *fm_prev;           /* the previous map's pages while a checkpoint runs */
+    size_t fm_prev_count;
 
     /* buffer pool (pool.c) */
     pthread_mutex_t mu;
@@ -111,6 +116,12 @@ static inline int bm_get(const bitmap *b, uint64_t i) {
 static inline void bm_set(bitmap *b, uint64_t i) { b->w[i >> 6] |= 1ull << (i & 63); }
 static inline void bm_clr(bitmap *b, uint64_t i) { b->w[i >> 6] &= ~(1ull << (i & 63)); }
 void bm_free(bitmap *b);
+
+/* freemap.c: a new free map for a checkpoint; fm_write keeps the old map's page list
+ * until fm_commit (the checkpoint is durable) or fm_undo (it was abandoned: the new
+ * map's pages are freed and the old map is the current one again). */
+void fm_commit(kvt_pager *p);
+void fm_undo(kvt_pager *p);
 
 /* pager.c */
 int  pager_fail(kvt_pager *p, int rc);            /* latch fatal on a write/fsync error */

@@ -2,7 +2,9 @@
  * eviction. At most max_frames frames (cache_bytes / page_size, at least MIN_FRAMES)
  * unless every frame is pinned, in which case the pool grows rather than fail.
  * Evicting a dirty frame writes it back first (never in read-only mode: there dirty
- * pages come from WAL replay and exist nowhere else). Every function here expects mu
+ * pages come from WAL replay and exist nowhere else; nor once a write-back has met a
+ * full disk: the frame stays dirty in memory and the pool grows, since its content is
+ * in the log and the next checkpoint retries). Every function here expects mu
  * to be held, except kvt_pager_get/unpin which take it.
  */
 #include <stdlib.h>
@@ -95,6 +97,7 @@ void pool_mark_dirty(kvt_pager *p, frame *f) {
 static int write_frame(kvt_pager *p, frame *f) {
     page_seal(p, f->page.data);
     int rc = pager_write_pages(p, f->page.data, 1, f->page.pgno);
+    if (rc == KVT_ENOSPC) return rc;    /* still dirty; the page is current-gen */
     if (rc < 0) return pager_fail(p, rc);
     f->dirty = 0;
     p->ndirty--;
@@ -132,8 +135,15 @@ static int evict_one(kvt_pager *p, frame **out) {
         p->hand = (p->hand + 1) % p->nframes;
         if (!f->live || f->pin) continue;
         if (f->ref) { f->ref = 0; continue; }
-        if (f->dirty && p->read_only) continue;
-        if (f->dirty) KVT_TRY(write_frame(p, f));
+        if (f->dirty && (p->read_only || p->nospace)) continue;
+        if (f->dirty) {
+            int rc = write_frame(p, f);
+            if (rc == KVT_ENOSPC) {
+                p->nospace = 1;
+                continue;
+            }
+            KVT_TRY(rc);
+        }
         hash_remove(p, f);
         f->live = 0;
         p->nlive--;
@@ -190,6 +200,7 @@ static int write_run(kvt_pager *p, frame **v, size_t n, uint8_t *stage) {
         memcpy(stage + i * p->page_size, v[i]->page.data, p->page_size);
     }
     int rc = pager_write_pages(p, stage, n, v[0]->page.pgno);
+    if (rc == KVT_ENOSPC) return rc;    /* all still dirty; the checkpoint is abandoned */
     if (rc < 0) return pager_fail(p, rc);
     for (size_t i = 0; i < n; i++) v[i]->dirty = 0;
     p->ndirty -= n;

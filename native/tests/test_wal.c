@@ -441,8 +441,16 @@ static void test_io_failures(void) {
     uint64_t lsn;
     rec_fill(b, 0);
     EQ(kvt_wal_append(w, b, rec_len(0), &lsn), KVT_OK);
+    /* A full disk refuses the record: the log is cut back to its end and stays usable. */
+    uint64_t end = kvt_wal_bytes(w);
     EQ(kvt_fault_set(v, KVT_FAULT_WRITE, 1, 0, KVT_ENOSPC), KVT_OK);
     EQ(kvt_wal_append(w, b, 10, NULL), KVT_ENOSPC);
+    EQ(kvt_wal_bytes(w), end);
+    EQ(kvt_wal_failed(w), 0);
+    /* Any other write failure latches (a partial record may be on disk). */
+    EQ(kvt_fault_set(v, KVT_FAULT_WRITE, 1, 0, KVT_EIO), KVT_OK);
+    EQ(kvt_wal_append(w, b, 10, NULL), KVT_EIO);
+    EQ(kvt_wal_failed(w), 1);
     EQ(kvt_wal_append(w, b, 10, NULL), KVT_EFATAL);      /* latched */
     EQ(kvt_wal_sync(w, lsn), KVT_EFATAL);
     EQ(kvt_wal_reset(w, 2), KVT_EFATAL);

@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -59,6 +60,7 @@ typedef struct fault_vfs {
     pthread_mutex_t mu;
     kvt_vfs *inner;
     arming arm[2];         /* [0] writes, [1] syncs */
+    char only[64];         /* "": faults hit every file; else only paths ending so */
     uint64_t count[2];
     int hold;              /* syncs wait on held_cv while set */
     uint64_t held;
@@ -215,9 +217,15 @@ static int dead_err(ffile *f) {
 }
 
 /* Count an op of kind k and decide whether it is the armed failure. */
+static int targeted(const fault_vfs *fv, const char *path) {
+    size_t n = strlen(fv->only), pl = strlen(path);
+    return !n || (pl >= n && strcmp(path + pl - n, fv->only) == 0);
+}
+
 static int fault_hit(fault_vfs *fv, int k, const char *path) {
     fv->count[k]++;
     arming *a = &fv->arm[k];
+    if (!targeted(fv, path)) return KVT_OK;
     if (!a->firing && a->left) {
         if (--a->left == 0) a->firing = 1;
     }
@@ -481,6 +489,18 @@ int kvt_fault_set(kvt_vfs *vfs, int op, uint64_t nth, int persistent, int err) {
     return KVT_OK;
 }
 
+int kvt_fault_only(kvt_vfs *vfs, const char *suffix) {
+    fault_vfs *fv = (fault_vfs *)vfs;
+    if (!vfs || vfs->open != fv_open) return kvt_seterr(KVT_EINVAL, "kvt_fault_only: not a fault VFS");
+    if (suffix && strlen(suffix) >= sizeof fv->only)
+        return kvt_seterr(KVT_EINVAL, "kvt_fault_only: suffix longer than %zu bytes",
+                          sizeof fv->only - 1);
+    pthread_mutex_lock(&fv->mu);
+    snprintf(fv->only, sizeof fv->only, "%s", suffix ? suffix : "");
+    pthread_mutex_unlock(&fv->mu);
+    return KVT_OK;
+}
+
 /* Kill every handle: close the real file (releasing its lock), keep the wrapper. */
 static void kill_handles(fault_vfs *fv) {
     for (ffile *f = fv->files; f; f = f->next) {
@@ -514,6 +534,7 @@ void kvt_fault_reset(kvt_vfs *vfs) {
     pthread_mutex_lock(&fv->mu);
     memset(fv->arm, 0, sizeof fv->arm);
     memset(fv->count, 0, sizeof fv->count);
+    fv->only[0] = '\0';
     pthread_mutex_unlock(&fv->mu);
 }
 

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "kvt_engine.h"
@@ -207,6 +208,17 @@ static int stage(kvt_wal *w, size_t n) {
     return KVT_OK;
 }
 
+/* A full disk refused the record: cut what part of it reached the file, so the log
+ * ends where it did and the record is not committed (nothing was applied yet). The log
+ * stays usable; only if the cut fails is its state unknown (latched). */
+static int refuse_append(kvt_wal *w, int rc) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", kvt_errmsg());
+    int t = kvt_file_truncate(w->f, w->tail);
+    if (t < 0) return latch_fatal(w, rc);
+    return kvt_seterr(rc, "%s (the record was not logged: nothing committed)", msg);
+}
+
 int kvt_wal_append(kvt_wal *w, const void *rec, size_t len, uint64_t *lsn_out) {
     KVT_TRY(usable_for_write(w));
     if (len > MAX_RECORD)
@@ -220,6 +232,7 @@ int kvt_wal_append(kvt_wal *w, const void *rec, size_t len, uint64_t *lsn_out) {
     if (len) memcpy(h + REC_HDR, rec, len);
     kvt_put32(h, rec_crc(h, h + REC_HDR, len));
     int rc = kvt_file_write(w->f, h, REC_HDR + len, w->tail);
+    if (rc == KVT_ENOSPC) return refuse_append(w, rc);
     if (rc < 0) return latch_fatal(w, rc);   /* a partial record may be on disk now */
     __atomic_store_n(&w->tail, w->tail + REC_HDR + len, __ATOMIC_RELEASE);
     pthread_mutex_lock(&w->mu);
@@ -263,7 +276,14 @@ int kvt_wal_reset(kvt_wal *w, uint64_t gen) {
     if (w->read_only) return kvt_seterr(KVT_EREADONLY, "%s: log opened read-only", w->path);
     if (__atomic_load_n(&w->fatal, __ATOMIC_ACQUIRE)) return fatal_err(w);
     int rc = rewrite_header(w, gen);
-    if (rc < 0) return latch_fatal(w, rc);   /* the log's state on disk is unknown */
+    if (rc < 0) {
+        /* The log's state on disk is unknown, but the caller's checkpoint holds every
+         * record logged so far: their commits are durable whatever the log became. */
+        pthread_mutex_lock(&w->mu);
+        w->durable = w->lsn;
+        pthread_mutex_unlock(&w->mu);
+        return latch_fatal(w, rc);
+    }
     w->have_header = 1;
     w->hdr_gen = w->gen = gen;
     w->ready = 1;
@@ -388,6 +408,16 @@ int kvt_wal_replay(kvt_wal *w, uint64_t gen, kvt_wal_replay_fn fn, void *ctx) {
         return KVT_OK;
     }
     return kvt_wal_reset(w, gen);
+}
+
+int kvt_wal_header_gen(const kvt_wal *w, uint64_t *gen) {
+    if (!w->have_header) return 0;
+    *gen = w->hdr_gen;
+    return 1;
+}
+
+int kvt_wal_failed(const kvt_wal *w) {
+    return w && __atomic_load_n(&w->fatal, __ATOMIC_ACQUIRE);
 }
 
 uint64_t kvt_wal_bytes(const kvt_wal *w) {

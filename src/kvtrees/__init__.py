@@ -43,7 +43,7 @@ _OPTIONAL_EXPORTS = {
     "mvcc": ("KeyValue", "RangeResult", "PutResult", "DeleteResult"),
     "watch": ("Event", "PutEvent", "DeleteEvent"),
     "lease": ("Lease",),
-    "concurrency": ("Lock", "Election"),
+    "concurrency": ("Lock", "Election", "Etcd3Lock", "etcd3_lock"),
 }
 
 

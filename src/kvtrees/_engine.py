@@ -141,12 +141,17 @@ class FaultVFS:
     def fail_writes(self, nth: int = 1, persistent: bool = False, nospace: bool = False) -> None:
         self.set(self.WRITE, nth, persistent, lib.KVT_ENOSPC if nospace else lib.KVT_EIO)
 
-    def fail_syncs(self, nth: int = 1, persistent: bool = False) -> None:
-        self.set(self.SYNC, nth, persistent)
+    def fail_syncs(self, nth: int = 1, persistent: bool = False, nospace: bool = False) -> None:
+        self.set(self.SYNC, nth, persistent, lib.KVT_ENOSPC if nospace else lib.KVT_EIO)
 
     def crash(self, mode: int = 0, seed: int = 0) -> None:
         """Simulated power loss: unsynced writes vanish (CRASH_DROP) or tear (CRASH_TEAR)."""
         check(lib.kvt_fault_crash(self._ptr(), mode, seed))
+
+    def only(self, file_name: Optional[str]) -> None:
+        """Armed failures hit only files whose path ends with file_name (e.g. "data.kvt");
+        None: every file. Cleared by reset()."""
+        check(lib.kvt_fault_only(self._ptr(), file_name.encode() if file_name else ffi.NULL))
 
     def reset(self) -> None:
         lib.kvt_fault_reset(self._ptr())
@@ -344,7 +349,7 @@ class Batch(_Child):
 
 
 class Engine:
-    """An ordered map of bytes to bytes stored in a directory (see API.md section 2)."""
+    """An ordered map of bytes to bytes stored in a directory (docs/API.md section 2)."""
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], options: Options,
                  _vfs: Optional[FaultVFS] = None) -> None:

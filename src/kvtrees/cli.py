@@ -1,4 +1,5 @@
-"""The `kvtrees` command line: `kvtrees bench ...` (more subcommands may join)."""
+"""The `kvtrees` command line: `kvtrees bench ...`, the store tools of cli_tools.py
+(check, dump, snapshot), and more subcommands as they join."""
 from __future__ import annotations
 
 import sys
@@ -9,6 +10,9 @@ USAGE = """usage: kvtrees <command> [options]
 commands:
   bench      benchmark the engines (try: kvtrees bench --quick; kvtrees bench --help)
 """
+from kvtrees.cli_tools import USAGE as _TOOLS_USAGE  # noqa: E402
+
+USAGE += _TOOLS_USAGE
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -20,6 +24,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if cmd == "bench":
         from kvtrees.bench.cli import main as bench_main
         return bench_main(rest)
+    from kvtrees.cli_tools import COMMANDS as tools
+    if cmd in tools:
+        return tools[cmd](rest)
     print(f"kvtrees: unknown command {cmd!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 

@@ -5,12 +5,18 @@ holder that dies or stops refreshing releases when the lease expires). Participa
 ordered by create revision; each waits, via a watch, for the deletion of the newest key
 created before its own, then re-checks (the predecessor may have left while others
 remain). Thread-safe: a Lock or Election object guards its own state.
+
+Etcd3Lock is python-etcd3's lock beside ours, for code ported from it: one key
+`/locks/<name>` holding a random id, taken with a create-revision-0 txn, and
+acquire(timeout=10) by default. The two kinds use different keys and do not exclude
+each other; pick one per lock name.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Iterator, Optional
 
 from .errors import ClosedError, LeaseNotFoundError
@@ -21,6 +27,28 @@ from .watch import DeleteEvent
 
 def _name(name) -> bytes:
     return to_key(name)
+
+
+def _wait_deleted(store, key: bytes, from_rev: int, deadline: Optional[float]) -> bool:
+    """Block until key is deleted at a revision >= from_rev (True) or the deadline
+    passes (False). Watching from a past revision sees a deletion that already happened,
+    so no wake-up is lost between a read and the watch."""
+    events, cancel = store.watch(key, start_revision=from_rev)
+    try:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            try:
+                ev = events.get(left)
+            except TimeoutError:
+                return False
+            if ev is None:
+                raise ClosedError("store closed while waiting")
+            if isinstance(ev, DeleteEvent):
+                return True
+    finally:
+        cancel()
 
 
 class _Session:
@@ -58,22 +86,7 @@ class _Session:
                 return False
 
     def _wait_deleted(self, key: bytes, from_rev: int, deadline: Optional[float]) -> bool:
-        events, cancel = self.store.watch(key, start_revision=from_rev)
-        try:
-            while True:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                try:
-                    ev = events.get(left)
-                except TimeoutError:
-                    return False
-                if ev is None:
-                    raise ClosedError("store closed while waiting")
-                if isinstance(ev, DeleteEvent):
-                    return True
-        finally:
-            cancel()
+        return _wait_deleted(self.store, key, from_rev, deadline)
 
     def held(self) -> bool:
         if self.key is None:
@@ -142,6 +155,93 @@ class Lock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+class Etcd3Lock:
+    """python-etcd3's Lock on a kvtrees store: etcd3_lock(db, name, ttl=60).
+
+    The key is `/locks/<name>` (lock_prefix + name) and holds this object's random id
+    (uuid1 bytes) under a lease of ttl seconds; acquire() defaults to a 10 s timeout as
+    python-etcd3's does (None: wait forever), and `with lock:` acquires with that
+    default and, as there, enters even if the 10 s passed (check is_acquired()). A
+    failed try revokes its lease (python-etcd3 leaves it to expire). Waiting is a watch
+    on the key: O(1) store calls per wake-up, no polling.
+    """
+
+    lock_prefix = "/locks/"
+
+    def __init__(self, store, name, ttl: int = 60):
+        self.name = name
+        self.ttl = ttl
+        self.store = store
+        self.key = to_key(self.lock_prefix.encode() + _name(name))
+        self.lease = None
+        self.uuid = uuid.uuid1().bytes
+        self._mutex = threading.RLock()
+
+    def acquire(self, timeout: Optional[float] = 10) -> bool:
+        """True once held; False when timeout seconds passed first (None: forever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._mutex:
+            while True:
+                holder_rev = self._try_acquire()
+                if holder_rev is None:
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                _wait_deleted(self.store, self.key, holder_rev + 1, deadline)
+
+    def _try_acquire(self) -> Optional[int]:
+        """None if we now hold the key, else the holder's mod revision (0: it just left)."""
+        lease = self.store.lease(self.ttl)
+        t = self.store.transactions
+        ok, _ = self.store.transaction([t.create(self.key) == 0],
+                                       [t.put(self.key, self.uuid, lease=lease)], [])
+        if ok:
+            self.lease = lease
+            return None
+        try:
+            lease.revoke()
+        except LeaseNotFoundError:
+            pass
+        _, kv = self.store.get(self.key)
+        return kv.mod_revision if kv is not None else self.store.revision
+
+    def release(self) -> bool:
+        """Delete the key if it still holds our id; True if it did."""
+        with self._mutex:
+            t = self.store.transactions
+            ok, _ = self.store.transaction([t.value(self.key) == self.uuid],
+                                           [t.delete(self.key)], [])
+            lease, self.lease = self.lease, None
+            if lease is not None:
+                try:
+                    lease.revoke()
+                except LeaseNotFoundError:
+                    pass
+            return ok
+
+    def refresh(self) -> int:
+        """Refresh the lease; ValueError when the lock was never acquired."""
+        if self.lease is None:
+            raise ValueError("no lease associated with this lock - have you acquired it?")
+        return self.lease.refresh()
+
+    def is_acquired(self) -> bool:
+        value, _ = self.store.get(self.key)
+        return value is not None and value == self.uuid
+
+    def __enter__(self) -> "Etcd3Lock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def etcd3_lock(store, name, ttl: int = 60) -> Etcd3Lock:
+    """python-etcd3's `client.lock(name, ttl)` on a kvtrees store (see Etcd3Lock)."""
+    return Etcd3Lock(store, name, ttl)
 
 
 class Election:

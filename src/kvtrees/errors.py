@@ -76,6 +76,11 @@ class CompactedError(KvtreesError):
         super().__init__(message)
         self.compact_revision = compact_revision
 
+    @property
+    def compacted_revision(self) -> int:
+        """python-etcd3's name (RevisionCompactedError.compacted_revision)."""
+        return self.compact_revision
+
 
 class FutureRevisionError(KvtreesError):
     """The requested revision is newer than the store's current revision."""

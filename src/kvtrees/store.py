@@ -1,4 +1,4 @@
-"""The MVCC store with etcd semantics (API.md section 3), over one engine.
+"""The MVCC store with etcd semantics (docs/API.md section 3), over one engine.
 
 Concurrency: one writer lock serializes revision assignment and the engine batch that
 makes a revision durable; reads take no lock (they read at a fixed revision from the

@@ -66,6 +66,21 @@ def to_lease_id(lease: Any) -> int:
     return lid
 
 
+def _revision_operand(target: str, other: Any) -> int:
+    """The int a version/create/mod compare takes: an int, or (as python-etcd3, which
+    int()s it) a decimal string such as the '0' of its own put_if_not_exists."""
+    if isinstance(other, str):
+        try:
+            return int(other.strip())
+        except ValueError:
+            raise ValueError("%s compares with an int or a decimal string, not %r"
+                             % (target, other)) from None
+    if isinstance(other, bool) or not isinstance(other, int):
+        raise TypeError("%s compares with an int (or a decimal string), not %s"
+                        % (target, type(other).__name__))
+    return other
+
+
 @dataclass
 class Compare:
     target: str
@@ -80,9 +95,7 @@ class Compare:
         elif self.target == "lease":
             self.operand = to_lease_id(other)
         else:
-            if isinstance(other, bool) or not isinstance(other, int):
-                raise TypeError("%s compares with an int" % self.target)
-            self.operand = other
+            self.operand = _revision_operand(self.target, other)
         return self
 
     def __eq__(self, other):  # type: ignore[override]

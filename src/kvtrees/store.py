@@ -504,8 +504,15 @@ class Store:
             raise LeaseNotFoundError("requested lease %#x not found" % lid)
 
     def delete(self, key, prev_kv=False, return_response=False):
-        """Delete one key: True if it existed (DeleteResult with return_response)."""
-        res = self._delete(to_key(key), None, prev_kv)
+        """Delete one key: True if it existed (DeleteResult with return_response).
+        O(log n); one native call (a one-op txn) on a native engine."""
+        k = to_key(key)
+        if self._native:
+            op = Delete(k, None, prev_kv)
+            _, (res,) = self._txn_native(
+                txn_codec.encode([], [op], [], self._hub.watched()), [op], [])
+        else:
+            res = self._delete(k, None, prev_kv)
         return res if return_response else res.deleted > 0
 
     def delete_prefix(self, prefix, prev_kv=False) -> DeleteResult:

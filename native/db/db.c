@@ -23,10 +23,10 @@
 #include "db_internal.h"
 
 #define MIB (1024ull * 1024ull)
-#define DEFAULT_CACHE       (64 * MIB)
+#define DEFAULT_CACHE       ((uint64_t)KVT_DEFAULT_CACHE)
 #define DEFAULT_INTERVAL_MS 100
 #define DEFAULT_PAGE_SIZE   4096
-#define DEFAULT_WAL_LIMIT   (64 * MIB)
+#define DEFAULT_WAL_LIMIT   ((uint64_t)KVT_DEFAULT_WAL_LIMIT)
 #define MIN_CACHE           (256 * 1024ull)
 /* After a checkpoint refused for lack of space, commits retry it once the log has grown
  * by this much (not on every commit: each try writes every dirty page again). */

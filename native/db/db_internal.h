@@ -23,7 +23,7 @@
 #define KVT_BATCH_OP_UPSERT 3      /* append the value to the key's old value */
 /* One WAL record: must not exceed the log's record limit (wal.c MAX_RECORD), or the
  * commit would fail only at append time. */
-#define KVT_BATCH_MAX_BYTES ((uint64_t)KVT_MAX_VALUE * 2u + (1u << 20))
+#define KVT_BATCH_MAX_BYTES ((uint64_t)KVT_MAX_RECORD)
 
 struct kvt_db {
     char *dir, *data_path, *wal_path, *lock_path;

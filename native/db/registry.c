@@ -36,3 +36,8 @@ const kvt_engine_ops *kvt_db_engine_by_id(uint32_t id) {
     }
     return NULL;
 }
+
+const char *kvt_engine_at(int i) {
+    const kvt_engine_ops *ops = i >= 0 ? kvt_db_engine_at(i) : NULL;
+    return ops ? ops->name : NULL;
+}

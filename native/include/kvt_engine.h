@@ -13,8 +13,7 @@
 #include "kvt_pager.h"
 
 #define KVT_ENGINE_ABI 1
-#define KVT_MAX_KEY   4096u
-#define KVT_MAX_VALUE (64u * 1024u * 1024u)
+#include "kvt_limits.h"       /* KVT_MAX_KEY, KVT_MAX_VALUE */
 
 typedef struct kvt_engine kvt_engine;
 

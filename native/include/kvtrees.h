@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include "kvt_error.h"
 #include "kvt_vfs.h"
+#include "kvt_limits.h"
 
 #define KVT_VERSION "0.1.0"
 
@@ -95,6 +96,8 @@ int  kvt_checkpoint(kvt_db *db);
 int  kvt_sync(kvt_db *db);
 int  kvt_check(kvt_db *db);
 int  kvt_get_stats(kvt_db *db, kvt_stats *out);
+/* The engines this library has, by index (NULL past the last). */
+const char *kvt_engine_at(int i);
 
 /* Test hooks: the fault-injecting VFS (see kvt_vfs.h). */
 int  kvt_fault_vfs_new(kvt_vfs **out);

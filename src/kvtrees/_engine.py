@@ -23,8 +23,7 @@ from .options import SYNC_MODES, Options, make_options
 
 __all__ = ["Engine", "Batch", "open_engine", "FaultVFS", "MAX_KEY", "MAX_VALUE"]
 
-MAX_KEY = 4096
-MAX_VALUE = 64 * 1024 * 1024
+from .limits import MAX_KEY, MAX_VALUE  # noqa: E402  (kvt_limits.h)
 KeyLike = Union[bytes, bytearray, memoryview]
 
 _OK = lib.KVT_OK

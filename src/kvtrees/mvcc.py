@@ -33,7 +33,7 @@ META_COMPACT = META + b"compact"            # scheduled compaction revision (rea
 META_COMPACT_DONE = META + b"compact_done"  # physically finished up to here
 
 KEY_TERM = b"\x00\x01"
-MAX_ENGINE_KEY = 4096
+from .limits import MAX_KEY as MAX_ENGINE_KEY  # noqa: E402  (kvt_limits.h)
 _MAXREV = (1 << 64) - 1
 _HDR = struct.Struct(">BQQQ")               # flags, create_revision, version, lease
 FLAG_TOMBSTONE = 1

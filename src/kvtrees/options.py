@@ -18,7 +18,7 @@ __all__ = ["Options", "make_options", "SYNC_MODES", "ENGINES"]
 
 MiB = 1024 * 1024
 SYNC_MODES = {"commit": 0, "interval": 1, "none": 2}
-ENGINES = ("btree", "fractal")
+from .limits import DEFAULT_CACHE, DEFAULT_WAL_LIMIT, ENGINES  # noqa: E402
 
 
 def _is_int(v: Any) -> bool:
@@ -33,7 +33,7 @@ def _pow2_in(v: int, lo: int, hi: int) -> bool:
 class Options:
     """Tuning and mode options; every field is checked by validate()."""
 
-    cache_size: int = 64 * MiB
+    cache_size: int = DEFAULT_CACHE
     sync: str = "commit"
     sync_interval_ms: int = 100
     page_size: int = 4096
@@ -41,7 +41,7 @@ class Options:
     basement_size: int = 0
     direct_io: bool = False
     read_only: bool = False
-    wal_limit: int = 64 * MiB
+    wal_limit: int = DEFAULT_WAL_LIMIT
     engine: Optional[str] = None
     mmap: bool = True
 

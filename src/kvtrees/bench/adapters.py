@@ -19,7 +19,7 @@ import threading
 from itertools import islice
 from typing import Dict, Optional
 
-ENGINES = ("btree", "fractal")
+from ..limits import ENGINES  # noqa: E402
 PEERS = ("lmdb", "rocksdb", "sqlite")
 
 

@@ -6,6 +6,8 @@ import re
 import sys
 from typing import List, Optional
 
+from ..limits import DEFAULT_CACHE
+
 from .adapters import ENGINES, PEERS
 from .workloads import QUICK, WORKLOADS
 
@@ -146,7 +148,7 @@ def parse(argv: Optional[List[str]], prog: str = "kvtrees bench") -> argparse.Na
     if a.num is None:
         a.num = QUICK_NUM if a.quick else DEFAULT_NUM
     if a.cache_size is None:
-        a.cache_size = QUICK_CACHE if a.quick else 64 << 20
+        a.cache_size = QUICK_CACHE if a.quick else DEFAULT_CACHE
     if a.quick and not a.ops:
         a.ops = QUICK_OPS
     if a.repeat is None:

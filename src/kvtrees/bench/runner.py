@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, asdict
 from typing import List, Optional
 
 from . import adapters
+from ..limits import DEFAULT_CACHE
 from .keys import KeySpace, ValuePool
 from .metrics import (device_io, device_stat_path, machine_info, median, peak_rss_bytes,
                       percentile, reset_peak_rss)
@@ -38,7 +39,7 @@ class Config:
     value_size: int = 100
     record_size: int = 0         # 0: same as value_size
     batch: int = 1000
-    cache_size: int = 64 << 20
+    cache_size: int = DEFAULT_CACHE
     sync: bool = False
     direct_io: bool = False
     threads: int = 1

@@ -30,6 +30,8 @@ import time
 from itertools import islice
 from typing import Callable, Dict, List, Optional
 
+from ..limits import DEFAULT_CACHE
+
 KINDS = (b"pods", b"services", b"configmaps", b"secrets", b"deployments")
 VALUE_SIZES = (1024, 4096)          # the etcd-like mix draws sizes in this range
 PLAIN_VALUE = 1024                  # value size of the put/get/txn workloads
@@ -130,7 +132,7 @@ class StoreTarget:
         return events, cancel
 
     def stats(self) -> dict:
-        return self.db._eng.stats()
+        return self.db.engine_stats()
 
     def close(self):
         self.db.close()
@@ -500,7 +502,7 @@ def parse(argv=None):
         sp.add_argument("--engines", default="btree,fractal",
                         type=lambda s: [x for x in s.split(",") if x])
         sp.add_argument("--dir", default=None, help="parent of the temp directories")
-        sp.add_argument("--cache-size", type=int, default=64 << 20)
+        sp.add_argument("--cache-size", type=int, default=DEFAULT_CACHE)
         sp.add_argument("--json", default=None, help="also write the results here")
     s = sub.add_parser("ops", help="single-thread store vs engine ops/s")
     common(s)
@@ -523,7 +525,7 @@ def parse(argv=None):
     s.add_argument("--keys", type=int, default=5_000_000)
     s.add_argument("--value-size", type=int, default=64)
     s.add_argument("--repeat", type=int, default=5)
-    s.add_argument("--cache-size", type=int, default=64 << 20)
+    s.add_argument("--cache-size", type=int, default=DEFAULT_CACHE)
     s.add_argument("--json", default=None)
     s = sub.add_parser("etcd", help="the same put load against a local etcd (loopback)")
     s.add_argument("--threads", type=int, default=16)

@@ -25,6 +25,7 @@
 #define KVT_EBUFSMALL  -13   /* caller's buffer too small; the needed size was reported */
 #define KVT_EVERSION   -14   /* file format or ABI version not supported */
 #define KVT_EFAULT     -15   /* injected by the fault VFS (reported as KVT_EIO to users) */
+#define KVT_ENOLEASE   -16   /* a store write named a lease that is not live */
 
 const char *kvt_strerror(int rc);
 const char *kvt_errmsg(void);

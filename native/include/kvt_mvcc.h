@@ -68,6 +68,10 @@ void kvt_mvcc_unlock(kvt_mvcc *m);
 void kvt_mvcc_note(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev);
 void kvt_mvcc_set_head(kvt_mvcc *m, uint64_t rev);
 void kvt_mvcc_publish(kvt_mvcc *m, uint64_t rev);   /* visible := max(visible, rev) */
+/* The live lease ids (writer lock held): a put naming a lease not in the set fails with
+ * KVT_ENOLEASE, nothing written, so a put cannot attach a key to a revoked lease. */
+int  kvt_mvcc_lease_add(kvt_mvcc *m, uint64_t id);
+void kvt_mvcc_lease_remove(kvt_mvcc *m, uint64_t id);
 
 /* Newest version of key at or below rev, tombstones included. KVT_OK: out filled and
  * the value copied to dst; KVT_NOTFOUND: no version; KVT_EBUFSMALL: out->vlen is the
@@ -77,7 +81,7 @@ int  kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_
 
 /* Put key=value (lease 0: none) at revision head+1 in one atomic record (versioned key,
  * revision-log entry, lease attachment changes); returns once durable when the handle
- * is. The caller checks that a nonzero lease exists and holds it against revocation. */
+ * is. KVT_ENOLEASE: the lease is not live (kvt_mvcc_lease_add), nothing written. */
 int  kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
                   uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
                   kvt_mvcc_put_result *res);
@@ -87,7 +91,7 @@ int  kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, si
  *       u8 op (0 == 1 != 2 < 3 >), u32 klen, key, then u32 vlen + value (value) or
  *       i64 operand (the others);
  *   u32 nsuccess, ops; u32 nfailure, ops; per op: u8 kind (1 put 2 delete 3 get),
- *       u8 flags (1: prev_kv), u32 klen, key, [put: u32 vlen, value].
+ *       u8 flags (1: prev_kv), u32 klen, key, [put: u32 vlen, value, u64 lease].
  * Response (malloc'd into *resp; release with kvt_mvcc_release): u8 succeeded, u64
  * revision (the txn's, or the head for a txn that wrote nothing), then per op of the
  * taken branch: u8 kind and
@@ -96,7 +100,8 @@ int  kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, si
  *   get:    u8 found, [kv];
  *   kv:     u64 create, mod, version, lease, u32 klen, key, u32 vlen, value.
  * All changes share one new revision, committed and (durable handle) fsynced before
- * return; KVT_EINVAL for a malformed request, nothing written. */
+ * return; KVT_EINVAL for a malformed request, KVT_ENOLEASE for a put naming a lease
+ * that is not live; nothing written then. */
 int  kvt_mvcc_txn(kvt_mvcc *m, const uint8_t *req, size_t rl, uint8_t **resp,
                   size_t *resp_len);
 /* CDEF END */

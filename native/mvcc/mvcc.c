@@ -68,6 +68,7 @@ void kvt_mvcc_free(kvt_mvcc *m) {
     kvt_buf_free(&m->key);
     kvt_buf_free(&m->aux);
     kvt_buf_free(&m->val);
+    free(m->leases);
     free(m);
 }
 
@@ -110,6 +111,46 @@ void kvt_mvcc_set_head(kvt_mvcc *m, uint64_t rev) {
     m->writing = 0;
     pthread_mutex_unlock(&m->heads_mu);
     if (!m->durable) kvt_mvcc_publish(m, rev);
+}
+
+/* ---- live leases (sorted array: few, and changed far less often than read) ---------- */
+
+static size_t lease_pos(const kvt_mvcc *m, uint64_t id) {
+    size_t lo = 0, hi = m->nleases;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (m->leases[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+int mvcc_lease_live(const kvt_mvcc *m, uint64_t id) {
+    size_t i = lease_pos(m, id);
+    return i < m->nleases && m->leases[i] == id;
+}
+
+int kvt_mvcc_lease_add(kvt_mvcc *m, uint64_t id) {
+    size_t i = lease_pos(m, id);
+    if (i < m->nleases && m->leases[i] == id) return KVT_OK;
+    if (m->nleases == m->capleases) {
+        size_t cap = m->capleases ? 2 * m->capleases : 16;
+        uint64_t *n = realloc(m->leases, cap * sizeof *n);
+        if (!n) return kvt_seterr(KVT_ENOMEM, "no memory for the lease set");
+        m->leases = n;
+        m->capleases = cap;
+    }
+    memmove(m->leases + i + 1, m->leases + i, (m->nleases - i) * sizeof *m->leases);
+    m->leases[i] = id;
+    m->nleases++;
+    return KVT_OK;
+}
+
+void kvt_mvcc_lease_remove(kvt_mvcc *m, uint64_t id) {
+    size_t i = lease_pos(m, id);
+    if (i >= m->nleases || m->leases[i] != id) return;
+    memmove(m->leases + i, m->leases + i + 1, (m->nleases - i - 1) * sizeof *m->leases);
+    m->nleases--;
 }
 
 /* ---- point reads ------------------------------------------------------------------ */
@@ -284,6 +325,9 @@ static int put_locked(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v
                       uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
                       kvt_mvcc_put_result *res, uint64_t *lsn) {
     KVT_TRY(kvt_db_usable(m->db, 1));
+    if (lease && !mvcc_lease_live(m, lease))
+        return kvt_seterr(KVT_ENOLEASE, "requested lease %#llx not found",
+                          (unsigned long long)lease);
     KVT_TRY(mvcc_kv_prefix(&m->key, k, kl));
     size_t plen = m->key.len;
     uint64_t head = atomic_load(&m->head);

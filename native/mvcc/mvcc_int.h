@@ -29,6 +29,8 @@ struct kvt_mvcc {
     atomic_int closed;
     atomic_int inflight;           /* calls that may touch db (close waits for 0) */
     kvt_buf rec, key, aux, val;    /* scratch, under lock */
+    uint64_t *leases;              /* live lease ids, sorted (under lock) */
+    size_t nleases, capleases;
 };
 
 /* mvcc.c: calls that may touch the db count themselves in flight (close waits) */
@@ -38,6 +40,9 @@ void mvcc_leave(kvt_mvcc *m);
  * engine prefix of k (prefix_len bytes) and is extended; the value goes to value. */
 int  mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
                        size_t prefix_len, uint64_t rev, kvt_mvcc_kv *out, kvt_buf *value);
+
+/* mvcc.c: is lease id live? (writer lock held) */
+int  mvcc_lease_live(const kvt_mvcc *m, uint64_t id);
 
 /* head_cache.c (caller holds heads_mu) */
 int  hc_init(head_cache *c, size_t max_entries);

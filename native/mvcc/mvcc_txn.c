@@ -154,7 +154,8 @@ static int overlay(txn *t, const uint8_t *k, uint32_t kl, const uint8_t *v, uint
 
 /* The versioned entry and revision-log entry of one change, into m->rec. */
 static int record_change(txn *t, const uint8_t *k, uint32_t kl, const uint8_t *v,
-                         uint32_t vl, const kvt_mvcc_kv *e, uint64_t old_lease) {
+                         uint32_t vl, const kvt_mvcc_kv *e, uint64_t old_lease,
+                         uint64_t new_lease) {
     kvt_mvcc *m = t->m;
     KVT_TRY(mvcc_kv_prefix(&m->key, k, kl));
     size_t plen = m->key.len;
@@ -167,9 +168,15 @@ static int record_change(txn *t, const uint8_t *k, uint32_t kl, const uint8_t *v
     uint8_t rk[MVCC_REVLOG_KEY];
     mvcc_revlog_key(rk, e->mod, t->sub++);
     KVT_TRY(kvt_db_record_add(&m->rec, KVT_BATCH_OP_PUT, rk, sizeof rk, k, kl));
-    if (!old_lease) return KVT_OK;
-    KVT_TRY(mvcc_attach_key(&m->aux, old_lease, k, kl));
-    return kvt_db_record_add(&m->rec, KVT_BATCH_OP_DEL, m->aux.data, m->aux.len, NULL, 0);
+    if (old_lease == new_lease) return KVT_OK;
+    if (old_lease) {
+        KVT_TRY(mvcc_attach_key(&m->aux, old_lease, k, kl));
+        KVT_TRY(kvt_db_record_add(&m->rec, KVT_BATCH_OP_DEL, m->aux.data, m->aux.len, NULL, 0));
+    }
+    if (!new_lease) return KVT_OK;
+    KVT_TRY(mvcc_attach_key(&m->aux, new_lease, k, kl));
+    return kvt_db_record_add(&m->rec, KVT_BATCH_OP_PUT, m->aux.data, m->aux.len,
+                             (const uint8_t *)"", 0);
 }
 
 static int run_op(txn *t, rd *r) {
@@ -178,7 +185,11 @@ static int run_op(txn *t, rd *r) {
     const uint8_t *k = rd_bytes(r, kl);
     uint32_t vl = kind == TX_PUT ? rd_u32(r) : 0;
     const uint8_t *v = kind == TX_PUT ? rd_bytes(r, vl) : NULL;
+    uint64_t lease = kind == TX_PUT ? rd_u64(r) : 0;
     if (r->bad || kind < TX_PUT || kind > TX_GET || kl == 0) return bad_request();
+    if (lease && !mvcc_lease_live(t->m, lease))     /* nothing is committed yet */
+        return kvt_seterr(KVT_ENOLEASE, "requested lease %#llx not found",
+                          (unsigned long long)lease);
     kvt_mvcc_kv cur = {0};
     const uint8_t *cv = NULL;
     int found = 0;
@@ -188,7 +199,7 @@ static int run_op(txn *t, rd *r) {
         KVT_TRY(out_u8(t, (uint8_t)found));
         return found ? out_kv(t, k, kl, &cur, cv) : KVT_OK;
     }
-    kvt_mvcc_kv e = {.mod = t->rev};
+    kvt_mvcc_kv e = {.mod = t->rev, .lease = lease};
     if (kind == TX_PUT) {
         e.create = found ? cur.create : t->rev;
         e.version = found ? cur.version + 1 : 1;
@@ -203,7 +214,7 @@ static int run_op(txn *t, rd *r) {
     int with_prev = (flags & 1) && found;
     KVT_TRY(out_u8(t, (uint8_t)with_prev));
     if (with_prev) KVT_TRY(out_kv(t, k, kl, &cur, cv));
-    KVT_TRY(record_change(t, k, kl, v, vl, &e, found ? cur.lease : 0));
+    KVT_TRY(record_change(t, k, kl, v, vl, &e, found ? cur.lease : 0, lease));
     return overlay(t, k, kl, v, vl, &e);
 }
 
@@ -233,7 +244,10 @@ static int txn_locked(txn *t, rd *r, uint64_t *lsn) {
                 uint8_t kind = rd_u8(r);
                 rd_u8(r);
                 rd_bytes(r, rd_u32(r));
-                if (kind == TX_PUT) rd_bytes(r, rd_u32(r));
+                if (kind == TX_PUT) {
+                    rd_bytes(r, rd_u32(r));
+                    rd_u64(r);
+                }
                 if (r->bad) return bad_request();
             }
         }

@@ -23,6 +23,7 @@ const char *kvt_strerror(int rc) {
     case KVT_EBUFSMALL: return "buffer too small";
     case KVT_EVERSION:  return "unsupported file format version";
     case KVT_EFAULT:    return "injected fault";
+    case KVT_ENOLEASE:  return "lease not found";
     default:            return "unknown error";
     }
 }

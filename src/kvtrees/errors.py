@@ -111,6 +111,7 @@ def _code_map() -> dict[int, type]:
             lib.KVT_EREADONLY: ReadOnlyError,
             lib.KVT_EINVAL: InvalidArgumentError,
             lib.KVT_EVERSION: UnsupportedVersionError,
+            lib.KVT_ENOLEASE: LeaseNotFoundError,
         }
     return _by_code
 

@@ -68,6 +68,12 @@ class PythonCore:
     def note(self, key: bytes, rev: int) -> None:
         pass
 
+    def lease_add(self, lease_id: int) -> None:
+        pass
+
+    def lease_remove(self, lease_id: int) -> None:
+        pass
+
     def set_head(self, rev: int) -> None:
         self._head = rev
         if not self._durable:
@@ -147,6 +153,16 @@ class NativeCore:
 
     def set_head(self, rev: int) -> None:
         self._lib.kvt_mvcc_set_head(self._m, rev)
+
+    def lease_add(self, lease_id: int) -> None:
+        """A lease is live (writer lock held): native puts may attach keys to it."""
+        rc = self._lib.kvt_mvcc_lease_add(self._m, lease_id)
+        if rc < 0:
+            raise error_from_code(rc)
+
+    def lease_remove(self, lease_id: int) -> None:
+        """A lease is gone (writer lock held): native puts naming it fail."""
+        self._lib.kvt_mvcc_lease_remove(self._m, lease_id)
 
     def publish(self, rev: int) -> None:
         self._lib.kvt_mvcc_publish(self._m, rev)

@@ -264,7 +264,9 @@ class Store:
         for ek, ev in self._eng.items(mvcc.LEASE, mvcc.LEASE + b"\xff" * 9):
             if len(ek) != 9 or len(ev) != 8:
                 raise CorruptionError("malformed lease record %r" % (ek,))
-            self._leases.add(int.from_bytes(ek[1:], "big"), int.from_bytes(ev, "big"))
+            lid = int.from_bytes(ek[1:], "big")
+            self._leases.add(lid, int.from_bytes(ev, "big"))
+            self._core.lease_add(lid)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -466,11 +468,9 @@ class Store:
         v = value if type(value) is bytes else to_value(value)
         if len(k) > _FAST_KEY or len(v) > _FAST_VALUE:
             self._check_put(k, v)
-        if lease is None and self._native:
-            return self._put_native(k, v, prev_kv)
-        lid = to_lease_id(lease)
-        if not lid and self._native:
-            return self._put_native(k, v, prev_kv)
+        lid = 0 if lease is None else to_lease_id(lease)
+        if self._native:
+            return self._put_native(k, v, lid, prev_kv)
         with self._writing():
             self._check_open()
             self._check_lease(lid)
@@ -480,17 +480,17 @@ class Store:
             self._commit(w)
             return PutResult(w.rev, prev.to_kv() if prev and prev_kv else None)
 
-    def _put_native(self, k: bytes, v: bytes, prev_kv: bool) -> PutResult:
+    def _put_native(self, k: bytes, v: bytes, lid: int, prev_kv: bool) -> PutResult:
         """The put hot path: kvt_mvcc_put does the read, the revision, the commit and the
-        fsync wait; Python hands the change to the watchers, if any. (A put with a lease
-        takes the writer lock in Python, so a concurrent revoke cannot strand it.)"""
+        fsync wait (and refuses a lease that is not live: the core keeps the live set);
+        Python hands the change to the watchers, if any."""
         if self._closed:
             raise ClosedError("store is closed")
         if self._quota:
             self._check_quota()
         hub = self._hub
-        rev, create, version, prev = self._core.put(k, v, 0, prev_kv or hub.watched())
-        hub.hand_over(rev, lambda: [(Entry(k, rev, False, create, version, 0, v), prev)])
+        rev, create, version, prev = self._core.put(k, v, lid, prev_kv or hub.watched())
+        hub.hand_over(rev, lambda: [(Entry(k, rev, False, create, version, lid, v), prev)])
         return _new_tuple(PutResult, (rev, prev.to_kv() if prev_kv and prev else None))
 
     def _check_put(self, k: bytes, v: bytes) -> None:
@@ -780,6 +780,7 @@ class Store:
             with self._eng.batch() as b:
                 b.put(mvcc.LEASE + mvcc.be64(lease_id), mvcc.be64(granted))
             self._leases.add(lease_id, granted)
+            self._core.lease_add(lease_id)
         return Lease(self, lease_id, granted)
 
     def get_lease(self, lease_id) -> Lease:
@@ -823,6 +824,7 @@ class Store:
             extra[bytes(ak)] = None
         self._commit(w, extra)
         self._leases.remove(lid)
+        self._core.lease_remove(lid)
 
     def _expire_lease(self, lid: int) -> None:
         with self._writing():

@@ -1,7 +1,7 @@
 """The request and response bytes of kvt_mvcc_txn (native/include/kvt_mvcc.h): a txn
 whose compares and ops each name one key runs in one native call. encode() returns None
-for any other txn (ranges, nested txns, leased puts, get options), which the store then
-runs in Python."""
+for any other txn (ranges, nested txns, get options), which the store then runs in
+Python."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ _I64 = 1 << 63
 _u32 = struct.Struct("<I").pack
 _hdr = struct.Struct("<BBI").pack
 _q = struct.Struct("<q").pack
+_lease = struct.Struct("<Q").pack
 _KV = struct.Struct("<QQQQI")
 _QQ = struct.Struct("<QQ")
 _REV = struct.Struct("<BQ")
@@ -47,11 +48,12 @@ def encode(compare: list, success: list, failure: list, want_prev: bool) -> Opti
         add(_u32(len(branch)))
         for op in branch:
             cls = type(op)
-            if cls is Put and not op.lease:
+            if cls is Put:
                 add(_hdr(_PUT, 1 if (op.prev_kv or want_prev) else 0, len(op.key)))
                 add(op.key)
                 add(_u32(len(op.value)))
                 add(op.value)
+                add(_lease(op.lease))
             elif cls is Delete and op.range_end is None:
                 add(_hdr(_DELETE, 1 if (op.prev_kv or want_prev) else 0, len(op.key)))
                 add(op.key)
@@ -101,7 +103,7 @@ def decode(resp: bytes, success: list, failure: list, prev_unknown) -> tuple:
             create, version = _QQ.unpack_from(resp, off)
             off += 16
             existed = version > 1
-            new = Entry(op.key, rev, False, create, version, 0, op.value)
+            new = Entry(op.key, rev, False, create, version, op.lease, op.value)
         else:
             existed = resp[off] == 1
             off += 1

@@ -1,4 +1,4 @@
-"""The `kvtrees` command line: `kvtrees bench ...` (more subcommands may join)."""
+"""The `kvtrees` command line: `kvtrees bench ...`, `kvtrees serve ...`."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +8,7 @@ USAGE = """usage: kvtrees <command> [options]
 
 commands:
   bench      benchmark the engines (try: kvtrees bench --quick; kvtrees bench --help)
+  serve      serve etcd's v3 gRPC API over a store (kvtrees serve --help)
 """
 
 
@@ -20,6 +21,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if cmd == "bench":
         from kvtrees.bench.cli import main as bench_main
         return bench_main(rest)
+    if cmd == "serve":
+        from kvtrees.server.cli import main as serve_main
+        return serve_main(rest)
     print(f"kvtrees: unknown command {cmd!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 

@@ -1,0 +1,123 @@
+"""etcd's Maintenance service: Status, Hash, HashKV, Snapshot, Defragment, Alarm,
+MoveLeader."""
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+
+from . import rpcerrors
+from .member import Member, handler, stream_handler
+from .proto import rpc_pb2, rpc_pb2_grpc
+
+SERVER_VERSION = "3.4.0"      # the etcd API version this server speaks (see docs/SERVER.md)
+SNAPSHOT_CHUNK = 64 * 1024
+
+
+def alarm_text(member_id: int, alarm: int) -> str:
+    """An alarm as etcd prints it in Status.errors (its protobuf text form)."""
+    return "memberID:%d alarm:%s " % (member_id, rpc_pb2.AlarmType.Name(alarm))
+
+
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, member: Member, snapshot_dir: str):
+        self.member = member
+        self.store = member.store
+        self.snapshot_dir = snapshot_dir
+
+    @handler
+    def Status(self, req, context):
+        st = self.store.status()
+        ident = self.member.ident
+        return rpc_pb2.StatusResponse(
+            header=self.member.header(st.revision), version=SERVER_VERSION,
+            dbSize=st.db_size, dbSizeInUse=st.db_size, leader=ident.member_id,
+            raftIndex=st.revision, raftAppliedIndex=st.revision, raftTerm=ident.raft_term,
+            errors=[alarm_text(ident.member_id, a) for a in self.member.alarms()])
+
+    @handler
+    def Hash(self, req, context):
+        """O(versions stored)."""
+        self.member.auth.check_admin(context)
+        h, _, rev = self.store.hash_kv(0)
+        return rpc_pb2.HashResponse(header=self.member.header(rev), hash=h)
+
+    @handler
+    def HashKV(self, req, context):
+        """CRC32C over every version <= revision: equal for equal histories, on both
+        engines. O(versions stored)."""
+        self.member.auth.check_admin(context)
+        h, compact, _ = self.store.hash_kv(req.revision if req.revision > 0 else 0)
+        return rpc_pb2.HashKVResponse(header=self.member.header(), hash=h,
+                                      compact_revision=compact)
+
+    @stream_handler
+    def Snapshot(self, req, context):
+        """A consistent copy of the store as a tar archive of a kvtrees data directory
+        (untar it and kvtrees.open() it). O(store size); the copy is staged on disk."""
+        self.member.auth.check_admin(context)
+        os.makedirs(self.snapshot_dir, exist_ok=True)
+        stage = tempfile.mkdtemp(prefix="snap-", dir=self.snapshot_dir)
+        try:
+            rev = self.store.revision
+            self.store.snapshot(os.path.join(stage, "db"))
+            archive = os.path.join(stage, "snapshot.tar")
+            with tarfile.open(archive, "w") as tar:
+                tar.add(os.path.join(stage, "db"), arcname="kvtrees-snapshot")
+            yield from self._send_file(archive, rev)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    def _send_file(self, path: str, rev: int):
+        size = os.path.getsize(path)
+        sent = 0
+        with open(path, "rb") as f:
+            while True:
+                blob = f.read(SNAPSHOT_CHUNK)
+                if not blob:
+                    break
+                sent += len(blob)
+                yield rpc_pb2.SnapshotResponse(header=self.member.header(rev),
+                                               remaining_bytes=size - sent, blob=blob)
+
+    @handler
+    def Defragment(self, req, context):
+        """Both engines reuse freed pages in place; there is nothing to rewrite, so this
+        answers at once (kept so etcd tooling and runbooks work unchanged)."""
+        self.member.auth.check_admin(context)
+        return rpc_pb2.DefragmentResponse(header=self.member.header())
+
+    @handler
+    def Alarm(self, req, context):
+        ident = self.member.ident
+        if req.memberID not in (0, ident.member_id):
+            return rpc_pb2.AlarmResponse(header=self.member.header())
+        A = rpc_pb2.AlarmRequest
+        if req.action == A.GET:
+            alarms = [a for a in self.member.alarms() if req.alarm in (rpc_pb2.NONE, a)]
+        else:
+            self.member.auth.check_admin(context)
+            if req.action == A.ACTIVATE:
+                if req.alarm == rpc_pb2.NONE:
+                    raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
+                                             "etcdserver: no alarm type given")
+                self.member.raise_alarm(req.alarm)
+                alarms = [req.alarm]
+            elif req.action == A.DEACTIVATE:
+                wanted = self.member.alarms() if req.alarm == rpc_pb2.NONE else [req.alarm]
+                alarms = [a for a in wanted if self.member.disarm(a)]
+            else:
+                raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
+                                         "etcdserver: unknown alarm action")
+        return rpc_pb2.AlarmResponse(
+            header=self.member.header(),
+            alarms=[rpc_pb2.AlarmMember(memberID=ident.member_id, alarm=a) for a in alarms])
+
+    @handler
+    def MoveLeader(self, req, context):
+        """One member: it is the leader already; any other target is not a member."""
+        self.member.auth.check_admin(context)
+        if req.targetID != self.member.ident.member_id:
+            raise rpcerrors.BAD_LEADER_TRANSFEREE
+        return rpc_pb2.MoveLeaderResponse(header=self.member.header())

@@ -34,7 +34,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             header=self.member.header(st.revision), version=SERVER_VERSION,
             dbSize=st.db_size, dbSizeInUse=st.db_size, leader=ident.member_id,
             raftIndex=st.revision, raftAppliedIndex=st.revision, raftTerm=ident.raft_term,
-            errors=[alarm_text(ident.member_id, a) for a in self.member.alarms()])
+            errors=[alarm_text(m, a) for m, a in self.member.alarms()])
 
     @handler
     def Hash(self, req, context):
@@ -90,29 +90,28 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     @handler
     def Alarm(self, req, context):
-        ident = self.member.ident
-        if req.memberID not in (0, ident.member_id):
-            return rpc_pb2.AlarmResponse(header=self.member.header())
+        """As etcd: GET lists every raised alarm of the type (NONE: all); ACTIVATE and
+        DEACTIVATE act on exactly (memberID, alarm) as given."""
         A = rpc_pb2.AlarmRequest
         if req.action == A.GET:
-            alarms = [a for a in self.member.alarms() if req.alarm in (rpc_pb2.NONE, a)]
-        else:
+            self.member.auth.check_authenticated(context)
+            alarms = self.member.alarms(req.alarm)
+        elif req.action == A.ACTIVATE:
             self.member.auth.check_admin(context)
-            if req.action == A.ACTIVATE:
-                if req.alarm == rpc_pb2.NONE:
-                    raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
-                                             "etcdserver: no alarm type given")
-                self.member.raise_alarm(req.alarm)
-                alarms = [req.alarm]
-            elif req.action == A.DEACTIVATE:
-                wanted = self.member.alarms() if req.alarm == rpc_pb2.NONE else [req.alarm]
-                alarms = [a for a in wanted if self.member.disarm(a)]
-            else:
+            if req.alarm == rpc_pb2.NONE:
                 raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
-                                         "etcdserver: unknown alarm action")
+                                         "etcdserver: no alarm type given")
+            alarms = [self.member.raise_alarm(req.alarm, req.memberID)]
+        elif req.action == A.DEACTIVATE:
+            self.member.auth.check_admin(context)
+            alarms = [(req.memberID, req.alarm)] if self.member.disarm(
+                req.memberID, req.alarm) else []
+        else:
+            raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
+                                     "etcdserver: unknown alarm action")
         return rpc_pb2.AlarmResponse(
             header=self.member.header(),
-            alarms=[rpc_pb2.AlarmMember(memberID=ident.member_id, alarm=a) for a in alarms])
+            alarms=[rpc_pb2.AlarmMember(memberID=m, alarm=a) for m, a in alarms])
 
     @handler
     def MoveLeader(self, req, context):

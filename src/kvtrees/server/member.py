@@ -41,33 +41,38 @@ class Member:
             revision = self.store.revision
         return convert.header(self.ident, revision)
 
-    # ---- alarms (etcd's NOSPACE: raised when the quota is hit, writes refused until
-    # an operator disarms it, even if compaction freed space meanwhile)
-    def alarms(self) -> list:
+    # ---- alarms, as etcd's alarm store: keyed by (member id, type) as requested
+    # (python-etcd3 and etcdctl rely on member id 0 meaning "0", not "this member").
+    # NOSPACE is raised when the quota is hit; while any NOSPACE alarm is raised writes
+    # that grow the store are refused, even if compaction freed space, until disarmed.
+    def alarms(self, alarm: int = rpc_pb2.NONE) -> list:
+        """[(member_id, type)] raised, of one type (NONE: all)."""
         with self._alarm_lock:
-            return sorted(self._alarms)
+            return sorted(a for a in self._alarms if alarm in (rpc_pb2.NONE, a[1]))
 
-    def raise_alarm(self, alarm: int) -> bool:
+    def raise_alarm(self, alarm: int, member_id: Optional[int] = None) -> tuple:
+        key = (self.ident.member_id if member_id is None else member_id, alarm)
         with self._alarm_lock:
-            new = alarm not in self._alarms
-            self._alarms.add(alarm)
+            new = key not in self._alarms
+            self._alarms.add(key)
         if new:
-            _log.warning("alarm raised: %s", rpc_pb2.AlarmType.Name(alarm))
-        return new
+            _log.warning("alarm raised: memberID:%d alarm:%s", key[0],
+                         rpc_pb2.AlarmType.Name(alarm))
+        return key
 
-    def disarm(self, alarm: int) -> bool:
+    def disarm(self, member_id: int, alarm: int) -> bool:
         with self._alarm_lock:
-            had = alarm in self._alarms
-            self._alarms.discard(alarm)
+            had = (member_id, alarm) in self._alarms
+            self._alarms.discard((member_id, alarm))
             return had
 
     def check_writable(self) -> None:
         """Writes that grow the store are refused while an alarm is raised."""
-        with self._alarm_lock:
-            if NOSPACE in self._alarms:
-                raise rpcerrors.NO_SPACE
-            if CORRUPT in self._alarms:
-                raise rpcerrors.CORRUPT
+        kinds = {a for _, a in self.alarms()}
+        if NOSPACE in kinds:
+            raise rpcerrors.NO_SPACE
+        if CORRUPT in kinds:
+            raise rpcerrors.CORRUPT
 
     def check_running(self) -> None:
         if self.stopping.is_set():

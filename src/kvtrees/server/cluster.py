@@ -23,7 +23,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     @handler
     def MemberList(self, req, context):
         self.member.auth.check_authenticated(context)
-        return rpc_pb2.MemberListResponse(header=self.member.header(),
+        # as etcd's cluster service: the header carries no revision
+        return rpc_pb2.MemberListResponse(header=self.member.header(0),
                                           members=self._members())
 
     @handler

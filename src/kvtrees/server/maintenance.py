@@ -7,7 +7,7 @@ import shutil
 import tarfile
 import tempfile
 
-from . import rpcerrors
+from . import etcdfmt, rpcerrors
 from .member import Member, handler, stream_handler
 from .proto import rpc_pb2, rpc_pb2_grpc
 
@@ -45,10 +45,10 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     @handler
     def HashKV(self, req, context):
-        """CRC32C over every version <= revision: equal for equal histories, on both
-        engines. O(versions stored)."""
+        """etcd's hash (CRC-32C over etcd's key bucket, rebuilt by etcdfmt): equal for
+        equal histories on both engines and on etcd itself. O(versions stored)."""
         self.member.auth.check_admin(context)
-        h, compact, _ = self.store.hash_kv(req.revision if req.revision > 0 else 0)
+        h, compact, _ = etcdfmt.hash_kv(self.store, req.revision if req.revision > 0 else 0)
         return rpc_pb2.HashKVResponse(header=self.member.header(), hash=h,
                                       compact_revision=compact)
 

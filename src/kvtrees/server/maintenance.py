@@ -2,17 +2,34 @@
 MoveLeader."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import struct
 import tarfile
 import tempfile
 
-from . import etcdfmt, rpcerrors
+from . import bbolt, etcdfmt, rpcerrors
 from .member import Member, handler, stream_handler
 from .proto import rpc_pb2, rpc_pb2_grpc
 
 SERVER_VERSION = "3.4.0"      # the etcd API version this server speaks (see docs/SERVER.md)
 SNAPSHOT_CHUNK = 64 * 1024
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _lease_record(lid: int, ttl: int) -> bytes:
+    """etcd's leasepb.Lease{ID: 1, TTL: 2} in protobuf encoding."""
+    return b"\x08" + _varint(lid) + b"\x10" + _varint(ttl)
 
 
 def alarm_text(member_id: int, alarm: int) -> str:
@@ -49,25 +66,55 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         equal histories on both engines and on etcd itself. O(versions stored)."""
         self.member.auth.check_admin(context)
         h, compact, _ = etcdfmt.hash_kv(self.store, req.revision if req.revision > 0 else 0)
+        # etcd reports -1 for a store that was never compacted
         return rpc_pb2.HashKVResponse(header=self.member.header(), hash=h,
-                                      compact_revision=compact)
+                                      compact_revision=compact or -1)
 
     @stream_handler
     def Snapshot(self, req, context):
-        """A consistent copy of the store as a tar archive of a kvtrees data directory
-        (untar it and kvtrees.open() it). O(store size); the copy is staged on disk."""
+        """A consistent snapshot, staged on disk then streamed. By default etcd's own
+        format: a bbolt file with etcd's buckets rebuilt from the store (etcdfmt) and a
+        trailing SHA-256, as etcd sends, so `etcdctl snapshot status|restore` work (a
+        kvtrees snapshot restores into etcd). With request metadata
+        `kvtrees-snapshot: native`: a tar of a kvtrees data directory (untar it and
+        kvtrees.open() it). O(store size)."""
         self.member.auth.check_admin(context)
+        native = ("kvtrees-snapshot", "native") in tuple(context.invocation_metadata() or ())
         os.makedirs(self.snapshot_dir, exist_ok=True)
         stage = tempfile.mkdtemp(prefix="snap-", dir=self.snapshot_dir)
         try:
-            rev = self.store.revision
-            self.store.snapshot(os.path.join(stage, "db"))
-            archive = os.path.join(stage, "snapshot.tar")
-            with tarfile.open(archive, "w") as tar:
-                tar.add(os.path.join(stage, "db"), arcname="kvtrees-snapshot")
-            yield from self._send_file(archive, rev)
+            if native:
+                path, rev = self._native_snapshot(stage)
+            else:
+                path, rev = self._etcd_snapshot(stage)
+            yield from self._send_file(path, rev)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+    def _native_snapshot(self, stage: str) -> tuple:
+        rev = self.store.revision
+        self.store.snapshot(os.path.join(stage, "db"))
+        archive = os.path.join(stage, "snapshot.tar")
+        with tarfile.open(archive, "w") as tar:
+            tar.add(os.path.join(stage, "db"), arcname="kvtrees-snapshot")
+        return archive, rev
+
+    def _etcd_snapshot(self, stage: str) -> tuple:
+        keys, rev, compact = etcdfmt.key_bucket(self.store)
+        meta = [(b"consistent_index", struct.pack(">Q", rev))]
+        if compact:
+            meta += [(b"scheduledCompactRev", etcdfmt.rev_key(compact, 0)),
+                     (b"finishedCompactRev", etcdfmt.rev_key(compact, 0))]
+        leases = [(struct.pack(">Q", le.id), _lease_record(le.id, le.granted_ttl))
+                  for le in self.store.leases()]
+        path = os.path.join(stage, "snapshot.db")
+        with open(path, "w+b") as f:
+            bbolt.write(f, {b"key": keys, b"meta": meta, b"lease": leases,
+                            b"cluster": [(b"clusterVersion", b"3.4.0")]})
+            f.seek(0)
+            digest = hashlib.sha256(f.read()).digest()
+            f.write(digest)
+        return path, rev
 
     def _send_file(self, path: str, rev: int):
         size = os.path.getsize(path)

@@ -216,3 +216,44 @@ def test_slow_reader_stays_bounded_and_complete(serve_factory):
         assert w.quiet()
     finally:
         w.close()
+
+
+def test_stream_flood_is_refused_and_unary_calls_still_served(serve_factory):
+    """Streams past the cap get RESOURCE_EXHAUSTED ("too many requests"); unary calls
+    keep working meanwhile, and closing streams frees their slots."""
+    from kvtrees.server.limits import Limits
+    s = serve_factory(limits=Limits(max_streams=4, max_concurrent_rpcs=12))
+    clients = []
+    try:
+        for _ in range(4):
+            c = WatchClient(s)
+            c.create(b"flood")
+            clients.append(c)
+        extra = WatchClient(s)
+        extra.send(create_request=pb.WatchCreateRequest(key=b"flood"))
+        try:
+            extra.next(5)
+            raise AssertionError("a fifth stream was accepted")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert e.details() == "etcdserver: too many requests"
+        extra.close()
+        for i in range(20):
+            put(s, b"flood", b"%d" % i)
+        assert len(clients[0].events(20)) == 20
+        clients.pop().close()
+        deadline = time.monotonic() + 5
+        while True:                  # the freed slot is reusable
+            c = WatchClient(s)
+            c.send(create_request=pb.WatchCreateRequest(key=b"flood"))
+            try:
+                assert c.next(5).created
+                clients.append(c)
+                break
+            except grpc.RpcError:
+                c.close()
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        for c in clients:
+            c.close()

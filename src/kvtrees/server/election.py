@@ -25,16 +25,17 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         campaign with another value proclaims the new one)."""
         self._check(context, req.name, "write")
         self.member.check_writable()
-        key, rev, cur = recipes.own_key(self.store, req.name, req.lease, req.value)
-        if cur != req.value:
-            self._proclaim(key, rev, req.lease, req.value)
-        try:
-            recipes.wait_turn(self.store, req.name, rev, context)
-            if not recipes.still_owner(self.store, key, rev):
-                raise recipes.SESSION_EXPIRED
-        except BaseException:
-            self.store.delete(key)
-            raise
+        with self.member.stream_slot():
+            key, rev, cur = recipes.own_key(self.store, req.name, req.lease, req.value)
+            if cur != req.value:
+                self._proclaim(key, rev, req.lease, req.value)
+            try:
+                recipes.wait_turn(self.store, req.name, rev, context)
+                if not recipes.still_owner(self.store, key, rev):
+                    raise recipes.SESSION_EXPIRED
+            except BaseException:
+                self.store.delete(key)
+                raise
         leader = v3election_pb2.LeaderKey(name=req.name, key=key, rev=rev, lease=req.lease)
         return v3election_pb2.CampaignResponse(header=self.member.header(), leader=leader)
 
@@ -68,6 +69,10 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         """Every leader proclamation in order: the current leader's value, its later
         proclamations, then the next leader's, until the client ends the stream."""
         self._check(context, req.name, "read")
+        with self.member.stream_slot():
+            yield from self._observe(req, context)
+
+    def _observe(self, req, context):
         prefix = req.name + b"/"
         end = prefix_end(prefix)
         while context.is_active():

@@ -43,18 +43,22 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         try:
             self.member.check_running()
             self.member.auth.check_authenticated(context)
-            for req in request_iterator:
-                if self.member.stopping.is_set():
-                    break
-                try:
-                    ttl = self.store.refresh_lease(req.ID)
-                except kerr.LeaseNotFoundError:
-                    ttl = 0
-                yield rpc_pb2.LeaseKeepAliveResponse(header=self.member.header(),
-                                                     ID=req.ID, TTL=ttl)
+            with self.member.stream_slot():
+                yield from self._keep_alive(request_iterator)
         except Exception as exc:
             err = rpcerrors.from_exception(exc)
             context.abort(err.code, err.message)
+
+    def _keep_alive(self, request_iterator):
+        for req in request_iterator:
+            if self.member.stopping.is_set():
+                break
+            try:
+                ttl = self.store.refresh_lease(req.ID)
+            except kerr.LeaseNotFoundError:
+                ttl = 0
+            yield rpc_pb2.LeaseKeepAliveResponse(header=self.member.header(),
+                                                 ID=req.ID, TTL=ttl)
 
     @handler
     def LeaseTimeToLive(self, req, context):

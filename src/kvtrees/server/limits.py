@@ -12,11 +12,15 @@ GRPC_OVERHEAD_BYTES = 512 * 1024   # etcd lets gRPC accept this much beyond the 
 class Limits:
     max_request_bytes: int = 1572864    # --max-request-bytes (etcd: 1.5 MiB)
     max_txn_ops: int = 128              # --max-txn-ops
-    max_concurrent_rpcs: int = 512      # streams + unary calls in flight (then RESOURCE_EXHAUSTED)
+    # every RPC in flight holds a worker thread (gRPC's sync server), so the pool is as
+    # large as the cap on RPCs in flight (beyond it: RESOURCE_EXHAUSTED, never a queue),
+    # and long-lived streams (watch, keep-alive, observe, a waiting lock or campaign)
+    # get at most max_streams of them: unary calls always find a thread
+    max_concurrent_rpcs: int = 512
+    max_streams: int = 384
     max_watches_per_stream: int = 1000  # creates beyond this are refused on that stream
-    watch_queue: int = 1024             # responses queued per watch stream before the
-    #                                     stream's watches fall back to catching up from storage
-    max_stream_threads: int = 256       # worker threads (each open stream holds one)
+    watch_queue: int = 64               # responses queued per watch stream before its
+    #                                     watches fall back to catching up from storage
 
     def grpc_max_receive(self) -> int:
         return self.max_request_bytes + GRPC_OVERHEAD_BYTES

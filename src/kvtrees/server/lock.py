@@ -21,14 +21,15 @@ class LockService(v3lock_pb2_grpc.LockServicer):
             raise rpcerrors.EMPTY_KEY
         self._check(context, name)
         self.member.check_writable()
-        key, rev, _ = recipes.own_key(self.store, name, req.lease, b"")
-        try:
-            recipes.wait_turn(self.store, name, rev, context)
-            if not recipes.still_owner(self.store, key, rev):
-                raise recipes.SESSION_EXPIRED
-        except BaseException:
-            self.store.delete(key)
-            raise
+        with self.member.stream_slot():
+            key, rev, _ = recipes.own_key(self.store, name, req.lease, b"")
+            try:
+                recipes.wait_turn(self.store, name, rev, context)
+                if not recipes.still_owner(self.store, key, rev):
+                    raise recipes.SESSION_EXPIRED
+            except BaseException:
+                self.store.delete(key)
+                raise
         return v3lock_pb2.LockResponse(header=self.member.header(), key=key)
 
     @handler

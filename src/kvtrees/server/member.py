@@ -31,8 +31,9 @@ class Member:
         self.limits = limits
         self.auth = auth
         self.stopping = threading.Event()
-        self._alarms: set = set()            # alarm types raised on this member
+        self._alarms: set = set()            # (member id, alarm type) raised
         self._alarm_lock = threading.Lock()
+        self._streams = threading.BoundedSemaphore(limits.max_streams)
 
     # ---- headers
     def header(self, revision: Optional[int] = None) -> rpc_pb2.ResponseHeader:
@@ -74,6 +75,13 @@ class Member:
         if CORRUPT in kinds:
             raise rpcerrors.CORRUPT
 
+    def stream_slot(self):
+        """A context manager holding one of the max_streams slots for a long-lived RPC;
+        raises etcd's "too many requests" (RESOURCE_EXHAUSTED) when none is free."""
+        if not self._streams.acquire(blocking=False):
+            raise rpcerrors.TOO_MANY_REQUESTS
+        return _Slot(self._streams)
+
     def check_running(self) -> None:
         if self.stopping.is_set():
             raise rpcerrors.STOPPED
@@ -83,6 +91,17 @@ class Member:
             self.raise_alarm(NOSPACE)
         elif isinstance(exc, kerr.CorruptionError):
             self.raise_alarm(CORRUPT)
+
+
+class _Slot:
+    def __init__(self, sem):
+        self._sem = sem
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._sem.release()
 
 
 def handler(fn: Callable) -> Callable:

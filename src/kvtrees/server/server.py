@@ -101,7 +101,7 @@ class Server:
                client_cert_auth, bcrypt_cost, progress_interval) -> None:
         lim = self.limits
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=lim.max_stream_threads,
+            futures.ThreadPoolExecutor(max_workers=lim.max_concurrent_rpcs,
                                        thread_name_prefix="kvtrees-rpc"),
             maximum_concurrent_rpcs=lim.max_concurrent_rpcs,
             options=[("grpc.max_receive_message_length", lim.grpc_max_receive()),

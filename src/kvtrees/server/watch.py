@@ -234,6 +234,14 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         self._lock = threading.Lock()
 
     def Watch(self, request_iterator, context):
+        try:
+            slot = self.member.stream_slot()
+        except rpcerrors.RpcError as e:
+            context.abort(e.code, e.message)
+        with slot:
+            yield from self._serve(request_iterator, context)
+
+    def _serve(self, request_iterator, context):
         stream = _Stream(self.member, context, self.progress_interval)
         with self._lock:
             self._streams.add(stream)

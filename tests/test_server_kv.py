@@ -209,3 +209,18 @@ def test_model(served, ops):
             assert [(kv.key, (kv.value, kv.create_revision, kv.mod_revision, kv.version))
                     for kv in r.kvs] == want
             assert r.header.revision == rev
+
+
+def test_malformed_and_oversized_messages_leave_server_up(serve_factory):
+    s = serve_factory(max_request_bytes=64 * 1024)
+    raw = s.channel.unary_unary("/etcdserverpb.KV/Put", request_serializer=None,
+                                response_deserializer=None)
+    for junk in (b"\xff\xff\xff\xff", b"\x0a\x80\x80\x80\x80\x10", b"\x12"):
+        with pytest.raises(grpc.RpcError) as ei:
+            raw(junk, timeout=5)
+        assert ei.value.code() in (C.INTERNAL, C.INVALID_ARGUMENT)
+    with pytest.raises(grpc.RpcError) as ei:       # beyond gRPC's receive limit
+        raw(pb.PutRequest(key=b"k", value=b"x" * (700 * 1024)).SerializeToString(), timeout=5)
+    assert ei.value.code() == C.RESOURCE_EXHAUSTED
+    assert s.store.revision == 1
+    assert put(s, b"ok", b"1").header.revision == 2

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from server_fixtures import grpc, rpc_error, served, serve_factory  # noqa: F401
 
 from kvtrees.server.proto import auth_pb2, rpc_pb2 as pb, v3election_pb2 as epb, \

@@ -1,12 +1,7 @@
 """Lease, Maintenance and Cluster services over gRPC, both engines."""
 from __future__ import annotations
 
-import io
-import os
-import tarfile
 import time
-
-import pytest
 
 from server_fixtures import grpc, rpc_error, served, serve_factory  # noqa: F401
 

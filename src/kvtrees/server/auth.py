@@ -26,7 +26,6 @@ AUTH_FILE = "auth.json"
 TOKEN_TTL = 300.0            # etcd's simple-token TTL (seconds), renewed on use
 READ, WRITE, READWRITE = (auth_pb2.Permission.READ, auth_pb2.Permission.WRITE,
                           auth_pb2.Permission.READWRITE)
-_ADMIN = "admin"
 
 
 def _b64(b: bytes) -> str:

@@ -80,6 +80,35 @@ def start_etcd(workdir: str) -> Target:
         "--log-level", "error", "--logger", "zap"], "127.0.0.1:%d" % c, workdir)
 
 
+def start_noop(workdir: str) -> Target:
+    """A Python gRPC server (same grpcio, same thread-pool server as kvtrees) whose
+    handlers do nothing: the ceiling the Python serving path sets on this machine."""
+    c = free_port()
+    os.environ["PYTHONPATH"] = os.path.join(ROOT, "src")
+    return Target("python-grpc-noop", [sys.executable, os.path.abspath(__file__),
+                                       "--noop-server", str(c)], "127.0.0.1:%d" % c, workdir)
+
+
+def serve_noop(port: int) -> None:
+    from concurrent import futures
+
+    class NoopKV(rpc_pb2_grpc.KVServicer):
+        def Range(self, req, ctx):
+            return pb.RangeResponse(header=pb.ResponseHeader(revision=1))
+
+        def Put(self, req, ctx):
+            return pb.PutResponse(header=pb.ResponseHeader(revision=1))
+
+        def Txn(self, req, ctx):
+            return pb.TxnResponse(header=pb.ResponseHeader(revision=1), succeeded=True)
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=512))
+    rpc_pb2_grpc.add_KVServicer_to_server(NoopKV(), srv)
+    srv.add_insecure_port("127.0.0.1:%d" % port)
+    srv.start()
+    signal.signal(signal.SIGTERM, lambda *a: srv.stop(0))
+    srv.wait_for_termination()
+
+
 def start_kvtrees(workdir: str, engine: str) -> Target:
     c = free_port()
     env_py = [sys.executable, "-m", "kvtrees", "serve", "--data-dir",
@@ -172,8 +201,14 @@ def main(argv=None) -> int:
     ap.add_argument("--workloads", default="put,get,txn,mix")
     ap.add_argument("--engines", default="btree,fractal")
     ap.add_argument("--check-perf", action="store_true")
+    ap.add_argument("--noop", action="store_true",
+                    help="also run a do-nothing Python gRPC server (the serving-path ceiling)")
     ap.add_argument("--out", help="also write the markdown table here")
+    ap.add_argument("--noop-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.noop_server:
+        serve_noop(args.noop_server)
+        return 0
     value = b"v" * args.value_size
     workdir = tempfile.mkdtemp(prefix="kvt-srvbench-")
     targets = []
@@ -181,6 +216,8 @@ def main(argv=None) -> int:
         targets.append(start_etcd(workdir))
         for eng in args.engines.split(","):
             targets.append(start_kvtrees(workdir, eng))
+        if args.noop:
+            targets.append(start_noop(workdir))
         for t in targets:
             asyncio.run(preload(t.addr, args.keys, value))
         results = {}
@@ -191,7 +228,8 @@ def main(argv=None) -> int:
                 r = results[(kind, t.name)]
                 print("%-5s %-16s %9.0f ops/s  p50 %7.2f ms  p99 %7.2f ms"
                       % (kind, t.name, r["ops_s"], r["p50_ms"], r["p99_ms"]), flush=True)
-        perf = {t.name: check_perf(t.addr) for t in targets} if args.check_perf else {}
+        perf = ({t.name: check_perf(t.addr) for t in targets if "noop" not in t.name}
+                if args.check_perf else {})
     finally:
         for t in targets:
             t.stop()
@@ -208,8 +246,9 @@ def report(results: dict, names: list, perf: dict, args) -> str:
     base = names[0]
     lines = ["# kvtrees serve beside etcd 3.4", "",
              "Command: `python bench/server_bench.py --ops %d --keys %d --value-size %d "
-             "--inflight %d%s`" % (args.ops, args.keys, args.value_size, args.inflight,
-                                  " --check-perf" if args.check_perf else ""), "",
+             "--inflight %d%s%s`" % (args.ops, args.keys, args.value_size, args.inflight,
+                                    " --noop" if args.noop else "",
+                                    " --check-perf" if args.check_perf else ""), "",
              "| workload | target | ops/s | x etcd | p50 ms | p99 ms |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for kind in args.workloads.split(","):
@@ -218,6 +257,8 @@ def report(results: dict, names: list, perf: dict, args) -> str:
             ratio = r["ops_s"] / results[(kind, base)]["ops_s"]
             lines.append("| %s | %s | %.0f | %.2f | %.2f | %.2f |"
                          % (kind, n, r["ops_s"], ratio, r["p50_ms"], r["p99_ms"]))
+    lines += ["", "Load average before the run: %s" % " ".join(
+        "%.2f" % x for x in os.getloadavg())]
     if perf:
         lines += ["", "`etcdctl check perf --load=l`:", ""]
         lines += ["- %s: %s" % (n, perf[n]) for n in names]

@@ -210,6 +210,7 @@ def main(argv=None) -> int:
         serve_noop(args.noop_server)
         return 0
     value = b"v" * args.value_size
+    args.load_before = os.getloadavg()
     workdir = tempfile.mkdtemp(prefix="kvt-srvbench-")
     targets = []
     try:
@@ -258,7 +259,7 @@ def report(results: dict, names: list, perf: dict, args) -> str:
             lines.append("| %s | %s | %.0f | %.2f | %.2f | %.2f |"
                          % (kind, n, r["ops_s"], ratio, r["p50_ms"], r["p99_ms"]))
     lines += ["", "Load average before the run: %s" % " ".join(
-        "%.2f" % x for x in os.getloadavg())]
+        "%.2f" % x for x in args.load_before)]
     if perf:
         lines += ["", "`etcdctl check perf --load=l`:", ""]
         lines += ["- %s: %s" % (n, perf[n]) for n in names]

@@ -182,6 +182,64 @@ async def preload(addr: str, nkeys: int, value: bytes) -> None:
             await stub.Txn(pb.TxnRequest(success=ops))
 
 
+async def watch_fanout(addr: str, watchers: int, streams: int, writes: int) -> dict:
+    """`watchers` watches on one prefix (spread over `streams` streams), then `writes`
+    puts under it: every watch must see every put once, in revision order. Returns the
+    delivery rate (events/s from the first put to the last event delivered)."""
+    prefix = b"/fanout/"
+    async with grpc.aio.insecure_channel(addr) as ch:
+        wstub, kv = rpc_pb2_grpc.WatchStub(ch), rpc_pb2_grpc.KVStub(ch)
+        per = [watchers // streams + (1 if i < watchers % streams else 0)
+               for i in range(streams)]
+        calls, seen = [], {}
+        for n in per:
+            reqs = asyncio.Queue()
+            for _ in range(n):
+                await reqs.put(pb.WatchRequest(create_request=pb.WatchCreateRequest(
+                    key=prefix, range_end=prefix[:-1] + b"0")))
+
+            async def gen(q=reqs):
+                while True:
+                    item = await q.get()
+                    if item is None:
+                        return
+                    yield item
+            call = wstub.Watch(gen())
+            calls.append((call, reqs))
+            created = 0
+            while created < n:
+                r = await call.read()
+                created += r.created
+        expected = writes * watchers
+        done = asyncio.Event()
+        bad = []
+
+        async def drain(si, call):
+            async for r in call:
+                for e in r.events:
+                    k = (si, r.watch_id)
+                    last = seen.get(k, 0)
+                    if e.kv.mod_revision <= last:
+                        bad.append((k, last, e.kv.mod_revision))
+                    seen[k] = e.kv.mod_revision
+                    drain.count += 1
+                if drain.count >= expected:
+                    done.set()
+        drain.count = 0
+        tasks = [asyncio.ensure_future(drain(i, c)) for i, (c, _) in enumerate(calls)]
+        t0 = time.perf_counter()
+        for i in range(writes):
+            await kv.Put(pb.PutRequest(key=prefix + b"%d" % (i % 10), value=b"x" * 64))
+        await asyncio.wait_for(done.wait(), timeout=600)
+        wall = time.perf_counter() - t0
+        for c, q in calls:
+            c.cancel()
+        for t in tasks:
+            t.cancel()
+        return {"events": drain.count, "expected": expected, "out_of_order": len(bad),
+                "events_s": drain.count / wall}
+
+
 def check_perf(addr: str) -> str:
     """`etcdctl check perf --load=l`: its verdict lines (PASS/FAIL per criterion)."""
     r = subprocess.run([shutil.which("etcdctl") or "/usr/bin/etcdctl", "--endpoints=" + addr,
@@ -201,6 +259,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workloads", default="put,get,txn,mix")
     ap.add_argument("--engines", default="btree,fractal")
     ap.add_argument("--check-perf", action="store_true")
+    ap.add_argument("--fanout", type=int, default=0, metavar="WATCHERS",
+                    help="also run the watch fan-out: WATCHERS watches on one prefix")
+    ap.add_argument("--fanout-writes", type=int, default=200)
     ap.add_argument("--noop", action="store_true",
                     help="also run a do-nothing Python gRPC server (the serving-path ceiling)")
     ap.add_argument("--out", help="also write the markdown table here")
@@ -229,6 +290,15 @@ def main(argv=None) -> int:
                 r = results[(kind, t.name)]
                 print("%-5s %-16s %9.0f ops/s  p50 %7.2f ms  p99 %7.2f ms"
                       % (kind, t.name, r["ops_s"], r["p50_ms"], r["p99_ms"]), flush=True)
+        fan = {}
+        if args.fanout:
+            for t in targets:
+                if "noop" in t.name:
+                    continue
+                fan[t.name] = asyncio.run(watch_fanout(t.addr, args.fanout, 10,
+                                                       args.fanout_writes))
+                print("fanout %-16s %s" % (t.name, fan[t.name]), flush=True)
+        args.fan = fan
         perf = ({t.name: check_perf(t.addr) for t in targets if "noop" not in t.name}
                 if args.check_perf else {})
     finally:
@@ -260,6 +330,15 @@ def report(results: dict, names: list, perf: dict, args) -> str:
                          % (kind, n, r["ops_s"], ratio, r["p50_ms"], r["p99_ms"]))
     lines += ["", "Load average before the run: %s" % " ".join(
         "%.2f" % x for x in args.load_before)]
+    if args.fan:
+        lines += ["", "Watch fan-out: %d watches on one prefix (10 streams), %d puts:" % (
+            args.fanout, args.fanout_writes), "",
+            "| target | events delivered | expected | out of order | events/s | x etcd |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for n, r in args.fan.items():
+            lines.append("| %s | %d | %d | %d | %.0f | %.2f |" % (
+                n, r["events"], r["expected"], r["out_of_order"], r["events_s"],
+                r["events_s"] / args.fan[base]["events_s"]))
     if perf:
         lines += ["", "`etcdctl check perf --load=l`:", ""]
         lines += ["- %s: %s" % (n, perf[n]) for n in names]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
 import grpc
@@ -20,13 +21,16 @@ _log = logging.getLogger("kvtrees.server")
 
 NOSPACE = rpc_pb2.NOSPACE
 CORRUPT = rpc_pb2.CORRUPT
+QUOTA_SAMPLE = 0.05      # seconds
 
 
 class Member:
     """One kvtrees server's shared state. Thread-safe."""
 
-    def __init__(self, store, ident: Identity, limits: Limits, auth):
+    def __init__(self, store, ident: Identity, limits: Limits, auth, quota_bytes: int = 0):
         self.store = store
+        self.quota = quota_bytes
+        self._size, self._size_at = 0, float("-inf")
         self.ident = ident
         self.limits = limits
         self.auth = auth
@@ -68,12 +72,26 @@ class Member:
             return had
 
     def check_writable(self) -> None:
-        """Writes that grow the store are refused while an alarm is raised."""
+        """Writes that grow the store are refused while an alarm is raised, and raise
+        NOSPACE once the store is past --quota-backend-bytes."""
         kinds = {a for _, a in self.alarms()}
         if NOSPACE in kinds:
             raise rpcerrors.NO_SPACE
         if CORRUPT in kinds:
             raise rpcerrors.CORRUPT
+        if self.quota and self._store_size() >= self.quota:
+            self.raise_alarm(NOSPACE)
+            raise rpcerrors.NO_SPACE
+
+    def _store_size(self) -> int:
+        """The store's size, sampled at most every QUOTA_SAMPLE seconds: reading the
+        engine's statistics costs about as much as a put, so doing it per write (as the
+        store's own quota_bytes option does) halves the write rate. A burst may overshoot
+        the quota by what it writes in QUOTA_SAMPLE."""
+        now = time.monotonic()
+        if now - self._size_at >= QUOTA_SAMPLE:
+            self._size, self._size_at = self.store.status().db_size, now
+        return self._size
 
     def stream_slot(self):
         """A context manager holding one of the max_streams slots for a long-lived RPC;

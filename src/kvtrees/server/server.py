@@ -86,8 +86,7 @@ class Server:
             opts["cache_size"] = cache_size
         if sync is not None:
             opts["sync"] = sync
-        if quota_backend_bytes:
-            opts["quota_bytes"] = quota_backend_bytes
+        self._quota = quota_backend_bytes    # enforced by Member.check_writable
         self.store = kstore.open(self.data_dir, engine, **opts)
         try:
             self._start(name, advertise_client_urls, retention, auto_compaction_mode,
@@ -126,7 +125,7 @@ class Server:
         client_urls = list(advertise or ["%s://%s" % (scheme, a) for a in bound])
         ident = identity.load(self.data_dir, name, client_urls, [])
         auth = AuthStore(self.data_dir, bcrypt_cost, client_cert_auth)
-        self.member = Member(self.store, ident, self.limits, auth)
+        self.member = Member(self.store, ident, self.limits, auth, self._quota)
         self.watch = WatchService(self.member, progress_interval)
         m = self.member
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(m), self._grpc)

@@ -59,3 +59,12 @@ def _export_optional() -> None:
 
 
 _export_optional()
+
+
+def __getattr__(name: str):
+    """kvtrees.serve(...) (API.md section 5), imported on first use: the server needs
+    the `server` extra (grpcio, protobuf, bcrypt), plain store users do not."""
+    if name == "serve":
+        from .server import serve
+        return serve
+    raise AttributeError("module 'kvtrees' has no attribute %r" % name)

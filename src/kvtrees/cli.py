@@ -1,5 +1,5 @@
-"""The `kvtrees` command line: `kvtrees bench ...`, the store tools of cli_tools.py
-(check, dump, snapshot), and more subcommands as they join."""
+"""The `kvtrees` command line: `kvtrees bench ...`, `kvtrees serve ...`, and the
+store tools of cli_tools.py (check, dump, snapshot)."""
 from __future__ import annotations
 
 import sys
@@ -9,6 +9,7 @@ USAGE = """usage: kvtrees <command> [options]
 
 commands:
   bench      benchmark the engines (try: kvtrees bench --quick; kvtrees bench --help)
+  serve      serve etcd's v3 gRPC API over a store (kvtrees serve --help)
 """
 from kvtrees.cli_tools import USAGE as _TOOLS_USAGE  # noqa: E402
 
@@ -24,6 +25,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if cmd == "bench":
         from kvtrees.bench.cli import main as bench_main
         return bench_main(rest)
+    if cmd == "serve":
+        from kvtrees.server.cli import main as serve_main
+        return serve_main(rest)
     from kvtrees.cli_tools import COMMANDS as tools
     if cmd in tools:
         return tools[cmd](rest)

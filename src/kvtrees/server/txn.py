@@ -1,0 +1,166 @@
+"""etcd's Txn: protobuf TxnRequest -> store transaction -> TxnResponse.
+
+A compare with range_end (every key in [key, range_end) must satisfy it, as etcd 3.3+)
+is expanded into one compare per key present when the request is translated; the store
+evaluates single-key compares only, so keys created in the range between that read
+and the commit are not seen by the guard (see docs/SERVER.md).
+"""
+from __future__ import annotations
+
+from . import convert, rpcerrors
+from .member import Member
+from .proto import rpc_pb2
+
+
+def run_txn(member: Member, req, context) -> rpc_pb2.TxnResponse:
+    store = member.store
+    writes = _check_auth(member, req, context)
+    if writes:
+        member.check_writable()
+    compare = _compares(store, req.compare)
+    before = store.revision
+    ok, responses = store.transaction(compare, _ops(store, req.success),
+                                      _ops(store, req.failure))
+    taken = req.success if ok else req.failure
+    rev = _revision(responses) or before
+    out = rpc_pb2.TxnResponse(header=member.header(rev), succeeded=ok)
+    out.responses.extend(_responses(member, taken, responses, rev))
+    return out
+
+
+def _check_auth(member: Member, req, context) -> bool:
+    """Permission for every compare (read) and op; True if any op may write."""
+    auth = member.auth
+    writes = False
+    for c in req.compare:
+        auth.check_range(context, c.key, convert.range_end(c.range_end), "read")
+    for op in list(req.success) + list(req.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_range":
+            r = op.request_range
+            auth.check_range(context, r.key, convert.range_end(r.range_end), "read")
+        elif kind == "request_put":
+            auth.check_range(context, op.request_put.key, None, "write")
+            writes = True
+        elif kind == "request_delete_range":
+            d = op.request_delete_range
+            auth.check_range(context, d.key, convert.range_end(d.range_end), "write")
+        elif kind == "request_txn":
+            writes = _check_auth(member, op.request_txn, context) or writes
+    return writes
+
+
+def _compares(store, compares) -> list:
+    out = []
+    for c in compares:
+        if not c.key:
+            raise rpcerrors.EMPTY_KEY
+        if c.range_end:
+            out.extend(_range_compares(store, c))
+        else:
+            out.append(_compare(store, c, c.key))
+    return out
+
+
+def _range_compares(store, c) -> list:
+    """One compare per key now in [key, range_end); none there: the compare as etcd
+    evaluates it against an absent key (the range start, which is absent too)."""
+    res = store.range(c.key, c.range_end, keys_only=True)
+    keys = [kv.key for kv in res.kvs] or [c.key]
+    return [_compare(store, c, k) for k in keys]
+
+
+def _compare(store, c, key: bytes):
+    target, field = convert.CMP_TARGETS[c.target]
+    op = convert.CMP_OPS.get(c.result)
+    if op is None:
+        raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
+                                 "etcdserver: unknown compare result")
+    cmp = getattr(store.transactions, target)(key)
+    operand = getattr(c, field)
+    return {"==": cmp.__eq__, "!=": cmp.__ne__, "<": cmp.__lt__, ">": cmp.__gt__}[op](operand)
+
+
+def _ops(store, ops) -> list:
+    t = store.transactions
+    out = []
+    for op in ops:
+        kind = op.WhichOneof("request")
+        if kind == "request_range":
+            r = op.request_range
+            if not r.key:
+                raise rpcerrors.EMPTY_KEY
+            order, target = convert.sort_args(r)
+            kw = dict(convert.revision_filters(r), keys_only=r.keys_only,
+                      sort_order=order, sort_target=target)
+            if r.limit > 0:
+                kw["limit"] = r.limit
+            if r.revision > 0:
+                kw["revision"] = r.revision
+            out.append(t.get(r.key, convert.range_end(r.range_end), **kw))
+        elif kind == "request_put":
+            p = op.request_put
+            if not p.key:
+                raise rpcerrors.EMPTY_KEY
+            if p.ignore_value or p.ignore_lease:
+                raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
+                                         "etcdserver: ignore_value/ignore_lease are not "
+                                         "supported inside a txn by kvtrees")
+            out.append(t.put(p.key, p.value, lease=p.lease or None, prev_kv=p.prev_kv))
+        elif kind == "request_delete_range":
+            d = op.request_delete_range
+            if not d.key:
+                raise rpcerrors.EMPTY_KEY
+            out.append(t.delete(d.key, convert.range_end(d.range_end), prev_kv=d.prev_kv))
+        elif kind == "request_txn":
+            n = op.request_txn
+            out.append(t.txn(_compares(store, n.compare), _ops(store, n.success),
+                             _ops(store, n.failure)))
+        else:
+            raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
+                                     "etcdserver: empty request in txn")
+    return out
+
+
+def _revision(responses) -> int:
+    """The txn's revision, from any write response in it (0: it wrote nothing)."""
+    for r in responses:
+        rev = getattr(r, "revision", None)
+        if isinstance(rev, int) and rev:
+            return rev
+        if isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], bool):
+            rev = _revision(r[1])
+            if rev:
+                return rev
+    return 0
+
+
+def _responses(member: Member, taken, responses, rev: int) -> list:
+    out = []
+    for op, res in zip(taken, responses):
+        kind = op.WhichOneof("request")
+        h = rpc_pb2.ResponseHeader(revision=rev)   # etcd: inner headers carry the revision only
+        if kind == "request_range":
+            kvs = [kv for _, kv in res]
+            r = op.request_range
+            rr = rpc_pb2.RangeResponse(header=h, count=len(kvs))
+            if not r.count_only:
+                rr.kvs.extend(convert.kvs(kvs))
+            out.append(rpc_pb2.ResponseOp(response_range=rr))
+        elif kind == "request_put":
+            pr = rpc_pb2.PutResponse(header=h)
+            if res.prev_kv is not None:
+                pr.prev_kv.CopyFrom(convert.kv(res.prev_kv))
+            out.append(rpc_pb2.ResponseOp(response_put=pr))
+        elif kind == "request_delete_range":
+            out.append(rpc_pb2.ResponseOp(response_delete_range=rpc_pb2.DeleteRangeResponse(
+                header=h, deleted=res.deleted, prev_kvs=convert.kvs(res.prev_kvs))))
+        else:
+            ok, inner = res
+            tr = rpc_pb2.TxnResponse(header=h, succeeded=ok)
+            tr.responses.extend(_responses(member, (op.request_txn.success if ok
+                                                    else op.request_txn.failure),
+                                           inner, rev))
+            out.append(rpc_pb2.ResponseOp(response_txn=tr))
+    return out
+

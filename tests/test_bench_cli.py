@@ -9,13 +9,13 @@ import pytest
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 try:
-    import kvtrees.bench  # noqa: F401
+    import kvtrees_bench  # noqa: F401
 except ImportError:
     sys.path.insert(0, SRC)
 
 from kvtrees import cli  # noqa: E402
-from kvtrees.bench import report as rep  # noqa: E402
-from kvtrees.bench.cli import size  # noqa: E402
+from kvtrees_bench import report as rep  # noqa: E402
+from kvtrees_bench.cli import size  # noqa: E402
 
 TINY = ["--num", "300", "--batch", "100", "--repeat", "2", "--progress", "none", "--plain"]
 

@@ -1,9 +1,9 @@
-"""bench/RESULTS.md is generated from saved JSON reports (kvtrees.bench.markdown)."""
+"""bench/RESULTS.md is generated from saved JSON reports (kvtrees_bench.markdown)."""
 import json
 
 from kvtrees import cli
-from kvtrees.bench import markdown
-from kvtrees.bench.report import validate
+from kvtrees_bench import markdown
+from kvtrees_bench.report import validate
 
 TINY = ["--num", "300", "--batch", "100", "--repeat", "1", "--progress", "none", "--plain"]
 

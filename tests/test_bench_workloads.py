@@ -7,12 +7,12 @@ import sys
 import pytest
 
 try:
-    import kvtrees.bench  # noqa: F401
+    import kvtrees_bench  # noqa: F401
 except ImportError:
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from kvtrees.bench import adapters, runner  # noqa: E402
-from kvtrees.bench.workloads import WORKLOADS  # noqa: E402
+from kvtrees_bench import adapters, runner  # noqa: E402
+from kvtrees_bench.workloads import WORKLOADS  # noqa: E402
 
 NUM = 2000
 

@@ -1,9 +1,9 @@
 """Group commit in the store (sync="commit", several writer threads) and the store
-benchmark module's smoke run (src/kvtrees/bench/store_workloads.py)."""
+benchmark module's smoke run (src/kvtrees_bench/store_workloads.py)."""
 import threading
 
 import kvtrees
-from kvtrees.bench import store_workloads as sw
+from kvtrees_bench import store_workloads as sw
 
 THREADS, PUTS = 8, 60
 

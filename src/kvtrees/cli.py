@@ -23,7 +23,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "bench":
-        from kvtrees.bench.cli import main as bench_main
+        from kvtrees_bench.cli import main as bench_main
         return bench_main(rest)
     if cmd == "serve":
         from kvtrees.server.cli import main as serve_main

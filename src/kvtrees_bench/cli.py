@@ -6,7 +6,7 @@ import re
 import sys
 from typing import List, Optional
 
-from ..limits import DEFAULT_CACHE
+from kvtrees.limits import DEFAULT_CACHE
 
 from .adapters import ENGINES, PEERS
 from .workloads import QUICK, WORKLOADS

@@ -19,7 +19,7 @@ import threading
 from itertools import islice
 from typing import Dict, Optional
 
-from ..limits import ENGINES  # noqa: E402
+from kvtrees.limits import ENGINES  # noqa: E402
 PEERS = ("lmdb", "rocksdb", "sqlite")
 
 

@@ -1,9 +1,9 @@
 """Store-level benchmarks (issue 4): the MVCC store (kvtrees.open) against its own engine.
 
-    python -m kvtrees.bench.store_workloads ops    [--engines btree,fractal] [--keys N] [--ops N]
-    python -m kvtrees.bench.store_workloads sync16 [--engines ...] [--threads 16] [--puts N]
-    python -m kvtrees.bench.store_workloads open   --path DIR [--engine btree] [--keys 5000000]
-    python -m kvtrees.bench.store_workloads etcd   [--threads 16] [--puts N] [--check-perf l]
+    python -m kvtrees_bench.store_workloads ops    [--engines btree,fractal] [--keys N] [--ops N]
+    python -m kvtrees_bench.store_workloads sync16 [--engines ...] [--threads 16] [--puts N]
+    python -m kvtrees_bench.store_workloads open   --path DIR [--engine btree] [--keys 5000000]
+    python -m kvtrees_bench.store_workloads etcd   [--threads 16] [--puts N] [--check-perf l]
 
 ops: single-thread ops/s of put, get, range of 100 keys, txn compare-and-swap and an
 etcd-like mix (Kubernetes keys /registry/<kind>/<ns>/<name>, 1-4 KiB values, updates
@@ -30,7 +30,7 @@ import time
 from itertools import islice
 from typing import Callable, Dict, List, Optional
 
-from ..limits import DEFAULT_CACHE
+from kvtrees.limits import DEFAULT_CACHE
 
 KINDS = (b"pods", b"services", b"configmaps", b"secrets", b"deployments")
 VALUE_SIZES = (1024, 4096)          # the etcd-like mix draws sizes in this range
@@ -494,7 +494,7 @@ def cmd_open(a) -> dict:
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(prog="python -m kvtrees.bench.store_workloads",
+    p = argparse.ArgumentParser(prog="python -m kvtrees_bench.store_workloads",
                                 description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, asdict
 from typing import List, Optional
 
 from . import adapters
-from ..limits import DEFAULT_CACHE
+from kvtrees.limits import DEFAULT_CACHE
 from .keys import KeySpace, ValuePool
 from .metrics import (device_io, device_stat_path, machine_info, median, peak_rss_bytes,
                       percentile, reset_peak_rss)

@@ -342,7 +342,8 @@ def test_compaction_resumes_after_crash(engine, tmp_path):
     h_before = None
     # persist the target, do one step only: as if killed mid-compaction
     db.compact(15, physical=False)
-    db._compact_step(15, kvtrees.store.mvcc.revlog_key(15, 0))
+    from kvtrees.requests import CompactStepRequest
+    db.apply(CompactStepRequest(15, kvtrees.store.mvcc.revlog_key(15, 0)))
     db.close()
     db = open_store(engine, tmp_path / "db", compact_batch=2)
     assert db._meta_int(kvtrees.store.mvcc.META_COMPACT_DONE, 0) == 15
@@ -513,3 +514,39 @@ def test_concurrent_writers_and_readers(db):
         th.join()
     assert db.revision == 201
     assert sum(kv.version for _, kv in db.get_prefix("c")) == 200
+
+
+def test_same_requests_give_the_same_store(engine, tmp_path):
+    """Store.apply is deterministic: the writes recorded from one store (lease ids
+    included), applied in order to a fresh one, give the same revisions, results and
+    hash_kv."""
+    from kvtrees import requests as rq
+    a = open_store(engine, tmp_path / "a")
+    log = []
+    real_apply = a.apply
+
+    def recording(req):
+        log.append(req)
+        return real_apply(req)
+    a.apply = recording
+    t = a.transactions
+    lease = a.lease(60)
+    a.put("k1", "v1", lease=lease)
+    a.put("k2", "v2")
+    a.transaction([t.version("k1") > 0], [t.put("k3", "v3"), t.delete("k2")], [])
+    a.delete_prefix("k3")
+    a.revoke_lease(lease)
+    a.compact(a.revision)
+    log = [r for r in log if isinstance(r, rq.WRITE_REQUESTS)]
+    assert {type(r).__name__ for r in log} >= {"PutRequest", "TxnRequest", "LeaseGrantRequest",
+                                              "LeaseRevokeRequest", "DeleteRangeRequest",
+                                              "CompactRequest", "CompactStepRequest"}
+    b = open_store(engine, tmp_path / "b")
+    for r in log:
+        b.apply(r)
+    assert b.revision == a.revision and b.hash_kv() == a.hash_kv()
+    assert [(kv.key, kv.value) for _, kv in b.get_all()] == \
+        [(kv.key, kv.value) for _, kv in a.get_all()]
+    for db in (a, b):
+        db.check()
+        db.close()

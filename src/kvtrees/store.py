@@ -21,6 +21,9 @@ from .lease import MIN_TTL, Lease, LeaseTable
 from .mvcc import Entry, KeyValue, RangeResult, PutResult, DeleteResult
 from .mvcc_core import PREV_UNKNOWN, open_core
 from . import txn_codec
+from .requests import (CompactRequest, CompactStepRequest, DeleteRangeRequest,
+                       LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
+                       SaveRevisionRequest, TxnRequest)
 from .txn import (MAX_REQUEST_BYTES, Compare, Delete, Get, Put, Transactions, Txn,
                   to_key, to_lease_id, to_value, validate_txn)
 from .watch import DeleteEvent, PutEvent, Watcher
@@ -469,6 +472,22 @@ class Store:
         if len(k) > _FAST_KEY or len(v) > _FAST_VALUE:
             self._check_put(k, v)
         lid = 0 if lease is None else to_lease_id(lease)
+        return self.apply(_new_tuple(PutRequest, (k, v, lid, prev_kv)))
+
+    # ------------------------------------------------------------ the apply path
+    def apply(self, req):
+        """Apply one write request (kvtrees.requests): every write of the store goes
+        through here. Deterministic: the request carries every choice (lease ids, the
+        lease found expired, compaction targets), so the same requests in the same order
+        give the same revisions and data. Returns what the public call returns."""
+        try:
+            handler = self._appliers[type(req)]
+        except KeyError:
+            raise TypeError("not a store write request: %r" % (req,)) from None
+        return handler(self, req)
+
+    def _apply_put(self, req: PutRequest) -> PutResult:
+        k, v, lid, prev_kv = req
         if self._native:
             return self._put_native(k, v, lid, prev_kv)
         with self._writing():
@@ -506,23 +525,24 @@ class Store:
     def delete(self, key, prev_kv=False, return_response=False):
         """Delete one key: True if it existed (DeleteResult with return_response).
         O(log n); one native call (a one-op txn) on a native engine."""
-        k = to_key(key)
-        if self._native:
-            op = Delete(k, None, prev_kv)
-            _, (res,) = self._txn_native(
-                txn_codec.encode([], [op], [], self._hub.watched()), [op], [])
-        else:
-            res = self._delete(k, None, prev_kv)
+        res = self.apply(DeleteRangeRequest(to_key(key), None, prev_kv))
         return res if return_response else res.deleted > 0
 
     def delete_prefix(self, prefix, prev_kv=False) -> DeleteResult:
-        return self._delete(*_prefix_bounds(prefix), prev_kv)
+        return self.apply(DeleteRangeRequest(*_prefix_bounds(prefix), prev_kv))
 
     def delete_range(self, range_start, range_end, prev_kv=False) -> DeleteResult:
-        return self._delete(to_key(range_start), to_key(range_end), prev_kv)
+        return self.apply(DeleteRangeRequest(to_key(range_start), to_key(range_end), prev_kv))
 
-    def _delete(self, start: bytes, end: Optional[bytes], prev_kv: bool) -> DeleteResult:
-        """prev_kvs only when asked, as etcd's DeleteRange (prev_kv=true)."""
+    def _apply_delete_range(self, req: DeleteRangeRequest) -> DeleteResult:
+        """prev_kvs only when asked, as etcd's DeleteRange (prev_kv=true). One key on a
+        native engine: a one-op native txn."""
+        start, end, prev_kv = req
+        if end is None and self._native:
+            op = Delete(start, None, prev_kv)
+            _, (res,) = self._txn_native(
+                txn_codec.encode([], [op], [], self._hub.watched()), [op], [])
+            return res
         with self._writing():
             self._check_open()
             w = _Write(self)
@@ -553,6 +573,10 @@ class Store:
                                 % (size, MAX_REQUEST_BYTES))
         for op in _all_puts(success + failure):
             self._check_key_size(op.key)
+        return self.apply(TxnRequest(compare, success, failure))
+
+    def _apply_txn(self, req: TxnRequest):
+        compare, success, failure = req
         if self._native and not self._quota:
             req = txn_codec.encode(compare, success, failure, self._hub.watched())
             if req is not None:
@@ -622,6 +646,12 @@ class Store:
             raise TypeError("revision must be an int")
         if revision < 0:
             raise ValueError("revision must be >= 0")
+        self.apply(CompactRequest(revision))
+        if physical:
+            self._finish_compaction()
+
+    def _apply_compact(self, req: CompactRequest) -> None:
+        revision = req.revision
         with self._writing():
             self._check_open()
             if revision <= self._compact_rev:
@@ -633,8 +663,6 @@ class Store:
             with self._eng.batch() as b:    # persist the target first: resumable
                 b.put(mvcc.META_COMPACT, mvcc.be64(revision))
             self._compact_rev = revision
-        if physical:
-            self._finish_compaction()
 
     def _finish_compaction(self) -> None:
         with self._compact_lock:
@@ -642,14 +670,15 @@ class Store:
             done = self._meta_int(mvcc.META_COMPACT_DONE, 0)
             if done >= target:
                 return
-            while self._compact_step(target, mvcc.revlog_key(target, 0)):
+            while self.apply(CompactStepRequest(target, mvcc.revlog_key(target, 0))):
                 pass
-            self._compact_step(target, mvcc.revlog_key(target + 1, 0), final=True)
+            self.apply(CompactStepRequest(target, mvcc.revlog_key(target + 1, 0), True))
 
-    def _compact_step(self, target: int, upto: bytes, final: bool = False) -> bool:
+    def _apply_compact_step(self, req: CompactStepRequest) -> bool:
         """Process up to compact_batch revision-log entries below `upto`; False when none
         were left. Log entries below target go; the ones at target stay (a watch may start
         at the compacted revision) but their keys are processed too."""
+        target, upto, final = req
         with self._writing():
             self._check_open()
             limit = None if final else self._compact_batch
@@ -770,12 +799,16 @@ class Store:
         granted = self._leases.effective_ttl(ttl)
         if lease_id is not None:
             lease_id = to_lease_id(lease_id)
+        with self._writing():           # the id is chosen here, outside apply()
+            self._check_open()
+            return self.apply(LeaseGrantRequest(lease_id or self._leases.new_id(), granted))
+
+    def _apply_lease_grant(self, req: LeaseGrantRequest) -> Lease:
+        lease_id, granted = req
         with self._writing():
             self._check_open()
             self._check_quota()
-            if not lease_id:
-                lease_id = self._leases.new_id()
-            elif lease_id in self._leases:
+            if lease_id in self._leases:
                 raise ValueError("lease %#x already exists" % lease_id)
             with self._eng.batch() as b:
                 b.put(mvcc.LEASE + mvcc.be64(lease_id), mvcc.be64(granted))
@@ -804,7 +837,10 @@ class Store:
 
     def revoke_lease(self, lease_id) -> bool:
         """Revoke: delete the lease and (in one revision) every key attached to it."""
-        lid = to_lease_id(lease_id)
+        return self.apply(LeaseRevokeRequest(to_lease_id(lease_id)))
+
+    def _apply_lease_revoke(self, req: LeaseRevokeRequest) -> bool:
+        lid = req.lease_id
         with self._writing():
             self._check_open()
             if lid not in self._leases:
@@ -827,10 +863,12 @@ class Store:
         self._core.lease_remove(lid)
 
     def _expire_lease(self, lid: int) -> None:
+        """The lease thread's decision (its clock, here, outside apply): still expired
+        under the writer lock, so a refresh that just happened is not undone."""
         with self._writing():
             if self._closed or lid not in self._leases or not self._leases.expired(lid):
                 return
-            self._revoke(lid)
+            self.apply(LeaseRevokeRequest(lid))
 
     def lease_granted_ttl(self, lease_id) -> int:
         """Granted TTL of a lease, 0 once expired or revoked. O(1)."""
@@ -957,10 +995,13 @@ class Store:
         if self._read_only:
             return
         try:
-            with self._eng.batch() as b:
-                b.put(mvcc.META_REVISION, mvcc.be64(self._head))
+            self._apply_save_revision(SaveRevisionRequest())
         except KvtreesError:
             pass
+
+    def _apply_save_revision(self, req: SaveRevisionRequest) -> None:
+        with self._eng.batch() as b:
+            b.put(mvcc.META_REVISION, mvcc.be64(self._head))
 
     def __enter__(self):
         return self
@@ -977,6 +1018,15 @@ class Store:
 
 
 # ---------------------------------------------------------------- helpers
+
+Store._appliers = {
+    PutRequest: Store._apply_put, DeleteRangeRequest: Store._apply_delete_range,
+    TxnRequest: Store._apply_txn, LeaseGrantRequest: Store._apply_lease_grant,
+    LeaseRevokeRequest: Store._apply_lease_revoke, CompactRequest: Store._apply_compact,
+    CompactStepRequest: Store._apply_compact_step,
+    SaveRevisionRequest: Store._apply_save_revision,
+}
+
 
 def _prefix_bounds(prefix) -> tuple:
     """etcd's [prefix, prefix_end) range; the empty prefix means every key."""

@@ -20,7 +20,7 @@ from .errors import (ClosedError, CompactedError, CorruptionError, FutureRevisio
 from .lease import MIN_TTL, Lease, LeaseTable
 from .mvcc import Entry, KeyValue, RangeResult, PutResult, DeleteResult
 from .mvcc_core import PREV_UNKNOWN, open_core
-from . import txn_codec
+from . import ranges, txn_codec
 from .requests import (CompactRequest, CompactStepRequest, DeleteRangeRequest,
                        LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
                        SaveRevisionRequest, TxnRequest)
@@ -33,9 +33,6 @@ __all__ = ["Store", "Status", "open", "KeyValue", "RangeResult", "PutResult",
            "DeleteResult"]
 
 STORE_OPTIONS = ("quota_bytes", "min_lease_ttl", "watch_queue_limit", "compact_batch")
-_SORT_TARGETS = {"key": lambda kv: kv.key, "version": lambda kv: kv.version,
-                 "create": lambda kv: kv.create_revision, "mod": lambda kv: kv.mod_revision,
-                 "value": lambda kv: kv.value}
 _REQUEST_OVERHEAD = 16   # bytes counted per put beyond key and value (etcd-like framing)
 # keys and values up to these sizes pass every size check: put skips them
 _FAST_KEY = (mvcc.MAX_ENGINE_KEY - 11) // 2
@@ -397,10 +394,10 @@ class Store:
         self._check_open()
         header_rev = self._rev      # the read is at header_rev (by default), so a watch
         rev = self._read_rev(revision or header_rev)   # from header_rev + 1 misses nothing
-        filt = _revision_filter(min_mod_revision, max_mod_revision, min_create_revision,
+        filt = ranges.revision_filter(min_mod_revision, max_mod_revision, min_create_revision,
                                 max_create_revision)
-        kvs, count, more = _select(self._kvs(start, end, rev, sort_order, sort_target,
-                                             _strip_early(keys_only, sort_target)),
+        kvs, count, more = ranges.select(self._kvs(start, end, rev, sort_order, sort_target,
+                                             ranges.strip_early(keys_only, sort_target)),
                                    limit, count_only, keys_only, sort_order, sort_target,
                                    filt)
         self._check_compacted(rev)
@@ -411,7 +408,7 @@ class Store:
         if end is None:
             e = self._live(start, rev)
             return iter([e.to_kv(keys_only)] if e else [])
-        reverse = _order(sort_order, sort_target) == "descend" and sort_target == "key"
+        reverse = ranges.order(sort_order, sort_target) == "descend" and sort_target == "key"
         return mvcc.scan_kvs(self._eng, start, None if end == b"\x00" else end, rev, reverse,
                              keys_only)
 
@@ -420,14 +417,14 @@ class Store:
         """Validate everything and fix the read revision now, so bad arguments, a closed
         store and compacted/future revisions raise at the call (as etcd's unary Range
         does, and python-etcd3's before the first item); the iterator then streams."""
-        limit = _check_limit(limit)
+        limit = ranges.check_limit(limit)
         rev = self._read_rev(revision)
-        order = _order(sort_order, sort_target)
-        filt = _revision_filter(**filters)
+        order = ranges.order(sort_order, sort_target)
+        filt = ranges.revision_filter(**filters)
         if sort_target == "key" and filt is None:
             return self._stream(start, end, rev, order, keys_only, limit)
-        kvs, _, _ = _select(self._kvs(start, end, rev, order, sort_target,
-                                      _strip_early(keys_only, sort_target)),
+        kvs, _, _ = ranges.select(self._kvs(start, end, rev, order, sort_target,
+                                      ranges.strip_early(keys_only, sort_target)),
                             limit, False, keys_only, order, sort_target, filt)
         self._check_compacted(rev)
         return iter([(kv.value, kv) for kv in kvs])
@@ -446,20 +443,20 @@ class Store:
     def get_prefix(self, key_prefix, revision=None, sort_order=None, sort_target="key",
                    keys_only=False, limit=None, **filters) -> Iterator:
         p, end = _prefix_bounds(key_prefix)
-        _check_sort(sort_order, sort_target)
+        ranges.check_sort(sort_order, sort_target)
         return self._iter_range(p, end, revision, sort_order, sort_target, keys_only, limit,
                                 **filters)
 
     def get_range(self, range_start, range_end, revision=None, sort_order=None,
                   sort_target="key", keys_only=False, limit=None, **filters) -> Iterator:
         s, e = to_key(range_start), to_key(range_end)
-        _check_sort(sort_order, sort_target)
+        ranges.check_sort(sort_order, sort_target)
         return self._iter_range(s, e, revision, sort_order, sort_target, keys_only, limit,
                                 **filters)
 
     def get_all(self, revision=None, sort_order=None, sort_target="key", keys_only=False,
                 limit=None, **filters) -> Iterator:
-        _check_sort(sort_order, sort_target)
+        ranges.check_sort(sort_order, sort_target)
         return self._iter_range(b"\x00", b"\x00", revision, sort_order, sort_target,
                                 keys_only, limit, **filters)
 
@@ -631,8 +628,8 @@ class Store:
             entries = self._kvs(op.key, op.range_end, rev)
         else:
             rev, entries = None, iter(w.live_range(op.key, op.range_end))
-        kvs, _, _ = _select(entries, limit, False, keys_only, sort_order, sort_target,
-                            _revision_filter(**kw))
+        kvs, _, _ = ranges.select(entries, limit, False, keys_only, sort_order, sort_target,
+                            ranges.revision_filter(**kw))
         if rev is not None:
             self._check_compacted(rev)
         return [(kv.value, kv) for kv in kvs]
@@ -1065,88 +1062,6 @@ def _write_all(eng, items) -> None:
     with eng.batch() as b:
         for k, v in items:
             b.put(k, v)
-
-
-def _check_limit(limit) -> int:
-    """limit: None or 0 (no limit) or a positive int."""
-    if limit is None:
-        return 0
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError("limit must be an int or None")
-    if limit < 0:
-        raise ValueError("limit must be >= 0")
-    return limit
-
-
-def _strip_early(keys_only: bool, sort_target: str) -> bool:
-    """Drop values while scanning, unless the sort needs them: etcd sorts first and
-    clears values for keys_only last."""
-    return keys_only and sort_target != "value"
-
-
-def _without_value(kv: KeyValue) -> KeyValue:
-    return KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
-
-
-def _check_sort(sort_order, sort_target) -> None:
-    _order(sort_order, sort_target)
-
-
-def _order(sort_order, sort_target) -> str:
-    if sort_target not in _SORT_TARGETS:
-        raise ValueError("sort_target must be one of %s" % ", ".join(_SORT_TARGETS))
-    if sort_order in (None, "none"):
-        return "ascend"
-    if sort_order not in ("ascend", "descend"):
-        raise ValueError("sort_order must be None, 'ascend' or 'descend'")
-    return sort_order
-
-
-def _revision_filter(min_mod_revision=None, max_mod_revision=None, min_create_revision=None,
-                     max_create_revision=None):
-    bounds = (min_mod_revision, max_mod_revision, min_create_revision, max_create_revision)
-    if all(not b for b in bounds):
-        return None
-    lo_m, hi_m, lo_c, hi_c = (b or 0 for b in bounds)
-
-    def keep(kv) -> bool:
-        return ((not lo_m or kv.mod_revision >= lo_m) and (not hi_m or kv.mod_revision <= hi_m)
-                and (not lo_c or kv.create_revision >= lo_c)
-                and (not hi_c or kv.create_revision <= hi_c))
-    return keep
-
-
-def _select(entries, limit, count_only, keys_only, sort_order, sort_target, filt):
-    """etcd's range post-processing: count is every key in range (before filters), kvs are
-    filtered, sorted and cut to limit, more says whether the cut dropped any."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError("limit must be a non-negative int")
-    order = _order(sort_order, sort_target)
-    streaming = filt is None and sort_target == "key"
-    if count_only:
-        return [], sum(1 for _ in entries), False
-    if streaming:
-        # the common case, without per-item Python: keep limit + 1, count the rest
-        it = iter(entries)
-        kvs = list(itertools.islice(it, limit + 1)) if limit else list(it)
-        count = len(kvs) + sum(1 for _ in it)
-        kvs = [e.to_kv(keys_only) if isinstance(e, Entry) else e for e in kvs]
-        more = bool(limit) and len(kvs) > limit
-        return (kvs[:limit] if limit else kvs), count, more
-    early = _strip_early(keys_only, sort_target)
-    kvs, count = [], 0
-    for e in entries:
-        count += 1
-        kv = e.to_kv(early) if isinstance(e, Entry) else e
-        if filt is None or filt(kv):
-            kvs.append(kv)
-    kvs.sort(key=_SORT_TARGETS[sort_target], reverse=(order == "descend"))
-    more = bool(limit) and len(kvs) > limit
-    if limit:
-        kvs = kvs[:limit]
-    if keys_only and not early:
-        kvs = [_without_value(kv) for kv in kvs]     # sorted by value, then cleared
-    return kvs, count, more
 
 
 _crc_fn = None

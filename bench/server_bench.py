@@ -281,6 +281,9 @@ def main(argv=None) -> int:
         return 0
     value = b"v" * args.value_size
     args.load_before = os.getloadavg()
+    # the servers run in their own sessions: on SIGTERM (e.g. from `timeout`) unwind
+    # through the finally below, which stops them
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     workdir = tempfile.mkdtemp(prefix="kvt-srvbench-")
     targets = []
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Optional
 
 from .. import errors as kerr
 from . import convert, rpcerrors
@@ -251,7 +250,12 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         reader.start()
         try:
             while True:
-                item = stream.out.get()
+                try:
+                    item = stream.out.get(timeout=0.5)
+                except queue.Empty:
+                    if stream.closed.is_set():   # finished while the queue was full
+                        break
+                    continue
                 if item is _END:
                     break
                 yield item
@@ -270,6 +274,7 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         for s in streams:
             s.close()
 
-    def open_watches(self) -> Optional[int]:
+    def open_watches(self) -> int:
+        """Watches open on all streams. O(streams)."""
         with self._lock:
             return sum(len(s._watches) for s in self._streams)

@@ -11,9 +11,11 @@ Modules, one concept each:
 * :mod:`.confchange`  single-member membership changes and learners
 * :mod:`.node`        the Raft state machine (elections, replication, commit)
 * :mod:`.rawnode`     the Ready / advance contract with the application
+* :mod:`.bootstrap`   the self-describing first entries of a new cluster
 * :mod:`.filelog`     a durable, checksummed, fsynced Raft log on disk
 """
 
+from .bootstrap import bootstrap, bootstrap_entries
 from .config import Config
 from .errors import (ConfChangeError, LogCompactedError, LogUnavailableError,
                      ProposalDroppedError, RaftError, RaftLogCorruptionError,
@@ -28,7 +30,7 @@ from .types import (NONE, ConfChange, ConfChangeType, ConfState, Entry, EntryTyp
                     SoftState, StateType)
 
 __all__ = [
-    "Config", "Raft", "RawNode", "Ready", "Status", "MemoryStorage", "Storage",
+    "bootstrap", "bootstrap_entries", "Config", "Raft", "RawNode", "Ready", "Status", "MemoryStorage", "Storage",
     "Progress", "ProgressState", "NONE", "ConfChange", "ConfChangeType", "ConfState",
     "Entry", "EntryType", "HardState", "Message", "MsgType", "ReadState", "Snapshot",
     "SnapshotMetadata", "SoftState", "StateType", "RaftError", "LogCompactedError",

@@ -6,7 +6,8 @@ effect when the entry is *applied*; the leader accepts a new change only after t
 previous one was applied (``pending_conf_index``), and only after committing an entry
 of its own term (the fix for the single-server change bug Ongaro describes).
 Learners receive the log but never vote or count towards a quorum; ADD_NODE of a
-learner promotes it.
+learner promotes it; ADD_LEARNER of a voter demotes it
+(for quorums the same as removing it).
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ def validate(cs: ConfState, cc: ConfChange) -> None:
     """Raise ConfChangeError if cc cannot be applied to cs."""
     if cc.node_id <= 0:
         raise ConfChangeError(f"conf change for invalid node id {cc.node_id}")
-    if cc.type == ConfChangeType.REMOVE_NODE:
+    if cc.type in (ConfChangeType.REMOVE_NODE, ConfChangeType.ADD_LEARNER):
         if set(cs.voters) == {cc.node_id}:
-            raise ConfChangeError(f"removing {cc.node_id} would leave no voters")
-    elif cc.type == ConfChangeType.ADD_LEARNER:
-        if cc.node_id in cs.voters:
-            raise ConfChangeError(f"node {cc.node_id} is a voter; demotion is not supported")
+            raise ConfChangeError(f"removing or demoting {cc.node_id} would leave no voters")
 
 
 def apply(cs: ConfState, cc: ConfChange) -> ConfState:
@@ -39,6 +37,7 @@ def apply(cs: ConfState, cc: ConfChange) -> ConfState:
         learners.discard(cc.node_id)
         voters.add(cc.node_id)
     elif cc.type == ConfChangeType.ADD_LEARNER:
+        voters.discard(cc.node_id)  # demotion: for quorums, the same as a removal
         learners.add(cc.node_id)
     else:
         voters.discard(cc.node_id)

@@ -686,8 +686,13 @@ class Raft:
                 self.prs.learners.discard(v)
                 self.prs.voters.add(v)
         for lrn in cs.learners:
-            if lrn not in self.prs.progress:
+            pr = self.prs.progress.get(lrn)
+            if pr is None:
                 self.prs.init_progress(lrn, 0, nxt, True)
+            elif not pr.is_learner:
+                pr.is_learner = True
+                self.prs.voters.discard(lrn)
+                self.prs.learners.add(lrn)
         if self.state != StateType.LEADER:
             return
         if self.id not in self.prs.voters:

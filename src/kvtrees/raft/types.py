@@ -197,7 +197,7 @@ class Message:
 class ConfChangeType(IntEnum):
     ADD_NODE = 0         # add a voter, or promote a learner to voter
     REMOVE_NODE = 1
-    ADD_LEARNER = 2      # add a learner (a current voter cannot be demoted)
+    ADD_LEARNER = 2      # add a learner, or demote a voter to learner
 
 
 _CC = struct.Struct(">BQ")

@@ -170,6 +170,7 @@ class Cluster:
         self.steps = 0
         self.blocked: Set[Tuple[int, int]] = set()
         self.proposed = 0
+        self.accepted: List[bytes] = []   # proposals a node took (not dropped at once)
         self.reads: Dict[bytes, int] = {}
         self.reads_served = 0
         self.pending_cc: Optional[ConfChange] = None
@@ -356,6 +357,7 @@ class Cluster:
             n.node.propose(data)
         except ProposalDroppedError:
             return
+        self.accepted.append(data)
         self.process_ready(n)
 
     def read(self) -> None:

@@ -1,9 +1,9 @@
 """The durable Raft log (kvtrees.raft.filelog): round trips, crashes and corruption.
 
-Crashes are modelled on the file itself: truncating it (at every record boundary and its neighbours, and at a seeded
-sample of other offsets: a write torn by a
-power cut) must recover exactly the records that were completely written; flipping
-any byte must be reported as corruption (never silently accepted), and with
+Crashes are modelled on the file itself: truncating it (a write torn by a power cut;
+at every record boundary and its neighbours, and at a seeded sample of other
+offsets) must recover exactly the records that were completely written; a flipped
+byte must be reported as corruption (never silently accepted), and with
 ``repair=True`` recover the records before the damaged one. No store or engine is
 involved, so these tests are not parametrized over engines.
 """

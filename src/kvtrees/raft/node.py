@@ -238,10 +238,11 @@ class Raft:
         self.lead = self.id
         self.state = StateType.LEADER
         self.prs.progress[self.id].become_replicate()
-        # Conservatively treat the whole log as possibly holding a conf change, so a new
-        # one waits until this term's first entry is committed and applied.
-        self.pending_conf_index = self.log.last_index()
         self.append_entry([Entry()])
+        # A new conf change waits until this term's first entry is applied: that covers
+        # any unapplied change of an earlier term, and makes the leader commit in its own
+        # term first (the fix for the single-server change bug).
+        self.pending_conf_index = self.log.last_index()
 
     # ---- ticks -----------------------------------------------------------------------
 

@@ -33,9 +33,10 @@ import random
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from kvtrees.raft import (ConfChange, ConfChangeType, ConfState, Config, EntryType, Message,
+from kvtrees.raft import (ConfChange, ConfChangeType, ConfState, Config, EntryType, HardState,
+                          Message,
                           MemoryStorage, MsgType, ProposalDroppedError, RawNode, StateType,
                           StepPeerNotFoundError, bootstrap)
 
@@ -67,11 +68,17 @@ _SNAP = struct.Struct(">QI")
 
 
 class SimNode:
-    """A member: its disk (survives crashes) and, while alive, its RawNode."""
+    """A member: its disk (survives crashes) and, while alive, its RawNode.
 
-    def __init__(self, node_id: int, founders: Tuple[int, ...], rng: random.Random) -> None:
+    ``open_disk(node_id)`` opens the node's durable log; by default a MemoryStorage
+    that simply survives the crash. With a file-backed log, a crash closes it and a
+    restart reopens it from its directory, so recovery runs on every restart."""
+
+    def __init__(self, node_id: int, founders: Tuple[int, ...], rng: random.Random,
+                 open_disk: Optional[Callable[[int], MemoryStorage]] = None) -> None:
         self.id = node_id
-        self.disk = MemoryStorage()
+        self.open_disk = open_disk
+        self.disk = open_disk(node_id) if open_disk else MemoryStorage()
         if founders:
             bootstrap(self.disk, founders)
         self.sm_index = 0          # durable with sm_hash (one atomic write in a real store)
@@ -79,9 +86,15 @@ class SimNode:
         self.conf = ConfState()
         self.rng = rng
         self.node: Optional[RawNode] = None
+        self.doomed = False
+        self.booted = False
         self.start()
+        self.booted = True
 
     def start(self) -> None:
+        if self.open_disk is not None and self.booted:
+            self.disk.close()
+            self.disk = self.open_disk(self.id)
         snap = self.disk.snapshot()
         self.conf = snap.metadata.conf_state
         cfg = Config(id=self.id, storage=self.disk, election_tick=10, heartbeat_tick=1,
@@ -156,12 +169,15 @@ class Checker:
 class Cluster:
     """A simulated cluster of SimNodes on a faulty network."""
 
-    def __init__(self, size: int, seed: int, faults: Optional[Faults] = None) -> None:
+    def __init__(self, size: int, seed: int, faults: Optional[Faults] = None,
+                 open_disk: Optional[Callable[[int], MemoryStorage]] = None) -> None:
         self.rng = random.Random(seed)
+        self.open_disk = open_disk
         self.faults = faults or Faults()
         self.size = size
         founders = tuple(range(1, size + 1))
-        self.nodes: Dict[int, SimNode] = {i: SimNode(i, founders, self.rng) for i in founders}
+        self.nodes: Dict[int, SimNode] = {i: SimNode(i, founders, self.rng, open_disk)
+                                          for i in founders}
         self.next_id = size + 1
         self.checker = Checker()
         self.queue: List[Tuple[float, int, Message]] = []
@@ -176,28 +192,24 @@ class Cluster:
         self.pending_cc: Optional[ConfChange] = None
         self.cc_done = 0
         self.crashes = 0
+        self.torn_files = 0
+        self.torn_crashes = 0
         self.snapshots_sent = 0
         for n in self.nodes.values():
             self.process_ready(n)
 
     # ---- the Ready loop --------------------------------------------------------------
 
-    def process_ready(self, n: SimNode, torn: bool = False) -> None:
+    def process_ready(self, n: SimNode) -> None:
         node = n.node
         while node is not None and node.has_ready():
             rd = node.ready()
-            if torn:
+            if n.doomed and (rd.entries or rd.hard_state is not None or rd.snapshot is not None):
                 self._persist_torn(n, rd)
                 return
             if rd.soft_state is not None and rd.soft_state.state == StateType.LEADER:
                 self.checker.on_leader(node.raft.term, n)
-            if rd.snapshot is not None:
-                n.disk.apply_snapshot(rd.snapshot)
-            if rd.entries:
-                n.disk.append(rd.entries)
-                self.checker.on_persist(n, rd.entries)
-            if rd.hard_state is not None:
-                n.disk.set_hard_state(rd.hard_state)
+            self._persist(n, rd)
             for m in rd.messages:
                 self.send(m)
             if rd.snapshot is not None:
@@ -209,20 +221,48 @@ class Cluster:
             node.advance(rd)
             self._maybe_snapshot(n)
 
-    def _persist_torn(self, n: SimNode, rd) -> None:
-        """Crash in the middle of persisting rd: a prefix reaches the disk, nothing is sent."""
-        if rd.snapshot is not None and self.rng.random() < 0.5:
-            n.disk.apply_snapshot(rd.snapshot)
-            sm_index, sm_hash = _SNAP.unpack(rd.snapshot.data)
-            n.sm_index, n.sm_hash = sm_index, sm_hash
-        elif rd.snapshot is None and rd.entries:
-            k = self.rng.randrange(len(rd.entries) + 1)
-            if k:
-                n.disk.append(rd.entries[:k])
-                self.checker.on_persist(n, rd.entries[:k])
-            if k == len(rd.entries) and rd.hard_state is not None and self.rng.random() < 0.5:
+    def _persist(self, n: SimNode, rd) -> None:
+        save = getattr(n.disk, "save", None)
+        if save is not None:
+            save(rd.hard_state, rd.entries, rd.snapshot)  # one durable write
+        else:
+            if rd.snapshot is not None:
+                n.disk.apply_snapshot(rd.snapshot)
+            n.disk.append(rd.entries)
+            if rd.hard_state is not None:
                 n.disk.set_hard_state(rd.hard_state)
+        if rd.entries:
+            self.checker.on_persist(n, rd.entries)
+
+    def _persist_torn(self, n: SimNode, rd) -> None:
+        """Crash in the middle of persisting rd: a prefix of its records (entries, then
+        the hard state) reaches the disk, maybe half of the next one; nothing is sent."""
+        if rd.snapshot is not None:
+            if self.rng.random() < 0.5:
+                n.disk.apply_snapshot(rd.snapshot)
+                n.sm_index, n.sm_hash = _SNAP.unpack(rd.snapshot.data)
+        else:
+            records = list(rd.entries) + ([rd.hard_state] if rd.hard_state is not None else [])
+            k = self.rng.randrange(len(records) + 1)
+            written = [r for r in records[:k] if not isinstance(r, HardState)]
+            if written:
+                n.disk.append(written)
+                self.checker.on_persist(n, written)
+            if k == len(rd.entries) + 1:
+                n.disk.set_hard_state(rd.hard_state)
+            if k < len(records) and hasattr(n.disk, "log_path"):
+                self._tear_file(n.disk.log_path, records[k])
         n.node = None
+        n.doomed = False
+        self.torn_crashes += 1
+
+    def _tear_file(self, path: str, record) -> None:
+        """The next record was being written: part of it reached the file, unsynced."""
+        from kvtrees.raft.filelog import encode_entry, encode_hard_state
+        rec = encode_hard_state(record) if isinstance(record, HardState) else encode_entry(record)
+        self.torn_files += 1
+        with open(path, "ab") as f:
+            f.write(rec[:self.rng.randrange(1, len(rec))])
 
     def _install(self, n: SimNode, snap) -> None:
         sm_index, sm_hash = _SNAP.unpack(snap.data)
@@ -377,9 +417,10 @@ class Cluster:
             return
         n = self.rng.choice(live)
         self.crashes += 1
-        if torn and n.node.has_ready():
-            self.process_ready(n, torn=True)
-        n.node = None
+        if torn:
+            n.doomed = True  # dies in the middle of persisting its next Ready
+        else:
+            n.node = None
 
     def restart(self, n: Optional[SimNode] = None) -> None:
         if n is None:
@@ -431,7 +472,7 @@ class Cluster:
             return ConfChange(ConfChangeType.REMOVE_NODE, self.rng.choice(conf.voters))
         new = self.next_id
         self.next_id += 1
-        self.nodes[new] = SimNode(new, (), self.rng)
+        self.nodes[new] = SimNode(new, (), self.rng, self.open_disk)
         return ConfChange(ConfChangeType.ADD_LEARNER, new)
 
     # ---- driving ---------------------------------------------------------------------

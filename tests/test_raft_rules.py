@@ -698,6 +698,15 @@ def test_config_validation(bad):
         Raft(Config(**kw))
 
 
+def test_hard_state_commit_below_snapshot_is_raised_to_it():
+    s = MemoryStorage()
+    from kvtrees.raft import Snapshot, SnapshotMetadata
+    s.apply_snapshot(Snapshot(b"", SnapshotMetadata(5, 2, ConfState([1]))))
+    s.set_hard_state(HardState(2, 0, 3))  # the crash lost the hard state after the snapshot
+    r = Raft(Config(id=1, storage=s))
+    assert r.log.committed == 5
+
+
 def test_hard_state_commit_out_of_range_is_an_error():
     s = storage_with(ents(1), HardState(1, 0, 5))
     with pytest.raises(RaftError, match="commit"):

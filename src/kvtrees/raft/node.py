@@ -95,10 +95,12 @@ class Raft:
         return self.id in self.prs.voters
 
     def _load_hard_state(self, hs: HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        if hs.commit > self.log.last_index():
             raise RaftError(f"hard state commit {hs.commit} out of range "
                             f"[{self.log.committed}, {self.log.last_index()}]")
-        self.log.committed = hs.commit
+        # A commit below the snapshot means the snapshot reached the disk but the hard
+        # state written after it did not: a snapshot only holds committed state.
+        self.log.committed = max(hs.commit, self.log.committed)
         self.term = hs.term
         self.vote = hs.vote
 

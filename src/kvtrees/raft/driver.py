@@ -1,0 +1,192 @@
+"""A threaded driver that runs one RawNode: the Ready loop with real time and I/O.
+
+The pure core stays pure; this is where clocks, threads, storage and the network
+meet. One thread owns the RawNode. Everything else talks to it through an inbox:
+received messages, proposals, ReadIndex requests, transfer requests, transport
+reports. Each loop iteration drains the inbox, ticks when a tick is due, then handles
+every Ready exactly as :mod:`kvtrees.raft.rawnode` prescribes: persist (one fsync),
+then send, then apply.
+
+``apply(entry)`` is called on the driver thread, in log order, for every committed
+NORMAL entry with data (conf changes are applied to Raft here and then passed to
+``on_conf_change``). Reads: ``read_index(ctx, callback)`` calls
+``callback(index)`` once the node has applied ``index``, which makes a read done
+after it linearizable.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from .errors import ProposalDroppedError, RaftError, StepPeerNotFoundError
+from .rawnode import RawNode, Status
+from .types import ConfChange, ConfState, Entry, EntryType, Message
+
+log = logging.getLogger(__name__)
+
+
+class NodeDriver:
+    """Runs a RawNode on its own thread. ``storage`` needs ``save(hs, entries, snap)``."""
+
+    def __init__(self, node: RawNode, storage, transport,
+                 apply: Callable[[Entry], None], tick_interval: float = 0.01,
+                 on_conf_change: Optional[Callable[[ConfChange, ConfState], None]] = None,
+                 on_snapshot: Optional[Callable[[object], None]] = None) -> None:
+        self.node = node
+        self.storage = storage
+        self.transport = transport
+        self.apply = apply
+        self.on_conf_change = on_conf_change
+        self.on_snapshot = on_snapshot
+        self.tick_interval = tick_interval
+        self.applied = node.raft.log.applied
+        self._inbox: "queue.Queue[Tuple]" = queue.Queue()
+        self._reads: Dict[bytes, Callable[[int], None]] = {}
+        self._waiting_reads: List[Tuple[int, Callable[[int], None]]] = []
+        self._status: Optional[Status] = None
+        self._status_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.error: Optional[BaseException] = None
+        transport.on_unreachable = lambda peer: self._inbox.put(("unreachable", peer))
+        transport.on_snapshot_status = lambda peer, ok: self._inbox.put(("snap", peer, ok))
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"raft-node-{node.id}")
+
+    # ---- API (any thread) --------------------------------------------------------------
+
+    def start(self) -> "NodeDriver":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the loop (the transport is the caller's to close)."""
+        self._stop.set()
+        self._inbox.put(("wake",))
+        self._thread.join(timeout=5)
+
+    def deliver(self, m: Message) -> None:
+        """Hand a message received from the network (transport callback)."""
+        self._inbox.put(("msg", m))
+
+    def propose(self, data: bytes) -> None:
+        """Propose data; it is applied on every member if committed. Fire and forget:
+        a proposal may be dropped (no leader), so callers retry on a timeout."""
+        self._inbox.put(("propose", data))
+
+    def propose_conf_change(self, cc: ConfChange) -> None:
+        self._inbox.put(("conf", cc))
+
+    def read_index(self, ctx: bytes, callback: Callable[[int], None]) -> None:
+        self._inbox.put(("read", ctx, callback))
+
+    def transfer_leader(self, transferee: int) -> None:
+        self._inbox.put(("transfer", transferee))
+
+    def campaign(self) -> None:
+        self._inbox.put(("campaign",))
+
+    def status(self) -> Optional[Status]:
+        """The node's status as of the end of the last loop iteration."""
+        with self._status_lock:
+            return self._status
+
+    # ---- the loop (driver thread) --------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + self.tick_interval
+        try:
+            while not self._stop.is_set():
+                timeout = max(0.0, next_tick - time.monotonic())
+                try:
+                    item = self._inbox.get(timeout=timeout)
+                    self._handle(item)
+                    while True:
+                        self._handle(self._inbox.get_nowait())
+                except queue.Empty:
+                    pass
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.node.tick()
+                    next_tick = max(next_tick + self.tick_interval, now)
+                self._handle_ready()
+                self._publish_status()
+        except BaseException as e:  # surfaced to tests/operators via .error
+            self.error = e
+            log.exception("raft node %d stopped", self.node.id)
+
+    def _handle(self, item: Tuple) -> None:
+        kind = item[0]
+        n = self.node
+        try:
+            if kind == "msg":
+                n.step(item[1])
+            elif kind == "propose":
+                n.propose(item[1])
+            elif kind == "conf":
+                n.propose_conf_change(item[1])
+            elif kind == "read":
+                self._reads[item[1]] = item[2]
+                n.read_index(item[1])
+            elif kind == "transfer":
+                n.transfer_leader(item[1])
+            elif kind == "campaign":
+                n.campaign()
+            elif kind == "unreachable":
+                n.report_unreachable(item[1])
+            elif kind == "snap":
+                n.report_snapshot(item[1], item[2])
+        except (ProposalDroppedError, StepPeerNotFoundError) as e:
+            log.debug("raft node %d: %s", n.id, e)
+
+    def _handle_ready(self) -> None:
+        n = self.node
+        while n.has_ready():
+            rd = n.ready()
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)  # 1. persist
+            self.transport.send(rd.messages)                           # 2. speak
+            if rd.snapshot is not None:                                 # 3. apply
+                if self.on_snapshot is not None:
+                    self.on_snapshot(rd.snapshot)
+                self.applied = rd.snapshot.metadata.index
+            for e in rd.committed_entries:
+                self._apply_entry(e)
+            for rs in rd.read_states:
+                cb = self._reads.pop(rs.request_ctx, None)
+                if cb is not None:
+                    self._waiting_reads.append((rs.index, cb))
+            n.advance(rd)
+            self._release_reads()
+
+    def _apply_entry(self, e: Entry) -> None:
+        if e.type == EntryType.CONF_CHANGE:
+            cc = ConfChange.decode(e.data)
+            try:
+                cs = self.node.apply_conf_change(cc)
+            except RaftError as err:
+                log.warning("raft node %d: conf change %s ignored: %s", self.node.id, cc, err)
+            else:
+                if self.on_conf_change is not None:
+                    self.on_conf_change(cc, cs)
+        elif e.data:
+            self.apply(e)
+        self.applied = e.index
+
+    def _release_reads(self) -> None:
+        if not self._waiting_reads:
+            return
+        still = []
+        for index, cb in self._waiting_reads:
+            if index <= self.applied:
+                cb(index)
+            else:
+                still.append((index, cb))
+        self._waiting_reads = still
+
+    def _publish_status(self) -> None:
+        st = self.node.status()
+        with self._status_lock:
+            self._status = st

@@ -16,12 +16,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from helpers.faultproxy import FaultProxy
-from kvtrees.raft import (ConfState, Config, Entry, EntryType, Message, MsgType, RawNode,
-                          Snapshot, SnapshotMetadata, StateType, bootstrap)
-from kvtrees.raft.codec import (WireError, check_frame, decode_message, encode_message, frame,
-                                parse_frame_header, FRAME_HEADER)
-from kvtrees.raft.driver import NodeDriver
-from kvtrees.raft.filelog import FileLogStorage
+from helpers.raft_cluster import LoopbackCluster, wait_for
+from kvtrees.raft import ConfState, Entry, EntryType, Message, MsgType, Snapshot, SnapshotMetadata
+from kvtrees.raft.codec import (FRAME_HEADER, WireError, check_frame, decode_message,
+                                encode_message, frame, parse_frame_header)
 from kvtrees.raft.transport import Transport
 
 # ---- codec -------------------------------------------------------------------------------
@@ -89,15 +87,6 @@ def test_malformed_messages_are_wire_errors():
 
 # ---- transport -----------------------------------------------------------------------------
 
-def wait_for(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_transport_delivers_and_reports_failures():
     got, unreachable, snaps = [], [], []
     a = Transport(1, on_message=lambda m: None)
@@ -149,86 +138,6 @@ def test_corrupt_frame_closes_connection_and_sender_reconnects():
 
 
 # ---- 3-member clusters on loopback -------------------------------------------------------
-
-class LoopbackCluster:
-    """Members 1..n, each with a FileLogStorage, a Transport and a NodeDriver; every
-    directed link goes through its own FaultProxy."""
-
-    def __init__(self, base, n=3, tick=0.01) -> None:
-        self.ids = list(range(1, n + 1))
-        self.applied = {i: [] for i in self.ids}
-        self.storage, self.transports, self.drivers, self.proxies = {}, {}, {}, {}
-        for i in self.ids:
-            s = FileLogStorage(str(base / f"m{i}"))
-            bootstrap(s, self.ids)
-            self.storage[i] = s
-            self.transports[i] = Transport(i, on_message=lambda m, i=i: self.drivers[i].deliver(m))
-        for a in self.ids:
-            for b in self.ids:
-                if a != b:
-                    p = FaultProxy(self.transports[b].addr)
-                    self.proxies[(a, b)] = p
-                    self.transports[a].add_peer(b, p.addr)
-        for i in self.ids:
-            node = RawNode(Config(id=i, storage=self.storage[i], election_tick=10,
-                                  heartbeat_tick=1, rng=random.Random(i)))
-            self.drivers[i] = NodeDriver(node, self.storage[i], self.transports[i],
-                                         apply=lambda e, i=i: self.applied[i].append(e.data),
-                                         tick_interval=tick)
-        for d in self.drivers.values():
-            d.start()
-
-    def leaders(self, among=None):
-        out = []
-        for i in among or self.ids:
-            s = self.drivers[i].status()
-            if s is not None and s.state == StateType.LEADER:
-                out.append((s.term, i))
-        return [i for _, i in sorted(out, reverse=True)]
-
-    def wait_leader(self, among=None, timeout=10.0) -> int:
-        wait_for(lambda: self.leaders(among), timeout, "a leader")
-        return self.leaders(among)[0]
-
-    def cut(self, a, b, on=True) -> None:
-        self.proxies[(a, b)].blackhole = on
-        if on:
-            self.proxies[(a, b)].reset()
-
-    def isolate(self, i, on=True) -> None:
-        for j in self.ids:
-            if j != i:
-                self.cut(i, j, on)
-                self.cut(j, i, on)
-
-    def propose_until_applied(self, data, members, via=None, timeout=10.0) -> None:
-        """Propose (re-proposing on timeouts, as a client would) until every member in
-        ``members`` has applied data."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            target = via or self.wait_leader(members, timeout=max(0.1, deadline - time.monotonic()))
-            self.drivers[target].propose(data)
-            t_end = min(deadline, time.monotonic() + 1.0)
-            while time.monotonic() < t_end:
-                if all(data in self.applied[m] for m in members):
-                    return
-                time.sleep(0.01)
-        raise AssertionError(f"{data!r} not applied on {members} in {timeout}s")
-
-    def check_no_errors(self) -> None:
-        for i, d in self.drivers.items():
-            assert d.error is None, f"driver {i}: {d.error!r}"
-
-    def close(self) -> None:
-        for d in self.drivers.values():
-            d.stop()
-        for t in self.transports.values():
-            t.close()
-        for p in self.proxies.values():
-            p.close()
-        for s in self.storage.values():
-            s.close()
-
 
 @pytest.fixture
 def cluster(tmp_path):

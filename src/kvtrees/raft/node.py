@@ -22,11 +22,11 @@ Rules worth stating (each has a unit test):
 from __future__ import annotations
 
 import random
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 from . import confchange
 from .config import Config
-from .errors import LogCompactedError, LogUnavailableError, ProposalDroppedError, RaftError, \
+from .errors import LogCompactedError, ProposalDroppedError, RaftError, \
     SnapshotTemporarilyUnavailableError
 from .log import RaftLog
 from .progress import ProgressState, ProgressTracker

@@ -34,7 +34,7 @@ from .config import Config
 from .errors import StepLocalMsgError, StepPeerNotFoundError
 from .node import Raft
 from .progress import Progress
-from .types import (LOCAL_MSGS, NONE, RESPONSE_MSGS, ConfChange, ConfState, Entry, EntryType,
+from .types import (LOCAL_MSGS, RESPONSE_MSGS, ConfChange, ConfState, Entry, EntryType,
                     HardState, Message, MsgType, ReadState, Snapshot, SoftState, StateType)
 
 
@@ -201,4 +201,4 @@ class RawNode:
         return self.raft.state == StateType.LEADER and self.raft.lead == self.raft.id
 
 
-__all__ = ["RawNode", "Ready", "Status", "NONE"]
+__all__ = ["RawNode", "Ready", "Status"]

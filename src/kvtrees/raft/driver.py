@@ -101,13 +101,7 @@ class NodeDriver:
         try:
             while not self._stop.is_set():
                 timeout = max(0.0, next_tick - time.monotonic())
-                try:
-                    item = self._inbox.get(timeout=timeout)
-                    self._handle(item)
-                    while True:
-                        self._handle(self._inbox.get_nowait())
-                except queue.Empty:
-                    pass
+                self._drain_inbox(timeout)
                 now = time.monotonic()
                 if now >= next_tick:
                     self.node.tick()
@@ -118,14 +112,32 @@ class NodeDriver:
             self.error = e
             log.exception("raft node %d stopped", self.node.id)
 
+    def _drain_inbox(self, timeout: float) -> None:
+        """Handle everything queued (waiting up to timeout for the first item); the
+        proposals among them go to Raft as one batch."""
+        batch: List[bytes] = []
+        try:
+            item = self._inbox.get(timeout=timeout)
+            while True:
+                if item[0] == "propose":
+                    batch.append(item[1])
+                else:
+                    self._handle(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+        if batch:
+            try:
+                self.node.propose_batch(batch)
+            except ProposalDroppedError as e:
+                log.debug("raft node %d: %d proposals dropped: %s", self.node.id, len(batch), e)
+
     def _handle(self, item: Tuple) -> None:
         kind = item[0]
         n = self.node
         try:
             if kind == "msg":
                 n.step(item[1])
-            elif kind == "propose":
-                n.propose(item[1])
             elif kind == "conf":
                 n.propose_conf_change(item[1])
             elif kind == "read":

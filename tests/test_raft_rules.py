@@ -741,3 +741,16 @@ def test_raft_log_slices_across_stable_and_unstable():
     assert log.unstable.offset == 6 and not log.unstable.entries
     log.append([Entry(3, 5)])  # conflict replaces 5 in unstable
     assert log.unstable.offset == 5 and log.last_term() == 3
+
+
+def test_propose_batch_goes_out_in_one_append_per_follower():
+    net = Net([1, 2, 3])
+    net.elect(1)
+    before = len(net.msgs_of(MsgType.APP, frm=1))
+    net.nodes[1].propose_batch([b"a", b"b", b"c", b"d"])
+    net.pump()
+    apps = net.msgs_of(MsgType.APP, frm=1)[before:]
+    with_entries = [m for m in apps if m.entries]
+    assert len(with_entries) == 2 and all(len(m.entries) == 4 for m in with_entries)
+    net.tick_all(1)
+    assert all(net.applied[i] == [b"a", b"b", b"c", b"d"] for i in (1, 2, 3))

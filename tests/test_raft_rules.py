@@ -754,3 +754,30 @@ def test_propose_batch_goes_out_in_one_append_per_follower():
     assert len(with_entries) == 2 and all(len(m.entries) == 4 for m in with_entries)
     net.tick_all(1)
     assert all(net.applied[i] == [b"a", b"b", b"c", b"d"] for i in (1, 2, 3))
+
+
+def test_new_member_after_compaction_gets_snapshot_with_membership():
+    stores = {i: MemoryStorage() for i in (1, 2, 3)}
+    for s in stores.values():
+        bootstrap(s, [1, 2, 3])
+    net = Net([])
+    net.ids, net.storage = [1, 2, 3], stores
+    net.nodes = {i: RawNode(Config(id=i, storage=stores[i], rng=random.Random(i)))
+                 for i in (1, 2, 3)}
+    net.applied = {i: [] for i in (1, 2, 3)}
+    net.read_states = {i: [] for i in (1, 2, 3)}
+    net.pump()
+    net.elect(1)
+    for k in range(5):
+        net.propose(1, b"x%d" % k)
+    net.add_node(4)
+    net.nodes[1].propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    net.pump()
+    compact_leader(net, 1)  # the founding entries and the add are now only in the snapshot
+    net.tick_all(3)
+    snaps = net.msgs_of(MsgType.SNAP, frm=1, to=4)
+    assert snaps and snaps[0].snapshot.metadata.conf_state == ConfState([1, 2, 3], [4])
+    net.nodes[1].report_snapshot(4, ok=True)
+    net.propose(1, b"after")
+    net.tick_all(2)
+    assert net.raft(4).prs.voters == {1, 2, 3} and net.applied[4] == [b"after"]

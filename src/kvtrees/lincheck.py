@@ -77,6 +77,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
+        """True when the history is linearizable."""
         return self.verdict == Verdict.OK
 
     def __repr__(self) -> str:
@@ -88,9 +89,11 @@ class KVModel:
     """Sequential specification of one key: the state is its value (None: absent)."""
 
     def init(self) -> Hashable:
+        """The state before any operation: the key is absent."""
         return None
 
     def partition(self, ops: Sequence[Operation]) -> Dict[Hashable, List[Operation]]:
+        """Operations grouped by key (each group is checked alone). O(n)."""
         parts: Dict[Hashable, List[Operation]] = {}
         for op in ops:
             parts.setdefault(op.key, []).append(op)
@@ -260,17 +263,20 @@ class History:
         self._ops: List[_Pending] = []
 
     def invoke(self, client: int, kind: str, key: Hashable, input: Any = None) -> int:
+        """Record the call of an operation; returns its id. O(1)."""
         with self._lock:
             self._ops.append(_Pending(client, kind, key, input, next(self._clock)))
             return len(self._ops) - 1
 
     def complete(self, op_id: int, output: Any = None) -> None:
+        """Record the return of operation op_id with its output. O(1)."""
         with self._lock:
             p = self._ops[op_id]
             p.output = output
             p.ret = next(self._clock)
 
     def operations(self) -> List[Operation]:
+        """The history so far; operations not completed have an unknown outcome."""
         with self._lock:
             return [Operation(p.client, p.kind, p.key, p.input, p.output, p.call, p.ret)
                     for p in self._ops]

@@ -15,9 +15,16 @@ from .types import ConfChange, ConfChangeType, Entry, EntryType, HardState
 
 
 class WritableStorage(Protocol):
-    def append(self, entries: Sequence[Entry]) -> None: ...
-    def set_hard_state(self, hs: HardState) -> None: ...
-    def last_index(self) -> int: ...
+    """The write side of a Storage (MemoryStorage and FileLogStorage have it)."""
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Durably append entries."""
+
+    def set_hard_state(self, hs: HardState) -> None:
+        """Durably record the hard state."""
+
+    def last_index(self) -> int:
+        """Index of the last entry (0 when empty)."""
 
 
 def bootstrap_entries(voters: Sequence[int]) -> list:

@@ -37,6 +37,7 @@ class WireError(RaftError):
 
 
 def encode_message(m: Message) -> bytes:
+    """The wire bytes of m (without the frame). O(size of m)."""
     parts = [_HEAD.pack(int(m.type), m.to, m.frm, m.term, m.log_term, m.index, m.commit,
                         1 if m.reject else 0, m.reject_hint),
              _U32.pack(len(m.context)), m.context, _U32.pack(len(m.entries))]
@@ -76,6 +77,7 @@ class _Reader:
 
 
 def decode_message(buf: bytes) -> Message:
+    """Parse wire bytes into a Message; WireError if malformed. O(len(buf))."""
     r = _Reader(buf)
     t, to, frm, term, log_term, index, commit, reject, hint = r.unpack(_HEAD)
     try:
@@ -106,6 +108,7 @@ def decode_message(buf: bytes) -> Message:
 
 
 def frame(payload: bytes) -> bytes:
+    """payload with its length and checksum in front. O(len(payload))."""
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -121,6 +124,7 @@ def parse_frame_header(h: bytes) -> Tuple[int, int]:
 
 
 def check_frame(payload: bytes, crc: int) -> bytes:
+    """payload if it matches crc, else WireError. O(len(payload))."""
     if zlib.crc32(payload) != crc:
         raise WireError("frame checksum mismatch")
     return payload

@@ -46,4 +46,5 @@ def apply(cs: ConfState, cc: ConfChange) -> ConfState:
 
 
 def members(cs: ConfState) -> Tuple[FrozenSet[int], FrozenSet[int]]:
+    """(voters, learners) of cs as frozensets."""
     return frozenset(cs.voters), frozenset(cs.learners)

@@ -34,6 +34,7 @@ class Config:
     rng: Optional[random.Random] = field(default=None, repr=False)
 
     def validate(self) -> None:
+        """Raise RaftError for impossible settings."""
         if self.id <= 0:
             raise RaftError(f"node id must be positive, not {self.id}")
         if self.heartbeat_tick <= 0:

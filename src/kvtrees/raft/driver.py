@@ -59,6 +59,7 @@ class NodeDriver:
     # ---- API (any thread) --------------------------------------------------------------
 
     def start(self) -> "NodeDriver":
+        """Start the driver thread; returns self."""
         self._thread.start()
         return self
 
@@ -78,15 +79,20 @@ class NodeDriver:
         self._inbox.put(("propose", data))
 
     def propose_conf_change(self, cc: ConfChange) -> None:
+        """Propose a membership change (fire and forget, like propose)."""
         self._inbox.put(("conf", cc))
 
     def read_index(self, ctx: bytes, callback: Callable[[int], None]) -> None:
+        """Ask for a linearizable read point; callback(index) runs on the driver
+        thread once index is applied. Unanswered when there is no leader or quorum."""
         self._inbox.put(("read", ctx, callback))
 
     def transfer_leader(self, transferee: int) -> None:
+        """Ask for leadership to move to transferee (only a leader acts on it)."""
         self._inbox.put(("transfer", transferee))
 
     def campaign(self) -> None:
+        """Start an election now."""
         self._inbox.put(("campaign",))
 
     def status(self) -> Optional[Status]:

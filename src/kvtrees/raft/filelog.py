@@ -67,18 +67,22 @@ def _frame(rtype: int, payload: bytes) -> bytes:
 
 
 def encode_entry(e: Entry) -> bytes:
+    """One ENTRY record."""
     return _frame(REC_ENTRY, _ENTRY.pack(e.term, e.index, int(e.type)) + e.data)
 
 
 def encode_hard_state(hs: HardState) -> bytes:
+    """One HARD_STATE record."""
     return _frame(REC_HARD_STATE, _HS.pack(hs.term, hs.vote, hs.commit))
 
 
 def encode_snapshot_ref(index: int, term: int) -> bytes:
+    """The SNAPSHOT record that opens every log file."""
     return _frame(REC_SNAPSHOT, _SNAPREF.pack(index, term))
 
 
 def encode_snapshot_file(s: Snapshot) -> bytes:
+    """The bytes of raft.snap for s. O(len(s.data))."""
     cs = s.metadata.conf_state
     ids = struct.pack(f">{len(cs.voters) + len(cs.learners)}Q", *cs.voters, *cs.learners)
     rest = struct.pack(">QQII", s.metadata.index, s.metadata.term, len(cs.voters),
@@ -87,6 +91,7 @@ def encode_snapshot_file(s: Snapshot) -> bytes:
 
 
 def decode_snapshot_file(buf: bytes, path: str) -> Snapshot:
+    """Parse raft.snap; RaftLogCorruptionError on any damage. O(len(buf))."""
     if len(buf) < len(SNAP_MAGIC) + _SNAPHDR.size or buf[:len(SNAP_MAGIC)] != SNAP_MAGIC:
         raise RaftLogCorruptionError(f"{path}: not a Raft snapshot file (bad magic or short)")
     crc, index, term, nv, nl = _SNAPHDR.unpack_from(buf, len(SNAP_MAGIC))
@@ -273,9 +278,11 @@ class FileLogStorage(MemoryStorage):
         self.save(None, entries)
 
     def set_hard_state(self, hs: HardState) -> None:
+        """Durable hard-state write. O(1) plus one fsync."""
         self.save(hs, [])
 
     def apply_snapshot(self, snap: Snapshot) -> None:
+        """Durably replace the log by snap (a follower installing it)."""
         self.save(None, [], snap)
 
     def create_snapshot(self, index: int, conf_state: Optional[ConfState],
@@ -372,6 +379,7 @@ class FileLogStorage(MemoryStorage):
             raise RaftLogStorageError(f"{self.dir}: the log is closed")
 
     def close(self) -> None:
+        """Close the file; reads keep working on memory. Idempotent."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -33,11 +33,13 @@ class Unstable:
         self.offset = offset
 
     def maybe_first_index(self) -> Optional[int]:
+        """First index after an unstable snapshot, if there is one."""
         if self.snapshot is not None:
             return self.snapshot.metadata.index + 1
         return None
 
     def maybe_last_index(self) -> Optional[int]:
+        """Last unstable index, or the unstable snapshot's index, or None."""
         if self.entries:
             return self.offset + len(self.entries) - 1
         if self.snapshot is not None:
@@ -45,6 +47,7 @@ class Unstable:
         return None
 
     def maybe_term(self, i: int) -> Optional[int]:
+        """Term of entry i if the unstable part knows it, else None. O(1)."""
         if i < self.offset:
             if self.snapshot is not None and self.snapshot.metadata.index == i:
                 return self.snapshot.metadata.term
@@ -63,15 +66,18 @@ class Unstable:
         self.offset = i + 1
 
     def stable_snap_to(self, i: int) -> None:
+        """The unstable snapshot at index i is durable."""
         if self.snapshot is not None and self.snapshot.metadata.index == i:
             self.snapshot = None
 
     def restore(self, s: Snapshot) -> None:
+        """Replace everything unstable by snapshot s."""
         self.offset = s.metadata.index + 1
         self.entries = []
         self.snapshot = s
 
     def truncate_and_append(self, ents: Sequence[Entry]) -> None:
+        """Append ents, replacing any unstable entries from ents[0].index on."""
         after = ents[0].index
         if after == self.offset + len(self.entries):
             self.entries.extend(ents)
@@ -85,6 +91,7 @@ class Unstable:
             self.entries.extend(ents)
 
     def slice(self, lo: int, hi: int) -> List[Entry]:
+        """Unstable entries [lo, hi). O(hi - lo)."""
         if lo > hi or lo < self.offset or hi > self.offset + len(self.entries):
             raise RaftError(f"unstable slice [{lo},{hi}) out of [{self.offset},"
                             f"{self.offset + len(self.entries)})")
@@ -110,10 +117,12 @@ class RaftLog:
     # ---- indexes and terms -----------------------------------------------------------
 
     def first_index(self) -> int:
+        """First index still available (after the snapshot). O(1)."""
         i = self.unstable.maybe_first_index()
         return i if i is not None else self.storage.first_index()
 
     def last_index(self) -> int:
+        """Index of the last entry, stable or not. O(1)."""
         i = self.unstable.maybe_last_index()
         return i if i is not None else self.storage.last_index()
 
@@ -137,9 +146,11 @@ class RaftLog:
             return 0
 
     def last_term(self) -> int:
+        """Term of the last entry. O(1)."""
         return self.term(self.last_index())
 
     def match_term(self, i: int, t: int) -> bool:
+        """Does the entry at i have term t? O(1)."""
         return self.term_or_zero(i) == t
 
     def is_up_to_date(self, lasti: int, term: int) -> bool:
@@ -198,6 +209,7 @@ class RaftLog:
     # ---- commit, apply, stability ----------------------------------------------------
 
     def commit_to(self, tocommit: int) -> None:
+        """Raise the commit index (never lowers it). O(1)."""
         if tocommit > self.committed:
             if self.last_index() < tocommit:
                 raise RaftError(f"commit {tocommit} is past last index {self.last_index()}")
@@ -212,6 +224,7 @@ class RaftLog:
         return False
 
     def applied_to(self, i: int) -> None:
+        """Record that entries up to i were applied. O(1)."""
         if i == 0:
             return
         if self.committed < i or i < self.applied:
@@ -219,15 +232,19 @@ class RaftLog:
         self.applied = i
 
     def stable_to(self, i: int, t: int) -> None:
+        """Entries up to (i, t) are durable. O(entries dropped)."""
         self.unstable.stable_to(i, t)
 
     def stable_snap_to(self, i: int) -> None:
+        """The unstable snapshot at i is durable. O(1)."""
         self.unstable.stable_snap_to(i)
 
     def unstable_entries(self) -> List[Entry]:
+        """The entries to persist next. O(n)."""
         return list(self.unstable.entries)
 
     def has_next_ents(self) -> bool:
+        """Are there committed entries not yet applied? O(1)."""
         off = max(self.applied + 1, self.first_index())
         return self.committed + 1 > off
 
@@ -239,6 +256,7 @@ class RaftLog:
         return []
 
     def snapshot(self) -> Snapshot:
+        """The newest snapshot (unstable first). O(1)."""
         if self.unstable.snapshot is not None:
             return self.unstable.snapshot
         return self.storage.snapshot()
@@ -251,6 +269,7 @@ class RaftLog:
     # ---- reading ---------------------------------------------------------------------
 
     def entries(self, i: int, max_size: int = NO_LIMIT) -> List[Entry]:
+        """Entries from i to the end, limited to max_size bytes. O(result)."""
         if i > self.last_index():
             return []
         return self.slice(i, self.last_index() + 1, max_size)

@@ -85,9 +85,11 @@ class Raft:
     # ---- state snapshots -------------------------------------------------------------
 
     def hard_state(self) -> HardState:
+        """The state to persist: term, vote, commit. O(1)."""
         return HardState(self.term, self.vote, self.log.committed)
 
     def soft_state(self) -> SoftState:
+        """Leader and role (volatile). O(1)."""
         return SoftState(self.lead, self.state)
 
     def promotable(self) -> bool:
@@ -115,6 +117,7 @@ class Raft:
     # ---- sending ---------------------------------------------------------------------
 
     def send(self, m: Message) -> None:
+        """Queue m for the Ready, stamping our id and (for most types) our term."""
         m.frm = self.id
         if m.type in (MsgType.VOTE, MsgType.VOTE_RESP, MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP):
             if m.term == 0:
@@ -163,11 +166,14 @@ class Raft:
         return True
 
     def bcast_append(self) -> None:
+        """send_append to every other member. O(members)."""
         for i, _ in self.prs.visit():
             if i != self.id:
                 self.send_append(i)
 
     def bcast_heartbeat(self, ctx: Optional[bytes] = None) -> None:
+        """Heartbeat every other member, carrying ctx (the newest pending
+        ReadIndex context by default). O(members)."""
         if ctx is None:
             ctx = self.read_only.last_pending_request_ctx()
         for i, pr in self.prs.visit():
@@ -206,6 +212,7 @@ class Raft:
         return self.log.unstable.offset - 1
 
     def become_follower(self, term: int, lead: int) -> None:
+        """Follow lead (NONE: unknown) in term."""
         self._step = self._step_follower
         self._reset(term)
         self._tick = self._tick_election
@@ -213,6 +220,7 @@ class Raft:
         self.state = StateType.FOLLOWER
 
     def become_pre_candidate(self) -> None:
+        """Start a pre-election: ask for votes for term + 1 without changing term."""
         if self.state == StateType.LEADER:
             raise RaftError("leader cannot become pre-candidate")
         # Neither term nor vote changes: a pre-election is harmless to lose.
@@ -223,6 +231,7 @@ class Raft:
         self.state = StateType.PRE_CANDIDATE
 
     def become_candidate(self) -> None:
+        """Start an election: term + 1, vote for ourselves."""
         if self.state == StateType.LEADER:
             raise RaftError("leader cannot become candidate")
         self._step = self._step_candidate
@@ -232,6 +241,7 @@ class Raft:
         self.state = StateType.CANDIDATE
 
     def become_leader(self) -> None:
+        """Lead: reset progress and append an empty entry of the new term."""
         if self.state == StateType.FOLLOWER:
             raise RaftError("follower cannot become leader without an election")
         self._step = self._step_leader
@@ -283,6 +293,8 @@ class Raft:
                    for e in self.log.slice(lo, self.log.committed + 1))
 
     def hup(self, kind: str) -> None:
+        """Campaign (kind: pre, election or transfer) unless we lead, are not a
+        voter, or have an unapplied conf change. O(unapplied entries)."""
         if self.state == StateType.LEADER or not self.promotable():
             return
         if self._has_unapplied_conf_change():
@@ -290,6 +302,7 @@ class Raft:
         self.campaign(kind)
 
     def campaign(self, kind: str) -> None:
+        """Ask every voter for its (pre-)vote. O(voters)."""
         if not self.promotable():
             return
         if kind == CAMPAIGN_PRE:
@@ -385,6 +398,7 @@ class Raft:
     # ---- leader ----------------------------------------------------------------------
 
     def append_entry(self, ents: List[Entry]) -> None:
+        """Leader: give ents our term and the next indexes and append them."""
         last = self.log.last_index()
         for i, e in enumerate(ents):
             e.term = self.term
@@ -398,6 +412,7 @@ class Raft:
         self._self_ack(index, term)
 
     def persisted_snapshot(self, index: int) -> None:
+        """The application made the unstable snapshot at index durable."""
         self.log.stable_snap_to(index)
 
     def _self_ack(self, index: int, term: int) -> None:
@@ -408,6 +423,8 @@ class Raft:
             self.bcast_append()
 
     def maybe_commit(self) -> bool:
+        """Leader: advance commit to the quorum's match if it is of our term.
+        O(voters log voters)."""
         if self.log.maybe_commit(self.prs.committed(), self.term):
             self._release_pending_read_index()
             return True
@@ -577,6 +594,7 @@ class Raft:
     }
 
     def abort_leader_transfer(self) -> None:
+        """Forget a pending leadership transfer."""
         self.lead_transferee = NONE
 
     # ---- candidate -------------------------------------------------------------------

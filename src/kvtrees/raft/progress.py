@@ -47,16 +47,20 @@ class Inflights:
             q.popleft()
 
     def free_first_one(self) -> None:
+        """Forget the oldest message (a heartbeat answer shows the peer alive)."""
         if self._q:
             self._q.popleft()
 
     def full(self) -> bool:
+        """Is the window full? O(1)."""
         return len(self._q) >= self.size
 
     def count(self) -> int:
+        """Messages in flight. O(1)."""
         return len(self._q)
 
     def reset(self) -> None:
+        """Forget every message in flight."""
         self._q.clear()
 
 
@@ -97,10 +101,12 @@ class Progress:
             self.next = self.match + 1
 
     def become_replicate(self) -> None:
+        """Stream optimistically from match + 1."""
         self._reset_state(ProgressState.REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
+        """Wait for a snapshot at snapshot_index to be delivered."""
         self._reset_state(ProgressState.SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
@@ -116,6 +122,7 @@ class Progress:
         return updated
 
     def optimistic_update(self, n: int) -> None:
+        """Entries up to n were sent (replicate state). O(1)."""
         self.next = n + 1
 
     def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
@@ -152,24 +159,30 @@ class ProgressTracker:
         self.votes: Dict[int, bool] = {}
 
     def conf_state(self) -> ConfState:
+        """The current membership."""
         return ConfState(self.voters, self.learners)
 
     def quorum(self) -> int:
+        """Votes needed for a majority of voters."""
         return len(self.voters) // 2 + 1
 
     def is_singleton(self) -> bool:
+        """Is there exactly one voter?"""
         return len(self.voters) == 1
 
     def ids(self) -> List[int]:
+        """Every member's id, sorted."""
         return sorted(self.progress)
 
     def init_progress(self, node_id: int, match: int, next_index: int, is_learner: bool) -> None:
+        """Track a (new) member with the given match and next."""
         pr = Progress(next_index, self.max_inflight, is_learner)
         pr.match = match
         self.progress[node_id] = pr
         (self.learners if is_learner else self.voters).add(node_id)
 
     def remove(self, node_id: int) -> None:
+        """Stop tracking a member."""
         self.progress.pop(node_id, None)
         self.voters.discard(node_id)
         self.learners.discard(node_id)
@@ -186,9 +199,11 @@ class ProgressTracker:
         return sum(1 for v in self.voters if self.progress[v].recent_active) >= self.quorum()
 
     def reset_votes(self) -> None:
+        """Forget the votes of the last election."""
         self.votes = {}
 
     def record_vote(self, node_id: int, granted: bool) -> None:
+        """Record node_id's first answer in this election."""
         if node_id not in self.votes:
             self.votes[node_id] = granted
 

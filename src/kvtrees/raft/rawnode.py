@@ -112,6 +112,7 @@ class RawNode:
                                    entries=[Entry(data=d) for d in datas]))
 
     def propose_conf_change(self, cc: ConfChange) -> None:
+        """Propose a single-member change (applied on commit by apply_conf_change)."""
         self.raft.step(Message(MsgType.PROP, frm=self.raft.id,
                                entries=[Entry(data=cc.encode(), type=EntryType.CONF_CHANGE)]))
 
@@ -141,11 +142,13 @@ class RawNode:
         self.raft.step(Message(MsgType.SNAP_STATUS, frm=node_id, reject=not ok))
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed conf change; returns the new membership. O(members)."""
         return self.raft.apply_conf_change(cc)
 
     # ---- output ----------------------------------------------------------------------
 
     def has_ready(self) -> bool:
+        """Is there anything to persist, send or apply? O(1)."""
         r = self.raft
         if r.msgs or r.read_states or r.log.unstable.entries:
             return True
@@ -194,17 +197,21 @@ class RawNode:
             r.persisted_to(last.index, last.term)
 
     def status(self) -> Status:
+        """A snapshot of the node's state. O(members)."""
         return Status(self.raft)
 
     @property
     def id(self) -> int:
+        """This node's id."""
         return self.raft.id
 
     @property
     def lead(self) -> int:
+        """The leader this node knows of (NONE: unknown)."""
         return self.raft.lead
 
     def is_leader(self) -> bool:
+        """Is this node the leader (as far as it knows)?"""
         return self.raft.state == StateType.LEADER and self.raft.lead == self.raft.id
 
 

@@ -57,9 +57,11 @@ class ReadOnly:
         return out
 
     def last_pending_request_ctx(self) -> bytes:
+        """The newest queued context (b"" if none). O(1)."""
         if not self.pending:
             return b""
         return next(reversed(self.pending))
 
     def reset(self) -> None:
+        """Drop every pending read (on a role change)."""
         self.pending.clear()

@@ -57,6 +57,7 @@ class _PeerSender(threading.Thread):
         self.sock: Optional[socket.socket] = None
 
     def enqueue(self, m: Message) -> bool:
+        """Queue m without blocking; False when the queue is full."""
         try:
             self.q.put_nowait(m)
             return True
@@ -64,6 +65,7 @@ class _PeerSender(threading.Thread):
             return False
 
     def run(self) -> None:
+        """Send queued messages until stopped."""
         while True:
             m = self.q.get()
             if m is None:
@@ -96,6 +98,7 @@ class _PeerSender(threading.Thread):
             self.sock = None
 
     def stop(self) -> None:
+        """Ask the thread to finish (drops what is queued)."""
         while True:
             try:
                 self.q.put_nowait(None)
@@ -141,6 +144,7 @@ class Transport:
     # ---- peers -------------------------------------------------------------------------
 
     def add_peer(self, peer: int, addr: Address) -> None:
+        """Send to peer at addr from now on (replacing an older address)."""
         with self._lock:
             old = self._senders.pop(peer, None)
             s = _PeerSender(self, peer, addr, self.max_queue)
@@ -150,6 +154,7 @@ class Transport:
             old.stop()
 
     def remove_peer(self, peer: int) -> None:
+        """Stop sending to peer."""
         with self._lock:
             s = self._senders.pop(peer, None)
         if s is not None:

@@ -96,9 +96,11 @@ class HardState:
         self.commit = commit
 
     def is_empty(self) -> bool:
+        """True for a node that never persisted anything."""
         return self.term == 0 and self.vote == NONE and self.commit == 0
 
     def copy(self) -> "HardState":
+        """An independent copy."""
         return HardState(self.term, self.vote, self.commit)
 
     def __eq__(self, other: object) -> bool:
@@ -149,6 +151,7 @@ class Snapshot:
         self.metadata = metadata if metadata is not None else SnapshotMetadata()
 
     def is_empty(self) -> bool:
+        """True for the absent snapshot (index 0)."""
         return self.metadata.index == 0
 
     def __repr__(self) -> str:
@@ -214,10 +217,12 @@ class ConfChange:
         self.context = context
 
     def encode(self) -> bytes:
+        """The entry data for this change."""
         return _CC.pack(int(self.type), self.node_id) + self.context
 
     @classmethod
     def decode(cls, data: bytes) -> "ConfChange":
+        """Parse entry data; RaftError if malformed."""
         from .errors import RaftError
         if len(data) < _CC.size:
             raise RaftError(f"conf change entry of {len(data)} bytes is too short")

@@ -64,7 +64,7 @@ def test_same_seed_same_run():
 
 
 def test_fault_free_run_commits_every_proposal():
-    calm = Faults(drop=0, duplicate=0, max_delay=1.0, crash=0, restart=0, partition=0,
+    calm = Faults(drop=0, duplicate=0, max_delay=1.0, late=0, crash=0, restart=0, partition=0,
                   heal=0, propose=0.5, read=0.1, transfer=0, conf_change=0)
     c = Cluster(3, seed=1, faults=calm)
     c.run(30_000)

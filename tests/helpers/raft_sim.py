@@ -3,7 +3,8 @@ after every step.
 
 Everything is driven by one seeded ``random.Random``: the same seed gives the same
 run, so a failure is replayed by its seed. Time is a global tick counter; a message
-sent at time t is delivered at t + a random delay (so messages reorder), unless the
+sent at time t is delivered at t + a random delay (so messages reorder; a few are
+held back for several election timeouts and arrive from an old term), unless the
 network drops it (random loss, or a partition, which may be one-directional); it may
 also be delivered twice.
 
@@ -52,6 +53,8 @@ class Faults:
     drop: float = 0.02            # a message is lost
     duplicate: float = 0.02       # a message is delivered twice
     max_delay: float = 3.0        # delivery delay, uniform in [0, max_delay) ticks
+    late: float = 0.005           # a message is held back for up to late_ticks instead
+    late_ticks: float = 60.0      # (several election timeouts: arrives from an old term)
     crash: float = 0.002          # per tick: crash a random live node
     torn_crash: float = 0.5       # share of crashes that tear the Ready being persisted
     restart: float = 0.02         # per tick: restart a random crashed node
@@ -315,7 +318,8 @@ class Cluster:
         copies = 2 if self.rng.random() < f.duplicate else 1
         for _ in range(copies):
             self.seq += 1
-            at = self.now + self.rng.random() * f.max_delay
+            delay = f.late_ticks if self.rng.random() < f.late else f.max_delay
+            at = self.now + self.rng.random() * delay
             heapq.heappush(self.queue, (at, self.seq, _copy(m)))
 
     def _dropped(self, m: Message) -> None:
@@ -484,7 +488,7 @@ class Cluster:
 
     def heal_and_settle(self, ticks: int = 400) -> None:
         """Stop faults, restart everyone, and let the cluster converge."""
-        self.faults = Faults(drop=0, duplicate=0, max_delay=1.0, crash=0, restart=0,
+        self.faults = Faults(drop=0, duplicate=0, max_delay=1.0, late=0, crash=0, restart=0,
                              partition=0, heal=0, propose=0.0, read=0, transfer=0,
                              conf_change=0, snapshot_every=self.faults.snapshot_every)
         self.blocked = set()

@@ -781,3 +781,130 @@ def test_new_member_after_compaction_gets_snapshot_with_membership():
     net.propose(1, b"after")
     net.tick_all(2)
     assert net.raft(4).prs.voters == {1, 2, 3} and net.applied[4] == [b"after"]
+
+
+# ---- more cases from etcd-io/raft's list ---------------------------------------------------
+
+@pytest.mark.parametrize("matches,log_terms,term,want", [
+    ([1], [1], 1, 1),                 # single voter
+    ([1], [1], 2, 0),                 # entry of an older term: not by count
+    ([2, 1, 1], [1, 2], 2, 0),        # quorum match is 1, of term 1 != 2: not committed
+    ([2, 1, 2], [1, 2], 2, 2),
+    ([2, 1, 1, 2], [1, 2], 2, 0),     # 4 voters need 3
+    ([2, 1, 2, 2], [1, 2], 2, 2),
+    ([1, 1, 2, 2, 2], [1, 2], 2, 2),
+])
+def test_commit_table(matches, log_terms, term, want):
+    s = storage_with(ents(*log_terms), HardState(term, 0, 0))
+    ids = list(range(1, len(matches) + 1))
+    r = Raft(Config(id=1, storage=s, peers=ids))
+    for i, m in zip(ids, matches):
+        r.prs.progress[i].match = m
+    r.term = term
+    r.maybe_commit()
+    assert r.log.committed == want
+
+
+def test_dueling_candidates_resolve():
+    net = Net([1, 2, 3], pre_vote=False)
+    net.cut = {(1, 3), (3, 1)}
+    net.nodes[1].campaign()
+    net.nodes[3].campaign()
+    net.pump()
+    assert net.raft(1).state == L and net.raft(3).state == C  # 2 voted for 1 first
+    net.heal()
+    net.tick_all(25)
+    leaders = [i for i in (1, 2, 3) if net.raft(i).state == L]
+    assert len(leaders) == 1
+    assert len({net.raft(i).term for i in (1, 2, 3)}) == 1
+
+
+def test_stuck_candidate_is_freed_with_check_quorum_and_prevote():
+    """A node partitioned away keeps pre-campaigning without raising its term, so on
+    rejoining it neither disrupts the leader nor stays stuck."""
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.isolate(3)
+    net.tick(3, 60)
+    assert net.raft(3).term == 1
+    net.heal()
+    net.tick_all(5)
+    assert net.raft(1).state == L and net.raft(3).state == F and net.raft(3).lead == 1
+
+
+def test_old_term_messages_are_ignored():
+    net = Net([1, 2, 3], pre_vote=False, check_quorum=False)
+    net.elect(1)
+    net.elect(2)
+    net.elect(1)  # term 3
+    stale = Message(MsgType.APP, to=1, frm=2, term=2, index=3, log_term=2,
+                    entries=[Entry(2, 4, b"stale")])
+    net.nodes[1].step(stale)
+    net.pump()
+    net.propose(1, b"fresh")
+    net.tick_all(2)
+    for i in (1, 2, 3):
+        assert net.applied[i] == [b"fresh"]
+        assert b"stale" not in [e.data for e in net.raft(i).log.all_entries()]
+
+
+def test_campaign_while_leader_is_a_no_op():
+    net = Net([1])
+    net.nodes[1].campaign()
+    net.pump()
+    term = net.raft(1).term
+    net.nodes[1].campaign()
+    assert net.raft(1).state == L and net.raft(1).term == term
+
+
+@pytest.mark.parametrize("commit,want", [(3, 3), (1, 2)])
+def test_heartbeat_advances_commit_only(commit, want):
+    s = storage_with(ents(1, 1, 1), HardState(1, 0, 2))
+    r = Raft(Config(id=2, storage=s, peers=[1, 2]))
+    r.step(Message(MsgType.HEARTBEAT, to=2, frm=1, term=1, commit=commit))
+    assert r.log.committed == want
+    assert r.msgs[-1].type == MsgType.HEARTBEAT_RESP
+
+
+@pytest.mark.parametrize("index,log_term,commit,ents_terms,want_index,want_reject,want_commit", [
+    (2, 3, 3, (), 2, True, 1),          # previous entry has another term
+    (3, 3, 3, (), 3, True, 1),          # previous entry missing
+    (1, 1, 1, (), 1, False, 1),
+    (0, 0, 1, (2,), 1, False, 1),       # replaces index 1
+    (2, 2, 3, (2, 2), 4, False, 3),
+    (2, 2, 4, (2,), 3, False, 3),       # commit capped by the last new entry
+    (1, 1, 4, (2,), 2, False, 2),       # conflicting suffix replaced
+])
+def test_handle_append_table(index, log_term, commit, ents_terms, want_index, want_reject,
+                             want_commit):
+    s = storage_with(ents(1, 2), HardState(2, 0, 1))
+    r = Raft(Config(id=2, storage=s, peers=[1, 2]))
+    new = [Entry(t, index + 1 + i) for i, t in enumerate(ents_terms)]
+    r.step(Message(MsgType.APP, to=2, frm=1, term=2, index=index, log_term=log_term,
+                   commit=commit, entries=new))
+    resp = r.msgs[-1]
+    assert (resp.index, resp.reject, r.log.committed) == (want_index, want_reject, want_commit)
+
+
+def test_all_roles_step_down_on_higher_term():
+    for make in ("follower", "pre", "candidate", "leader"):
+        r = Raft(Config(id=1, storage=storage_with(ents(1)), peers=[1, 2, 3], pre_vote=False,
+                        check_quorum=False))
+        if make == "pre":
+            r.become_pre_candidate()
+        elif make in ("candidate", "leader"):
+            r.become_candidate()
+            if make == "leader":
+                r.become_leader()
+        r.step(Message(MsgType.APP, to=1, frm=2, term=9, index=1, log_term=1))
+        assert (r.state, r.term, r.lead) == (F, 9, 2), make
+
+
+def test_leader_steps_down_when_quorum_lost_but_not_when_active():
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.tick_all(30)
+    assert net.raft(1).state == L  # heartbeats answered: quorum active
+    net.cut = {(2, 1), (3, 1)}      # it still sends, but hears nothing back
+    net.tick(1, 21)
+    assert net.raft(1).state == F

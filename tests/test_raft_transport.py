@@ -17,7 +17,8 @@ from hypothesis import given, settings, strategies as st
 
 from helpers.faultproxy import FaultProxy
 from helpers.raft_cluster import LoopbackCluster, wait_for
-from kvtrees.raft import ConfState, Entry, EntryType, Message, MsgType, Snapshot, SnapshotMetadata
+from kvtrees.raft import (ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message,
+                          MsgType, Snapshot, SnapshotMetadata)
 from kvtrees.raft.codec import (FRAME_HEADER, WireError, check_frame, decode_message,
                                 encode_message, frame, parse_frame_header)
 from kvtrees.raft.transport import Transport
@@ -240,3 +241,31 @@ def test_read_index_and_leader_transfer_through_driver(cluster):
     assert got and got[0][1] >= got[0][0] >= 4  # bootstrap 3 + empty entry + "x"
     c.drivers[lead].transfer_leader(follower)
     wait_for(lambda: c.leaders() and c.leaders()[0] == follower, 10, "transfer")
+
+
+def test_member_added_and_removed_over_tcp(cluster):
+    """A fourth member joins empty (its address travels in the conf change), catches
+    up from the log, is promoted and takes part in quorums; then a founder leaves."""
+    c = cluster
+    c.wait_leader()
+    c.propose_until_applied(b"before", [1, 2, 3])
+    addr = c.start_member(4)
+    lead = c.wait_leader([1, 2, 3])
+    c.drivers[lead].propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 4, addr))
+    c.propose_until_applied(b"learner", [1, 2, 3, 4])
+    assert b"before" in c.applied[4]
+    st4 = c.drivers[4].status()
+    assert st4.conf_state == ConfState([1, 2, 3], [4])
+    lead = c.wait_leader([1, 2, 3])
+    c.drivers[lead].propose_conf_change(ConfChange(ConfChangeType.ADD_NODE, 4, addr))
+    wait_for(lambda: c.drivers[4].status().conf_state == ConfState([1, 2, 3, 4]), 10,
+             "promotion")
+    gone = [i for i in (1, 2, 3) if i != c.wait_leader()][0]
+    lead = c.wait_leader()
+    c.drivers[lead].propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, gone))
+    rest = [i for i in (1, 2, 3, 4) if i != gone]
+    wait_for(lambda: all(c.drivers[i].status().conf_state.voters == tuple(sorted(rest))
+                         for i in rest), 10, "removal")
+    c.drivers[gone].stop()  # even with it gone for good, the remaining three make progress
+    c.propose_until_applied(b"without-%d" % gone, rest)
+    assert_same_applied(c, rest)

@@ -9,7 +9,7 @@ import random
 import time
 
 from helpers.faultproxy import FaultProxy
-from kvtrees.raft import Config, RawNode, StateType, bootstrap
+from kvtrees.raft import ConfChangeType, Config, RawNode, StateType, bootstrap
 from kvtrees.raft.driver import NodeDriver
 from kvtrees.raft.filelog import FileLogStorage
 from kvtrees.raft.transport import Transport
@@ -32,8 +32,10 @@ class LoopbackCluster:
         """``make_apply(i)`` gives member i's apply callback; by default each member
         appends applied data to ``self.applied[i]``."""
         self.ids = list(range(1, n + 1))
+        self.base, self.tick = base, tick
         self.applied = {i: [] for i in self.ids}
         make_apply = make_apply or (lambda i: lambda e: self.applied[i].append(e.data))
+        self.make_apply = make_apply
         self.storage, self.transports, self.drivers, self.proxies = {}, {}, {}, {}
         for i in self.ids:
             s = FileLogStorage(str(base / f"m{i}"))
@@ -50,10 +52,41 @@ class LoopbackCluster:
             node = RawNode(Config(id=i, storage=self.storage[i], election_tick=10,
                                   heartbeat_tick=1, rng=random.Random(i)))
             self.drivers[i] = NodeDriver(node, self.storage[i], self.transports[i],
-                                         apply=make_apply(i),
-                                         tick_interval=tick)
+                                         apply=make_apply(i), tick_interval=tick,
+                                         on_conf_change=self._on_conf_change(i))
         for d in self.drivers.values():
             d.start()
+
+    def _on_conf_change(self, i):
+        """Member i learns a peer's address from the conf change's context."""
+        def changed(cc, cs):
+            if cc.node_id == i:
+                return
+            if cc.type == ConfChangeType.REMOVE_NODE:
+                self.transports[i].remove_peer(cc.node_id)
+            elif cc.context:
+                host, port = cc.context.decode().rsplit(":", 1)
+                self.transports[i].add_peer(cc.node_id, (host, int(port)))
+        return changed
+
+    def start_member(self, i: int) -> bytes:
+        """Start an empty member i (no bootstrap: it learns everything from the
+        leader) that can reach every current member directly. Returns its address as
+        the context for the ADD_LEARNER / ADD_NODE change."""
+        s = FileLogStorage(str(self.base / f"m{i}"))
+        self.storage[i] = s
+        self.applied[i] = []
+        t = Transport(i, on_message=lambda m: self.drivers[i].deliver(m))
+        self.transports[i] = t
+        for j in self.ids:
+            t.add_peer(j, self.transports[j].addr)
+        node = RawNode(Config(id=i, storage=s, election_tick=10, heartbeat_tick=1,
+                              rng=random.Random(i)))
+        self.drivers[i] = NodeDriver(node, s, t, apply=self.make_apply(i),
+                                     tick_interval=self.tick,
+                                     on_conf_change=self._on_conf_change(i)).start()
+        self.ids.append(i)
+        return b"%s:%d" % (t.addr[0].encode(), t.addr[1])
 
     def leaders(self, among=None):
         out = []

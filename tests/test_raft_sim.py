@@ -55,6 +55,15 @@ def test_safety_under_faults(profile, size, seed):
     settle_and_check_convergence(c)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [3, 5])
+def test_long_soak(size):
+    """One long run per size (1M steps each), behind --runslow."""
+    c = Cluster(size, seed=77 + size, faults=PROFILES["mixed"])
+    c.run(1_000_000)
+    settle_and_check_convergence(c)
+
+
 def test_same_seed_same_run():
     a, b = Cluster(3, seed=7), Cluster(3, seed=7)
     a.run(20_000)

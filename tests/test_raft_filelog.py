@@ -18,8 +18,8 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from kvtrees.raft import (ConfState, Entry, EntryType, HardState, LogCompactedError,
-                          MemoryStorage, RaftLogCorruptionError, RaftLogStorageError, Snapshot,
-                          SnapshotMetadata, bootstrap)
+                          MemoryStorage, RaftError, RaftLogCorruptionError, RaftLogStorageError,
+                          Snapshot, SnapshotMetadata, bootstrap)
 from kvtrees.raft.filelog import LOG_NAME, SNAP_NAME, FileIO, FileLogStorage
 
 
@@ -199,6 +199,17 @@ def test_crash_between_snapshot_file_and_log_rewrite_drops_conflicting_tail(tmp_
     assert t.snapshot().metadata.index == 6 and t.last_index() == 6
     assert t.hard_state.commit == 6  # the snapshot is committed by definition
     t.close()
+
+
+def test_gap_is_refused_before_anything_is_written(tmp_path):
+    s = reopen(tmp_path)
+    bootstrap(s, [1])
+    size = os.path.getsize(s.log_path)
+    with pytest.raises(RaftError, match="gap"):
+        s.save(HardState(1, 0, 1), [Entry(1, 5, b"x")])
+    assert os.path.getsize(s.log_path) == size
+    s.close()
+    assert reopen(tmp_path).last_index() == 1
 
 
 def test_compact_past_snapshot_is_refused(tmp_path):

@@ -38,8 +38,8 @@ import struct
 import zlib
 from typing import Callable, Optional, Sequence
 
-from .errors import (LogCompactedError, RaftLogCorruptionError, RaftLogStorageError,
-                     SnapshotOutOfDateError)
+from .errors import (LogCompactedError, RaftError, RaftLogCorruptionError,
+                     RaftLogStorageError, SnapshotOutOfDateError)
 from .storage import MemoryStorage
 from .types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata
 
@@ -263,6 +263,10 @@ class FileLogStorage(MemoryStorage):
         if snapshot is not None and not snapshot.is_empty():
             self._save_snapshot(snapshot, entries, hard_state)
             return
+        if entries and entries[0].index > self.last_index() + 1:
+            # Checked before writing: a gap on disk would fail the next recovery.
+            raise RaftError(f"append leaves a gap: last {self.last_index()}, "
+                            f"new {entries[0].index}")
         buf = b"".join(encode_entry(e) for e in entries)
         if hard_state is not None:
             buf += encode_hard_state(hard_state)

@@ -908,3 +908,20 @@ def test_leader_steps_down_when_quorum_lost_but_not_when_active():
     net.cut = {(2, 1), (3, 1)}      # it still sends, but hears nothing back
     net.tick(1, 21)
     assert net.raft(1).state == F
+
+
+def test_demoting_a_voter_to_learner():
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.nodes[1].propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 3))
+    net.pump()
+    net.tick_all(2)
+    for i in (1, 2, 3):
+        assert net.raft(i).prs.voters == {1, 2} and net.raft(i).prs.learners == {3}
+    assert not net.raft(3).promotable()
+    net.isolate(3)  # a learner is not needed for a quorum
+    net.propose(1, b"two-voters")
+    assert net.applied[2] == [b"two-voters"]
+    with pytest.raises(ConfChangeError):
+        # Demoting every voter would leave no one to elect a leader.
+        Net([1]).nodes[1].apply_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 1))

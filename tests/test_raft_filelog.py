@@ -212,6 +212,20 @@ def test_gap_is_refused_before_anything_is_written(tmp_path):
     assert reopen(tmp_path).last_index() == 1
 
 
+def test_commit_only_save_skips_the_fsync(tmp_path):
+    s = FileLogStorage(str(tmp_path))
+    bootstrap(s, [1])
+    n = s.fsyncs
+    s.save(HardState(1, 0, 1), [], sync=False)
+    assert s.fsyncs == n
+    s.save(HardState(1, 0, 1), [Entry(1, 2, b"x")], sync=False)  # entries always sync
+    assert s.fsyncs == n + 1
+    s.close()
+    t = FileLogStorage(str(tmp_path))
+    assert t.hard_state.commit == 1 and t.last_index() == 2
+    t.close()
+
+
 def test_compact_past_snapshot_is_refused(tmp_path):
     s = reopen(tmp_path)
     bootstrap(s, [1, 2, 3])

@@ -164,7 +164,8 @@ class NodeDriver:
         n = self.node
         while n.has_ready():
             rd = n.ready()
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)  # 1. persist
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot,  # 1. persist
+                              sync=rd.must_sync)
             self.transport.send(rd.messages)                           # 2. speak
             if rd.snapshot is not None:                                 # 3. apply
                 if self.on_snapshot is not None:

@@ -256,9 +256,13 @@ class FileLogStorage(MemoryStorage):
     # ---- writing ---------------------------------------------------------------------
 
     def save(self, hard_state: Optional[HardState], entries: Sequence[Entry],
-             snapshot: Optional[Snapshot] = None) -> None:
+             snapshot: Optional[Snapshot] = None, sync: bool = True) -> None:
         """Persist one Ready (snapshot, then entries, then hard state) durably: returns
-        after the fsync. O(bytes written)."""
+        after the fsync. O(bytes written).
+
+        ``sync=False`` (Ready.must_sync is False: only the commit index moved) writes
+        without an fsync; the next synced save covers it, and a crash before that
+        loses only a commit index, which Raft learns again."""
         self._check_usable()
         if snapshot is not None and not snapshot.is_empty():
             self._save_snapshot(snapshot, entries, hard_state)
@@ -272,7 +276,9 @@ class FileLogStorage(MemoryStorage):
             buf += encode_hard_state(hard_state)
         if not buf:
             return
-        self._append_durably(buf)
+        self._write_all(self._fd, buf)
+        if sync or entries:
+            self._sync(self._fd)
         MemoryStorage.append(self, list(entries))
         if hard_state is not None:
             self.hard_state = hard_state.copy()
@@ -353,10 +359,6 @@ class FileLogStorage(MemoryStorage):
         finally:
             os.close(dfd)
 
-    def _append_durably(self, buf: bytes) -> None:
-        self._write_all(self._fd, buf)
-        self._sync(self._fd)
-
     def _write_all(self, fd: int, buf: bytes) -> None:
         view = memoryview(buf)
         try:
@@ -397,7 +399,7 @@ class FileLogStorage(MemoryStorage):
 
 def persist_ready(storage: FileLogStorage, rd) -> None:
     """Step 1 of the Ready contract for a FileLogStorage: one durable save."""
-    storage.save(rd.hard_state, rd.entries, rd.snapshot)
+    storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
 
 
 __all__ = ["FileLogStorage", "FileIO", "persist_ready", "LOG_NAME", "SNAP_NAME"]

@@ -493,6 +493,7 @@ class Cluster:
                              conf_change=0, snapshot_every=self.faults.snapshot_every)
         self.blocked = set()
         for n in self.nodes.values():
+            n.doomed = False  # a crash scheduled before the healing is called off
             if not n.alive:
                 self.restart(n)
         for _ in range(ticks):

@@ -306,8 +306,11 @@ def test_heartbeat_commit_is_capped_by_match():
     net.propose(1, b"x")
     net.hold = True
     net.tick(1)
-    hbs = [m for m in net.outbox if m.type == MsgType.HEARTBEAT and m.to == 3]
-    assert hbs and hbs[0].commit <= net.raft(1).prs.progress[3].match
+    hbs = {m.to: m for m in net.outbox if m.type == MsgType.HEARTBEAT}
+    r = net.raft(1)
+    # 3 missed index 2: telling it commit=2 could make it "commit" an entry it lacks.
+    assert r.prs.progress[3].match == 1 < r.log.committed == 2
+    assert hbs[3].commit == 1 and hbs[2].commit == 2
 
 
 # ---- flow control ----------------------------------------------------------------------

@@ -146,3 +146,13 @@ def test_safety_on_file_log_with_crash_recovery(tmp_path, seed):
     settle_and_check_convergence(c)
     for n in c.nodes.values():
         n.disk.close()
+
+
+def test_checker_catches_read_index_without_leadership_check(monkeypatch):
+    """Answering ReadIndex at once (no heartbeat quorum) lets a deposed leader serve
+    stale reads."""
+    def answer_at_once(self, m):
+        self._answer_read(m, self.log.committed)
+
+    msg = _first_violation(monkeypatch, raft_node.Raft, "_leader_read_index", answer_at_once)
+    assert msg is not None and "read index" in msg

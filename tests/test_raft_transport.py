@@ -269,3 +269,40 @@ def test_member_added_and_removed_over_tcp(cluster):
     c.drivers[gone].stop()  # even with it gone for good, the remaining three make progress
     c.propose_until_applied(b"without-%d" % gone, rest)
     assert_same_applied(c, rest)
+
+
+def test_lagging_member_catches_up_by_snapshot_over_tcp(tmp_path):
+    """Members snapshot and compact every 20 entries; a member cut off meanwhile gets
+    the leader's snapshot over the wire, installs it, then follows the log."""
+    import json
+    state = {}
+
+    def opts(i):
+        state[i] = []
+        return dict(snapshot_every=20, snapshot_keep=5,
+                    snapshot_data=lambda: json.dumps(state[i]).encode(),
+                    on_snapshot=lambda snap: state.__setitem__(i, json.loads(snap.data)))
+
+    c = LoopbackCluster(tmp_path, make_apply=lambda i: lambda e: state[i].append(e.data.decode()),
+                        driver_opts=opts)
+    try:
+        lead = c.wait_leader()
+        lag = [i for i in c.ids if i != lead][0]
+        c.isolate(lag)
+        rest = [i for i in c.ids if i != lag]
+        for k in range(60):
+            c.drivers[c.wait_leader(rest)].propose(b"e%d" % k)
+        wait_for(lambda: all(len(state[i]) >= 60 for i in rest), 20, "60 entries applied")
+        # The driver snapshots right after applying, on its own thread: wait for it.
+        wait_for(lambda: all(c.drivers[i].snapshots_taken >= 1 and
+                             c.storage[i].first_index() > 10 for i in rest), 10,
+                 "snapshots and compaction past the lagging member's log")
+        c.isolate(lag, on=False)
+        c.drivers[c.wait_leader()].propose(b"after")
+        wait_for(lambda: state[lag][-1:] == ["after"], 20, "the lagging member to catch up")
+        assert c.drivers[lag].snapshots_installed >= 1
+        want = state[rest[0]]
+        assert state[lag] == want[:len(state[lag])] and "e59" in state[lag]
+    finally:
+        c.close()
+    c.check_no_errors()

@@ -28,14 +28,16 @@ class LoopbackCluster:
     """Members 1..n, each with a FileLogStorage, a Transport and a NodeDriver; every
     directed link goes through its own FaultProxy."""
 
-    def __init__(self, base, n=3, tick=0.01, make_apply=None) -> None:
+    def __init__(self, base, n=3, tick=0.01, make_apply=None, driver_opts=None) -> None:
         """``make_apply(i)`` gives member i's apply callback; by default each member
-        appends applied data to ``self.applied[i]``."""
+        appends applied data to ``self.applied[i]``. ``driver_opts(i)`` gives extra
+        NodeDriver keyword arguments for member i."""
         self.ids = list(range(1, n + 1))
         self.base, self.tick = base, tick
         self.applied = {i: [] for i in self.ids}
         make_apply = make_apply or (lambda i: lambda e: self.applied[i].append(e.data))
         self.make_apply = make_apply
+        self.driver_opts = driver_opts or (lambda i: {})
         self.storage, self.transports, self.drivers, self.proxies = {}, {}, {}, {}
         for i in self.ids:
             s = FileLogStorage(str(base / f"m{i}"))
@@ -53,7 +55,8 @@ class LoopbackCluster:
                                   heartbeat_tick=1, rng=random.Random(i)))
             self.drivers[i] = NodeDriver(node, self.storage[i], self.transports[i],
                                          apply=make_apply(i), tick_interval=tick,
-                                         on_conf_change=self._on_conf_change(i))
+                                         on_conf_change=self._on_conf_change(i),
+                                         **self.driver_opts(i))
         for d in self.drivers.values():
             d.start()
 

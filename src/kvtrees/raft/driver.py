@@ -35,7 +35,14 @@ class NodeDriver:
     def __init__(self, node: RawNode, storage, transport,
                  apply: Callable[[Entry], None], tick_interval: float = 0.01,
                  on_conf_change: Optional[Callable[[ConfChange, ConfState], None]] = None,
-                 on_snapshot: Optional[Callable[[object], None]] = None) -> None:
+                 on_snapshot: Optional[Callable[[object], None]] = None,
+                 snapshot_data: Optional[Callable[[], bytes]] = None,
+                 snapshot_every: int = 0, snapshot_keep: int = 100) -> None:
+        """``on_snapshot(snapshot)`` installs a snapshot received from the leader into
+        the state machine. With ``snapshot_every`` > 0 the driver takes a snapshot
+        (``snapshot_data()`` serializes the state machine as of the applied index)
+        every that many applied entries and compacts the log, keeping
+        ``snapshot_keep`` entries so that slightly slow followers need no snapshot."""
         self.node = node
         self.storage = storage
         self.transport = transport
@@ -43,6 +50,11 @@ class NodeDriver:
         self.on_conf_change = on_conf_change
         self.on_snapshot = on_snapshot
         self.tick_interval = tick_interval
+        self.snapshot_data = snapshot_data
+        self.snapshot_every = snapshot_every
+        self.snapshot_keep = snapshot_keep
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
         self.applied = node.raft.log.applied
         self._inbox: "queue.Queue[Tuple]" = queue.Queue()
         self._reads: Dict[bytes, Callable[[int], None]] = {}
@@ -170,6 +182,7 @@ class NodeDriver:
             if rd.snapshot is not None:                                 # 3. apply
                 if self.on_snapshot is not None:
                     self.on_snapshot(rd.snapshot)
+                self.snapshots_installed += 1
                 self.applied = rd.snapshot.metadata.index
             for e in rd.committed_entries:
                 self._apply_entry(e)
@@ -179,6 +192,23 @@ class NodeDriver:
                     self._waiting_reads.append((rs.index, cb))
             n.advance(rd)
             self._release_reads()
+            self._maybe_snapshot()
+
+    def _maybe_snapshot(self) -> None:
+        """Snapshot the state machine and compact the log every snapshot_every entries.
+        The membership is Raft's current one, which is the one at the applied index
+        because conf changes take effect when applied."""
+        if not self.snapshot_every or self.snapshot_data is None:
+            return
+        snap_index = self.storage.snapshot().metadata.index
+        if self.applied - snap_index < self.snapshot_every:
+            return
+        conf = self.node.raft.prs.conf_state()
+        self.storage.create_snapshot(self.applied, conf, self.snapshot_data())
+        self.snapshots_taken += 1
+        compact_to = self.applied - self.snapshot_keep
+        if compact_to >= self.storage.first_index():
+            self.storage.compact(compact_to)
 
     def _apply_entry(self, e: Entry) -> None:
         if e.type == EntryType.CONF_CHANGE:

@@ -62,7 +62,7 @@ _export_optional()
 
 
 def __getattr__(name: str):
-    """kvtrees.serve(...) (API.md section 5), imported on first use: the server needs
+    """kvtrees.serve(...) (docs/SERVER.md), imported on first use: the server needs
     the `server` extra (grpcio, protobuf, bcrypt), plain store users do not."""
     if name == "serve":
         from .server import serve

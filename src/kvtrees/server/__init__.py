@@ -1,4 +1,4 @@
-"""`kvtrees serve`: etcd's v3 gRPC API over a kvtrees store (API.md section 5).
+"""`kvtrees serve`: etcd's v3 gRPC API over a kvtrees store (docs/SERVER.md).
 
 Needs the `server` extra (grpcio, protobuf, bcrypt). One concept per module:
 proto/ (the wire contract), convert (store results <-> messages), rpcerrors (etcd's

@@ -1,5 +1,5 @@
 """etcd's Cluster service for a one-member cluster: MemberList answers this member;
-membership changes need the Raft cluster (API.md section 6) and are refused here."""
+membership changes need a Raft cluster (docs/RAFT.md) and are refused here."""
 from __future__ import annotations
 
 from . import rpcerrors

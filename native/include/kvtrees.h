@@ -102,6 +102,9 @@ int  kvt_fault_set(kvt_vfs *vfs, int op, uint64_t nth, int persistent, int err);
 int  kvt_fault_crash(kvt_vfs *vfs, int mode, uint64_t seed);
 void kvt_fault_reset(kvt_vfs *vfs);
 uint64_t kvt_fault_count(kvt_vfs *vfs, int op);
+/* Test hook: every data page in the read map raises a real SIGBUS on its next touch, as
+ * a failing disk would (kvt_pager.h, guarded access); KVT_EINVAL without a read map. */
+int  kvt_debug_map_fault(kvt_db *db);
 /* CDEF END */
 
 #endif

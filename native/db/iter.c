@@ -30,15 +30,15 @@ int kvt_get(kvt_db *db, const uint8_t *k, size_t kl, uint8_t *dst, size_t cap, s
     return rc;
 }
 
-typedef struct iter_entry { size_t off; uint32_t kl, vl; } iter_entry;
 
 struct kvt_iter {
     kvt_db *db;
     int reverse, has_start, has_end, started, done;
     kvt_buf start, end;          /* range bounds */
     kvt_buf last;                /* last key returned: the next chunk resumes after it */
-    kvt_buf arena;               /* key and value bytes of the current chunk */
-    iter_entry ent[CHUNK_ENTRIES];
+    kvt_buf arena;               /* key and value bytes of the current chunk, k v k v ... */
+    size_t off[CHUNK_ENTRIES];   /* where entry i's key starts in the arena */
+    uint32_t lens[2 * CHUNK_ENTRIES];   /* kl0, vl0, kl1, vl1, ... */
     int n, pos;
     int chunk;                   /* entries the next chunk may hold */
     int stopped;                 /* the range bound or the tree's end was reached */
@@ -60,10 +60,9 @@ static int collect(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, siz
         it->full = 1;
         return 1;
     }
-    iter_entry *e = &it->ent[it->n];
-    e->off = it->arena.len;
-    e->kl = (uint32_t)kl;
-    e->vl = (uint32_t)vl;
+    it->off[it->n] = it->arena.len;
+    it->lens[2 * it->n] = (uint32_t)kl;
+    it->lens[2 * it->n + 1] = (uint32_t)vl;
     KVT_TRY(kvt_buf_append(&it->arena, k, kl));
     KVT_TRY(kvt_buf_append(&it->arena, v, vl));
     it->n++;
@@ -71,9 +70,15 @@ static int collect(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, siz
 }
 
 /* Where the next scan starts: the bound (inclusive going forward, exclusive going
- * backward since end is exclusive), or strictly after/before the last key. */
+ * backward since end is exclusive), or strictly after/before the last key. A chunk is
+ * refilled only once all of it was returned, so the last key returned is its last. */
 static int fill_chunk(kvt_iter *it) {
     kvt_db *db = it->db;
+    if (it->n > 0) {
+        KVT_TRY(kvt_buf_set(&it->last, it->arena.data + it->off[it->n - 1],
+                            it->lens[2 * (it->n - 1)]));
+        it->started = 1;
+    }
     const uint8_t *from = NULL;
     size_t fl = 0;
     int inclusive = 1;
@@ -126,14 +131,27 @@ int kvt_iter_next(kvt_iter *it, const uint8_t **k, size_t *kl, const uint8_t **v
         KVT_TRY(fill_chunk(it));
         if (it->n == 0) { it->done = 1; return KVT_NOTFOUND; }
     }
-    const iter_entry *e = &it->ent[it->pos++];
-    const uint8_t *kp = it->arena.data + e->off;
-    KVT_TRY(kvt_buf_set(&it->last, kp, e->kl));
-    it->started = 1;
+    int i = it->pos++;
+    const uint8_t *kp = it->arena.data + it->off[i];
     *k = kp;
-    *kl = e->kl;
-    *v = kp + e->kl;
-    *vl = e->vl;
+    *kl = it->lens[2 * i];
+    *v = kp + *kl;
+    *vl = it->lens[2 * i + 1];
+    return KVT_OK;
+}
+
+int kvt_iter_next_many(kvt_iter *it, const uint8_t **data, const uint32_t **lens, size_t *n) {
+    if (!it || !data || !lens || !n) return kvt_seterr(KVT_EINVAL, "kvt_iter_next_many: NULL argument");
+    *n = 0;
+    if (it->pos == it->n) {
+        if (it->done || it->stopped) { it->done = 1; return KVT_NOTFOUND; }
+        KVT_TRY(fill_chunk(it));
+        if (it->n == 0) { it->done = 1; return KVT_NOTFOUND; }
+    }
+    *data = it->arena.data + it->off[it->pos];
+    *lens = it->lens + 2 * it->pos;
+    *n = (size_t)(it->n - it->pos);
+    it->pos = it->n;
     return KVT_OK;
 }
 

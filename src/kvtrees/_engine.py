@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import threading
+import struct as _struct
+from itertools import chain as _chain_mod
 import weakref
+from operator import itemgetter as _itemgetter
 from typing import Any, Iterator, Optional, Tuple, Union
 
 from ._native import ffi, lib
@@ -33,6 +36,9 @@ _EBUFSMALL = lib.KVT_EBUFSMALL
 _kvt_get = lib.kvt_get
 _buffer = ffi.buffer
 _unpack = ffi.unpack
+_next_many = lib.kvt_iter_next_many
+_EMPTY = iter(())
+_chain = _chain_mod.from_iterable
 _GET_BUF = 4096          # initial per-thread get buffer; grows on demand
 _GET_BUF_KEEP = 1 << 20  # larger buffers are dropped after use
 
@@ -194,8 +200,43 @@ class _Child:
             pass
 
 
+_STRUCTS: dict = {}
+_ITEM0 = _itemgetter(0)
+
+
+def _uniform_struct(mode: int, kl: int, vl: int):
+    st = _STRUCTS.get((mode, kl, vl))
+    if st is None:
+        if len(_STRUCTS) > 512:
+            _STRUCTS.clear()
+        fmt = ("%ds%ds", "%ds%dx", "%dx%ds")[mode] % (kl, vl)
+        st = _STRUCTS[(mode, kl, vl)] = _struct.Struct(fmt)
+    return st
+
+
+def _split_chunk(mode: int, blob: bytes, lens: list, n: int):
+    """An iterator over one chunk's entries (k0 v0 k1 v1 ... in blob, lengths in lens).
+    struct splits the bytes in C: with
+    Struct.iter_unpack when every key and every value of the chunk have one length (the
+    usual case), else with one format built for the chunk."""
+    kl, vl = lens[0], lens[1]
+    if lens[0::2].count(kl) == n and lens[1::2].count(vl) == n:
+        it = _uniform_struct(mode, kl, vl).iter_unpack(blob)
+        return it if mode == 0 else map(_ITEM0, it)
+    flat = _struct.unpack(("%ds" * (2 * n)) % tuple(lens), blob)
+    if mode == 0:
+        return zip(flat[0::2], flat[1::2])
+    return iter(flat[mode - 1::2])
+
+
 class _Iter(_Child):
-    """Iterator over a key range; yields (key, value), keys only or values only."""
+    """Iterator over a key range; yields (key, value), keys only or values only.
+
+    Entries come from the native iterator a chunk at a time (kvt_iter_next_many: one
+    call, one copy of the chunk's bytes); each chunk is split into bytes objects by
+    struct in C (_split_chunk), so no Python code runs per entry.
+    ``iter()`` gives a chain of the chunks over the same state (no Python frame per
+    entry, unlike ``__next__``); both may be mixed and used from several threads."""
 
     _what = "iterator"
 
@@ -204,12 +245,12 @@ class _Iter(_Child):
         s, sl = _bound(start, "start")
         e, el = _bound(end, "end")
         self._mode = mode
-        self._k = ffi.new("uint8_t **")
-        self._v = ffi.new("uint8_t **")
-        self._kl = ffi.new("size_t *")
-        self._vl = ffi.new("size_t *")
-        self._kc = ffi.cast("char **", self._k)   # char views: ffi.unpack gives bytes
-        self._vc = ffi.cast("char **", self._v)
+        self._data = ffi.new("uint8_t **")
+        self._dc = ffi.cast("char **", self._data)   # char view: ffi.unpack gives bytes
+        self._lens = ffi.new("uint32_t **")
+        self._n = ffi.new("size_t *")
+        self._cur = _EMPTY            # iterator over the current chunk's entries
+        self._finished = False
         out = ffi.new("kvt_iter **")
         with engine._guard():
             check(lib.kvt_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
@@ -218,34 +259,51 @@ class _Iter(_Child):
 
     def _free_native(self) -> None:
         lib.kvt_iter_free(self._ptr)
+        self._cur = _EMPTY            # __next__ stops now; a for loop inside a chunk
+                                      # ends it (bytes already copied), then stops
 
-    def __iter__(self) -> "_Iter":
-        return self
-
-    def __next__(self):
-        with self._lock:
-            if self._ptr is None:
-                if self._engine._db is None and not getattr(self, "_finished", False):
-                    raise _closed("engine of this iterator")
-                raise StopIteration
-            rc = lib.kvt_iter_next(self._ptr, self._k, self._kl, self._v, self._vl)
-            if rc == _OK:
-                mode = self._mode
-                if mode == 0:
-                    return (_unpack(self._kc[0], self._kl[0]), _unpack(self._vc[0], self._vl[0]))
-                if mode == 1:
-                    return _unpack(self._kc[0], self._kl[0])
-                return _unpack(self._vc[0], self._vl[0])
-            if rc != _NOTFOUND:
-                err = error_from_code(rc)
-            else:
-                err = None
-            self._finished = True
-            self._free_native()
-            self._ptr = None
+    def _refill(self) -> bool:
+        """Next chunk into self._cur (caller holds the lock); False at the end."""
+        if self._ptr is None:
+            if self._engine._db is None and not self._finished:
+                raise _closed("engine of this iterator")
+            return False
+        rc = _next_many(self._ptr, self._data, self._lens, self._n)
+        if rc == _OK:
+            n = self._n[0]
+            lens = _unpack(self._lens[0], 2 * n)
+            blob = _unpack(self._dc[0], sum(lens))
+            self._cur = _split_chunk(self._mode, blob, lens, n)
+            return True
+        err = error_from_code(rc) if rc != _NOTFOUND else None
+        self._finished = True
+        self._free_native()
+        self._ptr = None
         if err is not None:
             raise err
-        raise StopIteration
+        return False
+
+    def __iter__(self) -> Iterator:
+        return _chain(self._chunks())
+
+    def _chunks(self) -> Iterator:
+        """Each chunk's iterator in turn (chain walks them at C speed)."""
+        while True:
+            cur = self._cur
+            yield cur
+            with self._lock:
+                if self._cur is cur and not self._refill():
+                    return
+
+    def __next__(self):
+        for item in self._cur:
+            return item
+        with self._lock:
+            while True:
+                for item in self._cur:     # another thread may have refilled it
+                    return item
+                if not self._refill():
+                    raise StopIteration
 
     def close(self) -> None:
         """Free the iterator now (also done when exhausted or garbage-collected)."""

@@ -289,7 +289,7 @@ static int bt_flush(kvt_engine *e, uint8_t *meta, size_t *meta_len) {
 
 static int bt_scan_op(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
                       kvt_scan_fn fn, void *ctx) {
-    return bt_scan(&e->t, from, fl, inclusive, reverse, fn, ctx);
+    return bt_scan(&e->t, from, fl, inclusive, reverse, NULL, fn, ctx);
 }
 
 static int bt_check_op(kvt_engine *e) { return bt_check(&e->t); }
@@ -321,6 +321,14 @@ static int guarded_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclu
     return kvt_pager_map_guard(e->t.pager, faults, rc);
 }
 
+static int guarded_scan_at(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive,
+                           int reverse, kvt_scan_pos *pos, kvt_scan_fn fn, void *ctx) {
+    uint64_t faults = kvt_pager_map_faults(e->t.pager);
+    int rc = bt_scan(&e->t, from, fl, inclusive, reverse, pos, fn, ctx);
+    if (rc < 0) pos->w[0] = 0;
+    return kvt_pager_map_guard(e->t.pager, faults, rc);
+}
+
 static int guarded_check(kvt_engine *e) {
     uint64_t faults = kvt_pager_map_faults(e->t.pager);
     int rc = bt_check_op(e);
@@ -347,5 +355,6 @@ const kvt_engine_ops kvt_btree_ops = {
     .scan = guarded_scan,
     .flush = bt_flush,
     .check = guarded_check,
+    .scan_at = guarded_scan_at,
     .stats = bt_stats,
 };

@@ -4,7 +4,8 @@
  * or about CHUNK_BYTES) is copied out of the engine under the read lock, starting at the
  * range start (inclusive) or strictly after the last key returned (before it, in
  * reverse). So it never returns a key twice or out of order, and writers are blocked
- * for one chunk at most.
+ * for one chunk at most. An engine with scan_at resumes where the last chunk stopped
+ * (no descent) while nothing was written in between; the start key is the fallback.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,8 @@ struct kvt_iter {
     int chunk;                   /* entries the next chunk may hold */
     int stopped;                 /* the range bound or the tree's end was reached */
     int full;                    /* the last chunk stopped on its size limit */
+    int uniform;                 /* every entry of the chunk has lens[0], lens[1] */
+    kvt_scan_pos spos;           /* where the last chunk stopped (engines with scan_at) */
 };
 
 /* ---- filling a chunk ------------------------------------------------------------ */
@@ -60,6 +63,8 @@ static int collect(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, siz
         it->full = 1;
         return 1;
     }
+    if (it->n == 0) it->uniform = 1;
+    else if (kl != it->lens[0] || vl != it->lens[1]) it->uniform = 0;
     it->off[it->n] = it->arena.len;
     it->lens[2 * it->n] = (uint32_t)kl;
     it->lens[2 * it->n + 1] = (uint32_t)vl;
@@ -90,7 +95,9 @@ static int fill_chunk(kvt_iter *it) {
     it->arena.len = 0;
     KVT_TRY(kvt_db_usable(db, 0));
     pthread_rwlock_rdlock(&db->rw);
-    int rc = db->ops->scan(db->eng, from, fl, inclusive, it->reverse, collect, it);
+    int rc = db->ops->scan_at
+        ? db->ops->scan_at(db->eng, from, fl, inclusive, it->reverse, &it->spos, collect, it)
+        : db->ops->scan(db->eng, from, fl, inclusive, it->reverse, collect, it);
     pthread_rwlock_unlock(&db->rw);
     KVT_TRY(rc);
     if (!it->full) it->stopped = 1;   /* the scan ran out of entries */
@@ -140,17 +147,21 @@ int kvt_iter_next(kvt_iter *it, const uint8_t **k, size_t *kl, const uint8_t **v
     return KVT_OK;
 }
 
-int kvt_iter_next_many(kvt_iter *it, const uint8_t **data, const uint32_t **lens, size_t *n) {
-    if (!it || !data || !lens || !n) return kvt_seterr(KVT_EINVAL, "kvt_iter_next_many: NULL argument");
-    *n = 0;
+int kvt_iter_next_many(kvt_iter *it, kvt_chunk *out) {
+    if (!it || !out) return kvt_seterr(KVT_EINVAL, "kvt_iter_next_many: NULL argument");
+    memset(out, 0, sizeof *out);
     if (it->pos == it->n) {
         if (it->done || it->stopped) { it->done = 1; return KVT_NOTFOUND; }
         KVT_TRY(fill_chunk(it));
         if (it->n == 0) { it->done = 1; return KVT_NOTFOUND; }
     }
-    *data = it->arena.data + it->off[it->pos];
-    *lens = it->lens + 2 * it->pos;
-    *n = (size_t)(it->n - it->pos);
+    out->data = (const char *)it->arena.data + it->off[it->pos];
+    out->bytes = it->arena.len - it->off[it->pos];
+    out->lens = it->lens + 2 * it->pos;
+    out->n = (size_t)(it->n - it->pos);
+    out->uniform = it->uniform;         /* of the whole chunk, so of what is left too */
+    out->kl = it->lens[2 * it->pos];
+    out->vl = it->lens[2 * it->pos + 1];
     it->pos = it->n;
     return KVT_OK;
 }

@@ -89,10 +89,18 @@ int  kvt_iter_new(kvt_db *db, const uint8_t *start, size_t sl, const uint8_t *en
 /* KVT_OK with pointers valid until the next call, or KVT_NOTFOUND at the end. */
 int  kvt_iter_next(kvt_iter *it, const uint8_t **k, size_t *kl, const uint8_t **v, size_t *vl);
 /* Bulk form of kvt_iter_next: every entry left in the current chunk (refilled when
- * empty), *n of them, KVT_NOTFOUND at the end. Their key and value bytes lie back to
- * back from *data (k0 v0 k1 v1 ...), their lengths in (*lens)[0..2n) (kl0, vl0, kl1, ...);
- * valid until the next call on it. May be mixed with kvt_iter_next. */
-int  kvt_iter_next_many(kvt_iter *it, const uint8_t **data, const uint32_t **lens, size_t *n);
+ * empty), KVT_NOTFOUND at the end. n entries whose key and value bytes lie back to back
+ * from data (k0 v0 k1 v1 ..., `bytes` in all), their lengths in lens[0..2n) (kl0, vl0,
+ * kl1, ...); uniform 1 when every key has length kl and every value length vl. Valid
+ * until the next call on it. May be mixed with kvt_iter_next. */
+typedef struct kvt_chunk {
+    const char *data;            /* char: Python's ffi.unpack makes it one bytes object */
+    size_t bytes, n;
+    const uint32_t *lens;
+    uint32_t kl, vl;
+    int uniform;
+} kvt_chunk;
+int  kvt_iter_next_many(kvt_iter *it, kvt_chunk *out);
 void kvt_iter_free(kvt_iter *it);
 
 int  kvt_checkpoint(kvt_db *db);

@@ -215,14 +215,9 @@ def _uniform_struct(mode: int, kl: int, vl: int):
 
 
 def _split_chunk(mode: int, blob: bytes, lens: list, n: int):
-    """An iterator over one chunk's entries (k0 v0 k1 v1 ... in blob, lengths in lens).
-    struct splits the bytes in C: with
-    Struct.iter_unpack when every key and every value of the chunk have one length (the
-    usual case), else with one format built for the chunk."""
-    kl, vl = lens[0], lens[1]
-    if lens[0::2].count(kl) == n and lens[1::2].count(vl) == n:
-        it = _uniform_struct(mode, kl, vl).iter_unpack(blob)
-        return it if mode == 0 else map(_ITEM0, it)
+    """An iterator over one chunk's entries (k0 v0 k1 v1 ... in blob, lengths in lens),
+    split in C by one struct format built for the chunk. (A chunk whose keys and values
+    all have one length each takes Struct.iter_unpack instead: _Iter._refill.)"""
     flat = _struct.unpack(("%ds" * (2 * n)) % tuple(lens), blob)
     if mode == 0:
         return zip(flat[0::2], flat[1::2])
@@ -245,17 +240,14 @@ class _Iter(_Child):
         s, sl = _bound(start, "start")
         e, el = _bound(end, "end")
         self._mode = mode
-        self._data = ffi.new("uint8_t **")
-        self._dc = ffi.cast("char **", self._data)   # char view: ffi.unpack gives bytes
-        self._lens = ffi.new("uint32_t **")
-        self._n = ffi.new("size_t *")
+        self._chunk = ffi.new("kvt_chunk *")
         self._cur = _EMPTY            # iterator over the current chunk's entries
         self._finished = False
         out = ffi.new("kvt_iter **")
         with engine._guard():
             check(lib.kvt_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
             self._ptr = out[0]
-            engine._children.add(self)
+            engine._adopt(self)
 
     def _free_native(self) -> None:
         lib.kvt_iter_free(self._ptr)
@@ -268,12 +260,15 @@ class _Iter(_Child):
             if self._engine._db is None and not self._finished:
                 raise _closed("engine of this iterator")
             return False
-        rc = _next_many(self._ptr, self._data, self._lens, self._n)
+        c = self._chunk
+        rc = _next_many(self._ptr, c)
         if rc == _OK:
-            n = self._n[0]
-            lens = _unpack(self._lens[0], 2 * n)
-            blob = _unpack(self._dc[0], sum(lens))
-            self._cur = _split_chunk(self._mode, blob, lens, n)
+            blob = _unpack(c.data, c.bytes)
+            if c.uniform:
+                it = _uniform_struct(self._mode, c.kl, c.vl).iter_unpack(blob)
+                self._cur = it if self._mode == 0 else map(_ITEM0, it)
+            else:
+                self._cur = _split_chunk(self._mode, blob, _unpack(c.lens, 2 * c.n), c.n)
             return True
         err = error_from_code(rc) if rc != _NOTFOUND else None
         self._finished = True
@@ -332,7 +327,7 @@ class Batch(_Child):
         with engine._guard():
             check(lib.kvt_batch_new(engine._live(), out))
             self._ptr = out[0]
-            engine._children.add(self)
+            engine._adopt(self)
 
     def _free_native(self) -> None:
         lib.kvt_batch_free(self._ptr)
@@ -404,7 +399,11 @@ class Engine:
             self._path = os.fsdecode(self._path)
         self._options = options
         self._close_lock = threading.Lock()
-        self._children: "weakref.WeakSet[_Child]" = weakref.WeakSet()
+        # Children (iterators, batches) as weak references in a plain set; each ref's
+        # callback is the set's own discard, so adding and dropping one runs no Python
+        # code (a WeakSet costs about a microsecond per iterator).
+        self._children: set = set()
+        self._child_gone = self._children.discard
         self._vfs = _vfs
         o = ffi.new("kvt_options *")
         lib.kvt_options_init(o)
@@ -447,6 +446,9 @@ class Engine:
 
     def _guard(self):
         return self._close_lock
+
+    def _adopt(self, child: "_Child") -> None:
+        self._children.add(weakref.ref(child, self._child_gone))
 
     @property
     def path(self) -> str:
@@ -585,8 +587,10 @@ class Engine:
             db = self._db
             if db is None:
                 return
-            for child in list(self._children):
-                child._release()
+            for ref in list(self._children):
+                child = ref()
+                if child is not None:
+                    child._release()
             self._db = None
             rc = lib.kvt_close(db)
             if self._vfs is not None:

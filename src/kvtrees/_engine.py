@@ -37,6 +37,7 @@ _kvt_get = lib.kvt_get
 _buffer = ffi.buffer
 _unpack = ffi.unpack
 _next_many = lib.kvt_iter_next_many
+_batch_put = lib.kvt_batch_put
 _EMPTY = iter(())
 _chain = _chain_mod.from_iterable
 _GET_BUF = 4096          # initial per-thread get buffer; grows on demand
@@ -338,6 +339,19 @@ class Batch(_Child):
         return self._ptr
 
     def put(self, key: KeyLike, value: KeyLike) -> None:
+        # Fast path (bytes key and value within limits): one native call, no helper
+        # calls; anything else takes the validating path below.
+        if type(key) is bytes and type(value) is bytes:
+            kl = len(key)
+            vl = len(value)
+            if 0 < kl <= MAX_KEY and vl <= MAX_VALUE:
+                with self._lock:
+                    ptr = self._ptr
+                    if ptr is not None:
+                        rc = _batch_put(ptr, key, kl, value, vl)
+                        if rc:
+                            check(rc)
+                        return
         k = _key(key)
         v, n = _value(value)
         with self._lock:

@@ -152,7 +152,11 @@ static int resume(bt_cursor *c, const kvt_scan_pos *pos, int *rc) {
 int bt_scan(bt_tree *t, const uint8_t *from, size_t fl, int inclusive, int reverse,
             kvt_scan_pos *pos, kvt_scan_fn fn, void *ctx) {
     if (!t->root) { if (pos) pos->w[0] = 0; return KVT_OK; }
-    bt_cursor c = {.t = t, .reverse = reverse};
+    bt_cursor c;                       /* only the path's levels are ever read */
+    c.t = t;
+    c.reverse = reverse;
+    c.s = (bt_scratch){0};
+    memset(c.pg, 0, t->height * sizeof c.pg[0]);
     int rc, stopped = 0;
     if (pos && pos->w[0] && resume(&c, pos, &rc)) {
         /* rc: the leaf's pin */

@@ -7,6 +7,7 @@
  * for one chunk at most. An engine with scan_at resumes where the last chunk stopped
  * (no descent) while nothing was written in between; the start key is the fallback.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include "db_internal.h"
@@ -38,14 +39,15 @@ struct kvt_iter {
     kvt_buf start, end;          /* range bounds */
     kvt_buf last;                /* last key returned: the next chunk resumes after it */
     kvt_buf arena;               /* key and value bytes of the current chunk, k v k v ... */
-    size_t off[CHUNK_ENTRIES];   /* where entry i's key starts in the arena */
-    uint32_t lens[2 * CHUNK_ENTRIES];   /* kl0, vl0, kl1, vl1, ... */
     int n, pos;
     int chunk;                   /* entries the next chunk may hold */
     int stopped;                 /* the range bound or the tree's end was reached */
     int full;                    /* the last chunk stopped on its size limit */
     int uniform;                 /* every entry of the chunk has lens[0], lens[1] */
-    kvt_scan_pos spos;           /* where the last chunk stopped (engines with scan_at) */
+    /* Not zeroed at creation (only [0, n) is ever read): */
+    kvt_scan_pos spos;           /* where the last chunk stopped; w[0] 0: nowhere */
+    size_t off[CHUNK_ENTRIES];   /* where entry i's key starts in the arena */
+    uint32_t lens[2 * CHUNK_ENTRIES];   /* kl0, vl0, kl1, vl1, ... */
 };
 
 /* ---- filling a chunk ------------------------------------------------------------ */
@@ -65,11 +67,14 @@ static int collect(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, siz
     }
     if (it->n == 0) it->uniform = 1;
     else if (kl != it->lens[0] || vl != it->lens[1]) it->uniform = 0;
-    it->off[it->n] = it->arena.len;
+    size_t at = it->arena.len;
+    KVT_TRY(kvt_buf_reserve(&it->arena, at + kl + vl));
+    memcpy(it->arena.data + at, k, kl);
+    if (vl) memcpy(it->arena.data + at + kl, v, vl);
+    it->arena.len = at + kl + vl;
+    it->off[it->n] = at;
     it->lens[2 * it->n] = (uint32_t)kl;
     it->lens[2 * it->n + 1] = (uint32_t)vl;
-    KVT_TRY(kvt_buf_append(&it->arena, k, kl));
-    KVT_TRY(kvt_buf_append(&it->arena, v, vl));
     it->n++;
     return 0;
 }
@@ -115,8 +120,10 @@ int kvt_iter_new(kvt_db *db, const uint8_t *start, size_t sl, const uint8_t *end
     if ((start && sl > KVT_MAX_KEY) || (end && el > KVT_MAX_KEY))
         return kvt_seterr(KVT_ETOOLARGE, "range bound over the %u-byte key limit", KVT_MAX_KEY);
     KVT_TRY(kvt_db_usable(db, 0));
-    kvt_iter *it = calloc(1, sizeof *it);
+    kvt_iter *it = malloc(sizeof *it);
     if (!it) return kvt_seterr(KVT_ENOMEM, "out of memory for an iterator");
+    memset(it, 0, offsetof(kvt_iter, spos));
+    it->spos.w[0] = 0;
     it->db = db;
     it->reverse = reverse != 0;
     it->has_start = start != NULL;

@@ -38,6 +38,15 @@ _buffer = ffi.buffer
 _unpack = ffi.unpack
 _next_many = lib.kvt_iter_next_many
 _batch_put = lib.kvt_batch_put
+_iter_new = lib.kvt_iter_new
+_NO_BOUND = (ffi.NULL, 0)
+_weakref = weakref.ref
+
+
+def _new_chunk():
+    return ffi.new("kvt_chunk *")
+
+
 _EMPTY = iter(())
 _chain = _chain_mod.from_iterable
 _GET_BUF = 4096          # initial per-thread get buffer; grows on demand
@@ -237,18 +246,20 @@ class _Iter(_Child):
     _what = "iterator"
 
     def __init__(self, engine: "Engine", start, end, reverse: bool, mode: int) -> None:
-        super().__init__(engine)
-        s, sl = _bound(start, "start")
-        e, el = _bound(end, "end")
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._ptr = None
+        s, sl = _bound(start, "start") if start is not None else _NO_BOUND
+        e, el = _bound(end, "end") if end is not None else _NO_BOUND
         self._mode = mode
-        self._chunk = ffi.new("kvt_chunk *")
+        self._chunk = _new_chunk()
         self._cur = _EMPTY            # iterator over the current chunk's entries
         self._finished = False
-        out = ffi.new("kvt_iter **")
-        with engine._guard():
-            check(lib.kvt_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
+        with engine._close_lock:      # also guards the engine's shared out-pointer
+            out = engine._iter_out
+            check(_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
             self._ptr = out[0]
-            engine._adopt(self)
+            engine._children.add(_weakref(self, engine._child_gone))
 
     def _free_native(self) -> None:
         lib.kvt_iter_free(self._ptr)
@@ -263,7 +274,7 @@ class _Iter(_Child):
             return False
         c = self._chunk
         rc = _next_many(self._ptr, c)
-        if rc == _OK:
+        if rc == 0:
             blob = _unpack(c.data, c.bytes)
             if c.uniform:
                 it = _uniform_struct(self._mode, c.kl, c.vl).iter_unpack(blob)
@@ -284,11 +295,13 @@ class _Iter(_Child):
 
     def _chunks(self) -> Iterator:
         """Each chunk's iterator in turn (chain walks them at C speed)."""
+        lock = self._lock
+        refill = self._refill
         while True:
             cur = self._cur
             yield cur
-            with self._lock:
-                if self._cur is cur and not self._refill():
+            with lock:
+                if self._cur is cur and not refill():
                     return
 
     def __next__(self):
@@ -418,6 +431,7 @@ class Engine:
         # code (a WeakSet costs about a microsecond per iterator).
         self._children: set = set()
         self._child_gone = self._children.discard
+        self._iter_out = ffi.new("kvt_iter **")   # used under _close_lock only
         self._vfs = _vfs
         o = ffi.new("kvt_options *")
         lib.kvt_options_init(o)

@@ -143,6 +143,15 @@ int map_get_locked(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
     return KVT_OK;
 }
 
+/* Pages [first, first+n) in the mapping, the file and not free, map not faulted: their
+ * address, else NULL (the caller reads them with pread). */
+const uint8_t *map_span_locked(const kvt_pager *p, kvt_pgno first, uint64_t n) {
+    if (!p->map || map_faulted(p) || first < 2 || n > p->file_pages ||
+        first > p->file_pages - n || first + n > p->map_len / p->page_size)
+        return NULL;
+    return p->map + first * p->page_size;
+}
+
 void map_truncated(kvt_pager *p, uint64_t npages) {
     if (npages < p->file_pages) p->file_pages = npages;
 }

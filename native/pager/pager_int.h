@@ -152,6 +152,7 @@ static inline int map_owns(const kvt_pager *p, const kvt_page *pg) {
     return p->map && pg->data >= p->map && pg->data < p->map + p->map_len;
 }
 void map_release(kvt_pager *p, kvt_page *pg);
+const uint8_t *map_span_locked(const kvt_pager *p, kvt_pgno first, uint64_t n);
 void map_truncated(kvt_pager *p, uint64_t npages);
 void map_refresh(kvt_pager *p);                   /* writer, between operations */
 

@@ -68,7 +68,7 @@ static int collect(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, siz
     if (it->n == 0) it->uniform = 1;
     else if (kl != it->lens[0] || vl != it->lens[1]) it->uniform = 0;
     size_t at = it->arena.len;
-    KVT_TRY(kvt_buf_reserve(&it->arena, at + kl + vl));
+    if (at + kl + vl > it->arena.cap) KVT_TRY(kvt_buf_reserve(&it->arena, at + kl + vl));
     memcpy(it->arena.data + at, k, kl);
     if (vl) memcpy(it->arena.data + at + kl, v, vl);
     it->arena.len = at + kl + vl;

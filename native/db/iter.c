@@ -17,6 +17,7 @@
 /* The first chunk is small and each refill doubles it: a caller that takes one entry
  * (a seek, the MVCC layer's "latest version" lookup) copies a few entries, not 256. */
 #define CHUNK_FIRST   4
+#define ARENA_FIRST   (8u << 10)
 
 int kvt_get(kvt_db *db, const uint8_t *k, size_t kl, uint8_t *dst, size_t cap, size_t *vlen) {
     if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_get: no handle");
@@ -98,6 +99,9 @@ static int fill_chunk(kvt_iter *it) {
     it->n = it->pos = 0;
     it->full = 0;
     it->arena.len = 0;
+    /* One allocation covers the first chunks of a short seek (the arena then doubles
+     * as chunks grow) instead of a doubling from 64 bytes on every iterator. */
+    if (!it->arena.cap) KVT_TRY(kvt_buf_reserve(&it->arena, ARENA_FIRST));
     KVT_TRY(kvt_db_usable(db, 0));
     pthread_rwlock_rdlock(&db->rw);
     int rc = db->ops->scan_at

@@ -215,12 +215,15 @@ _ITEM0 = _itemgetter(0)
 
 
 def _uniform_struct(mode: int, kl: int, vl: int):
-    st = _STRUCTS.get((mode, kl, vl))
+    """The Struct splitting entries of one key and one value length (cached by
+    kl << 34 | vl << 2 | mode: key lengths are < 2**13, values < 2**32)."""
+    key = (kl << 34) | (vl << 2) | mode
+    st = _STRUCTS.get(key)
     if st is None:
         if len(_STRUCTS) > 512:
             _STRUCTS.clear()
         fmt = ("%ds%ds", "%ds%dx", "%dx%ds")[mode] % (kl, vl)
-        st = _STRUCTS[(mode, kl, vl)] = _struct.Struct(fmt)
+        st = _STRUCTS[key] = _struct.Struct(fmt)
     return st
 
 
@@ -276,11 +279,16 @@ class _Iter(_Child):
         rc = _next_many(self._ptr, c)
         if rc == 0:
             blob = _unpack(c.data, c.bytes)
+            mode = self._mode
             if c.uniform:
-                it = _uniform_struct(self._mode, c.kl, c.vl).iter_unpack(blob)
-                self._cur = it if self._mode == 0 else map(_ITEM0, it)
+                kl, vl = c.kl, c.vl
+                st = _STRUCTS.get((kl << 34) | (vl << 2) | mode)
+                if st is None:
+                    st = _uniform_struct(mode, kl, vl)
+                it = st.iter_unpack(blob)
+                self._cur = it if mode == 0 else map(_ITEM0, it)
             else:
-                self._cur = _split_chunk(self._mode, blob, _unpack(c.lens, 2 * c.n), c.n)
+                self._cur = _split_chunk(mode, blob, _unpack(c.lens, 2 * c.n), c.n)
             return True
         err = error_from_code(rc) if rc != _NOTFOUND else None
         self._finished = True

@@ -206,6 +206,7 @@ int  bt_rootidx_route(bt_tree *t, const uint8_t *k, size_t kl, kvt_pgno *child);
 
 /* ---- scan / check (bt_scan.c, bt_check.c) ---- */
 int bt_scan(bt_tree *t, const uint8_t *from, size_t fl, int inclusive, int reverse,
+            kvt_scan_pos *pos,
             kvt_scan_fn fn, void *ctx);
 int bt_check(bt_tree *t);
 

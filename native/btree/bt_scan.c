@@ -5,16 +5,26 @@
  * and moves to the next/previous leaf by climbing to the first ancestor that has a
  * further child and descending along its leftmost/rightmost edge. Read-only: it may
  * run concurrently with get/check (never with a writer, see kvt_engine.h).
+ * Resuming (kvt_scan_pos): where the visitor stops, the path's page numbers and
+ * indexes are saved with the tree version; a later scan of an unmodified tree pins that
+ * leaf directly and continues at the refused entry, so a chunked iterator descends once
+ * per write, not once per chunk.
  */
 #include "bt_int.h"
 
 typedef struct bt_cursor {
     bt_tree *t;
-    kvt_page *pg[BT_MAX_HEIGHT];
+    kvt_page *pg[BT_MAX_HEIGHT];   /* pinned path; NULL above a resumed leaf until needed */
+    kvt_pgno no[BT_MAX_HEIGHT];    /* page number at each level of the path */
     uint32_t idx[BT_MAX_HEIGHT];
     int reverse;
     bt_scratch s;
 } bt_cursor;
+
+/* A saved position (kvt_scan_pos): w[0] tree version, w[1] the tree's address, w[2]
+ * height | reverse << 8, then the path's page numbers and child/slot indexes. */
+#define POS_HDR 3
+_Static_assert(POS_HDR + 2 * BT_MAX_HEIGHT <= KVT_SCAN_POS_WORDS, "kvt_scan_pos too small");
 
 static void cursor_release(bt_cursor *c) {
     for (uint32_t i = 0; i < c->t->height; i++)
@@ -23,6 +33,7 @@ static void cursor_release(bt_cursor *c) {
 }
 
 static int pin_at(bt_cursor *c, kvt_pgno pgno, uint32_t lv) {
+    c->no[lv] = pgno;
     KVT_TRY(kvt_pager_get(c->t->pager, pgno, &c->pg[lv]));
     int rc = bt_page_verify(c->t, c->pg[lv], lv + 1 == c->t->height);
     if (rc < 0) { kvt_pager_unpin(c->t->pager, c->pg[lv]); c->pg[lv] = NULL; }
@@ -68,6 +79,7 @@ static int next_leaf(bt_cursor *c) {
         kvt_pager_unpin(c->t->pager, c->pg[lv]);
         c->pg[lv] = NULL;
         lv--;
+        if (!c->pg[lv]) KVT_TRY(pin_at(c, c->no[lv], lv));   /* above a resumed leaf */
         if (!c->reverse && c->idx[lv] < bt_count(c->pg[lv]->data)) { c->idx[lv]++; break; }
         if (c->reverse && c->idx[lv] > 0) { c->idx[lv]--; break; }
         if (lv == 0) return KVT_NOTFOUND;
@@ -76,9 +88,30 @@ static int next_leaf(bt_cursor *c) {
     return descend_edge(c, lv);
 }
 
+/* Leaf slot i of page d when its cell is the common kind (key and value inline) and
+ * lies inside the page: key and value pointers without the full decode. 0: take the
+ * checked path (visit). The bounds are the ones decode_in checks for such a cell. */
+static inline int inline_cell(const bt_tree *t, const uint8_t *d, uint32_t i,
+                              const uint8_t **k, uint32_t *kl, const uint8_t **v, uint32_t *vl) {
+    uint32_t off = kvt_get16(d + BT_HDR + 2u * i);
+    if (off < bt_lo(d) || off + BT_LEAF_FIXED > t->ps) return 0;
+    const uint8_t *p = d + off;
+    uint32_t klen = kvt_get16(p), vraw = kvt_get32(p + 2);
+    if (klen == 0 || klen > t->kmax || (vraw & BT_VOVF)) return 0;
+    if ((uint64_t)off + BT_LEAF_FIXED + klen + vraw > t->ps) return 0;
+    *k = p + BT_LEAF_FIXED;
+    *kl = klen;
+    *v = *k + klen;
+    *vl = vraw;
+    return 1;
+}
+
 static int visit(bt_cursor *c, uint32_t i, kvt_scan_fn fn, void *ctx) {
-    bt_cell cell;
     const uint8_t *k, *v;
+    uint32_t kl, vl;
+    if (inline_cell(c->t, c->pg[c->t->height - 1]->data, i, &k, &kl, &v, &vl))
+        return fn(ctx, k, kl, v, vl);
+    bt_cell cell;                      /* spilled key, overflow value, or damage */
     bt_tree *t = c->t;
     KVT_TRY(bt_cell_at(t, c->pg[t->height - 1], i, &cell));
     KVT_TRY(bt_full_key(t, &cell, &c->s.a, &k));
@@ -91,29 +124,64 @@ static int visit(bt_cursor *c, uint32_t i, kvt_scan_fn fn, void *ctx) {
     return fn(ctx, k, cell.klen, v, cell.vlen);
 }
 
-/* Visit the current leaf from its cursor slot; 1 when the visitor stopped. */
+/* Visit the current leaf from its cursor slot; 1 when the visitor stopped, with the
+ * slot of the entry it refused left in idx (resuming there visits that entry first). */
 static int scan_leaf(bt_cursor *c, kvt_scan_fn fn, void *ctx) {
     uint32_t leaf = c->t->height - 1, n = bt_count(c->pg[leaf]->data);
     if (!c->reverse) {
         for (uint32_t i = c->idx[leaf]; i < n; i++) {
             int r = visit(c, i, fn, ctx);
-            if (r) return r;
+            if (r) { c->idx[leaf] = i; return r; }
         }
     } else {
         for (uint32_t i = c->idx[leaf] < n ? c->idx[leaf] : n; i > 0; i--) {
             int r = visit(c, i - 1, fn, ctx);
-            if (r) return r;
+            if (r) { c->idx[leaf] = i; return r; }
         }
     }
     return KVT_OK;
 }
 
+static void save_pos(const bt_cursor *c, kvt_scan_pos *pos) {
+    uint32_t h = c->t->height;
+    pos->w[0] = c->t->version;
+    pos->w[1] = (uint64_t)(uintptr_t)c->t;
+    pos->w[2] = h | (uint64_t)c->reverse << 8;
+    for (uint32_t lv = 0; lv < h; lv++) {
+        pos->w[POS_HDR + lv] = c->no[lv];
+        pos->w[POS_HDR + BT_MAX_HEIGHT + lv] = c->idx[lv];
+    }
+}
+
+/* Back at a saved position if the tree is still the one it was saved in: only the leaf
+ * is pinned (its ancestors are pinned again only if the scan climbs). 0: not usable. */
+static int resume(bt_cursor *c, const kvt_scan_pos *pos, int *rc) {
+    bt_tree *t = c->t;
+    uint32_t h = t->height, leaf = h - 1;
+    *rc = KVT_OK;
+    if (pos->w[0] != t->version || pos->w[1] != (uint64_t)(uintptr_t)t ||
+        pos->w[2] != (h | (uint64_t)c->reverse << 8))
+        return 0;
+    for (uint32_t lv = 0; lv < h; lv++) {
+        c->no[lv] = pos->w[POS_HDR + lv];
+        c->idx[lv] = (uint32_t)pos->w[POS_HDR + BT_MAX_HEIGHT + lv];
+    }
+    *rc = pin_at(c, c->no[leaf], leaf);
+    return 1;
+}
+
 int bt_scan(bt_tree *t, const uint8_t *from, size_t fl, int inclusive, int reverse,
-            kvt_scan_fn fn, void *ctx) {
-    if (!t->root) return KVT_OK;
-    bt_cursor c = {.t = t, .reverse = reverse};
-    int rc;
-    if (from) {
+            kvt_scan_pos *pos, kvt_scan_fn fn, void *ctx) {
+    if (!t->root) { if (pos) pos->w[0] = 0; return KVT_OK; }
+    bt_cursor c;                       /* only the path's levels are ever read */
+    c.t = t;
+    c.reverse = reverse;
+    c.s = (bt_scratch){0};
+    memset(c.pg, 0, t->height * sizeof c.pg[0]);
+    int rc, stopped = 0;
+    if (pos && pos->w[0] && resume(&c, pos, &rc)) {
+        /* rc: the leaf's pin */
+    } else if (from) {
         rc = seek(&c, from, fl, inclusive);
     } else {
         rc = pin_at(&c, t->root, 0);
@@ -124,8 +192,11 @@ int bt_scan(bt_tree *t, const uint8_t *from, size_t fl, int inclusive, int rever
     }
     while (rc == KVT_OK) {
         rc = scan_leaf(&c, fn, ctx);
+        stopped = rc == 1;                /* the visitor's 1, not next_leaf's NOTFOUND */
         if (rc == KVT_OK) rc = next_leaf(&c);
     }
+    if (pos && stopped) save_pos(&c, pos);
+    else if (pos) pos->w[0] = 0;
     cursor_release(&c);
     if (rc == 1 || rc == KVT_NOTFOUND) rc = KVT_OK;
     return rc;

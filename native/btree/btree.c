@@ -289,10 +289,51 @@ static int bt_flush(kvt_engine *e, uint8_t *meta, size_t *meta_len) {
 
 static int bt_scan_op(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive, int reverse,
                       kvt_scan_fn fn, void *ctx) {
-    return bt_scan(&e->t, from, fl, inclusive, reverse, fn, ctx);
+    return bt_scan(&e->t, from, fl, inclusive, reverse, NULL, fn, ctx);
 }
 
 static int bt_check_op(kvt_engine *e) { return bt_check(&e->t); }
+
+/* ---- guarded entry points: a fault under the read map fails the op (kvt_pager.h) */
+
+static int guarded_get(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out) {
+    uint64_t faults = kvt_pager_map_faults(e->t.pager);
+    int rc = bt_get(e, k, kl, out);
+    return kvt_pager_map_guard(e->t.pager, faults, rc);
+}
+
+static int guarded_put(kvt_engine *e, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
+    uint64_t faults = kvt_pager_map_faults(e->t.pager);
+    int rc = bt_put(e, k, kl, v, vl);
+    return kvt_pager_map_guard(e->t.pager, faults, rc);
+}
+
+static int guarded_del(kvt_engine *e, const uint8_t *k, size_t kl, int *existed) {
+    uint64_t faults = kvt_pager_map_faults(e->t.pager);
+    int rc = bt_del(e, k, kl, existed);
+    return kvt_pager_map_guard(e->t.pager, faults, rc);
+}
+
+static int guarded_scan(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive,
+                        int reverse, kvt_scan_fn fn, void *ctx) {
+    uint64_t faults = kvt_pager_map_faults(e->t.pager);
+    int rc = bt_scan_op(e, from, fl, inclusive, reverse, fn, ctx);
+    return kvt_pager_map_guard(e->t.pager, faults, rc);
+}
+
+static int guarded_scan_at(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive,
+                           int reverse, kvt_scan_pos *pos, kvt_scan_fn fn, void *ctx) {
+    uint64_t faults = kvt_pager_map_faults(e->t.pager);
+    int rc = bt_scan(&e->t, from, fl, inclusive, reverse, pos, fn, ctx);
+    if (rc < 0) pos->w[0] = 0;
+    return kvt_pager_map_guard(e->t.pager, faults, rc);
+}
+
+static int guarded_check(kvt_engine *e) {
+    uint64_t faults = kvt_pager_map_faults(e->t.pager);
+    int rc = bt_check_op(e);
+    return kvt_pager_map_guard(e->t.pager, faults, rc);
+}
 
 static void bt_stats(kvt_engine *e, kvt_engine_stats *out) {
     out->height = e->t.height;
@@ -308,11 +349,12 @@ const kvt_engine_ops kvt_btree_ops = {
     .page_size = bt_page_size,
     .open = bt_open,
     .close = bt_close,
-    .get = bt_get,
-    .put = bt_put,
-    .del = bt_del,
-    .scan = bt_scan_op,
+    .get = guarded_get,
+    .put = guarded_put,
+    .del = guarded_del,
+    .scan = guarded_scan,
     .flush = bt_flush,
-    .check = bt_check_op,
+    .check = guarded_check,
+    .scan_at = guarded_scan_at,
     .stats = bt_stats,
 };

@@ -4,8 +4,10 @@
  * or about CHUNK_BYTES) is copied out of the engine under the read lock, starting at the
  * range start (inclusive) or strictly after the last key returned (before it, in
  * reverse). So it never returns a key twice or out of order, and writers are blocked
- * for one chunk at most.
+ * for one chunk at most. An engine with scan_at resumes where the last chunk stopped
+ * (no descent) while nothing was written in between; the start key is the fallback.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include "db_internal.h"
@@ -15,6 +17,7 @@
 /* The first chunk is small and each refill doubles it: a caller that takes one entry
  * (a seek, the MVCC layer's "latest version" lookup) copies a few entries, not 256. */
 #define CHUNK_FIRST   4
+#define ARENA_FIRST   (8u << 10)
 
 int kvt_get(kvt_db *db, const uint8_t *k, size_t kl, uint8_t *dst, size_t cap, size_t *vlen) {
     if (!db) return kvt_seterr(KVT_ECLOSED, "kvt_get: no handle");
@@ -30,19 +33,22 @@ int kvt_get(kvt_db *db, const uint8_t *k, size_t kl, uint8_t *dst, size_t cap, s
     return rc;
 }
 
-typedef struct iter_entry { size_t off; uint32_t kl, vl; } iter_entry;
 
 struct kvt_iter {
     kvt_db *db;
     int reverse, has_start, has_end, started, done;
     kvt_buf start, end;          /* range bounds */
     kvt_buf last;                /* last key returned: the next chunk resumes after it */
-    kvt_buf arena;               /* key and value bytes of the current chunk */
-    iter_entry ent[CHUNK_ENTRIES];
+    kvt_buf arena;               /* key and value bytes of the current chunk, k v k v ... */
     int n, pos;
     int chunk;                   /* entries the next chunk may hold */
     int stopped;                 /* the range bound or the tree's end was reached */
     int full;                    /* the last chunk stopped on its size limit */
+    int uniform;                 /* every entry of the chunk has lens[0], lens[1] */
+    /* Not zeroed at creation (only [0, n) is ever read): */
+    kvt_scan_pos spos;           /* where the last chunk stopped; w[0] 0: nowhere */
+    size_t off[CHUNK_ENTRIES];   /* where entry i's key starts in the arena */
+    uint32_t lens[2 * CHUNK_ENTRIES];   /* kl0, vl0, kl1, vl1, ... */
 };
 
 /* ---- filling a chunk ------------------------------------------------------------ */
@@ -60,20 +66,30 @@ static int collect(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, siz
         it->full = 1;
         return 1;
     }
-    iter_entry *e = &it->ent[it->n];
-    e->off = it->arena.len;
-    e->kl = (uint32_t)kl;
-    e->vl = (uint32_t)vl;
-    KVT_TRY(kvt_buf_append(&it->arena, k, kl));
-    KVT_TRY(kvt_buf_append(&it->arena, v, vl));
+    if (it->n == 0) it->uniform = 1;
+    else if (kl != it->lens[0] || vl != it->lens[1]) it->uniform = 0;
+    size_t at = it->arena.len;
+    if (at + kl + vl > it->arena.cap) KVT_TRY(kvt_buf_reserve(&it->arena, at + kl + vl));
+    memcpy(it->arena.data + at, k, kl);
+    if (vl) memcpy(it->arena.data + at + kl, v, vl);
+    it->arena.len = at + kl + vl;
+    it->off[it->n] = at;
+    it->lens[2 * it->n] = (uint32_t)kl;
+    it->lens[2 * it->n + 1] = (uint32_t)vl;
     it->n++;
     return 0;
 }
 
 /* Where the next scan starts: the bound (inclusive going forward, exclusive going
- * backward since end is exclusive), or strictly after/before the last key. */
+ * backward since end is exclusive), or strictly after/before the last key. A chunk is
+ * refilled only once all of it was returned, so the last key returned is its last. */
 static int fill_chunk(kvt_iter *it) {
     kvt_db *db = it->db;
+    if (it->n > 0) {
+        KVT_TRY(kvt_buf_set(&it->last, it->arena.data + it->off[it->n - 1],
+                            it->lens[2 * (it->n - 1)]));
+        it->started = 1;
+    }
     const uint8_t *from = NULL;
     size_t fl = 0;
     int inclusive = 1;
@@ -83,9 +99,14 @@ static int fill_chunk(kvt_iter *it) {
     it->n = it->pos = 0;
     it->full = 0;
     it->arena.len = 0;
+    /* One allocation covers the first chunks of a short seek (the arena then doubles
+     * as chunks grow) instead of a doubling from 64 bytes on every iterator. */
+    if (!it->arena.cap) KVT_TRY(kvt_buf_reserve(&it->arena, ARENA_FIRST));
     KVT_TRY(kvt_db_usable(db, 0));
     pthread_rwlock_rdlock(&db->rw);
-    int rc = db->ops->scan(db->eng, from, fl, inclusive, it->reverse, collect, it);
+    int rc = db->ops->scan_at
+        ? db->ops->scan_at(db->eng, from, fl, inclusive, it->reverse, &it->spos, collect, it)
+        : db->ops->scan(db->eng, from, fl, inclusive, it->reverse, collect, it);
     pthread_rwlock_unlock(&db->rw);
     KVT_TRY(rc);
     if (!it->full) it->stopped = 1;   /* the scan ran out of entries */
@@ -103,8 +124,10 @@ int kvt_iter_new(kvt_db *db, const uint8_t *start, size_t sl, const uint8_t *end
     if ((start && sl > KVT_MAX_KEY) || (end && el > KVT_MAX_KEY))
         return kvt_seterr(KVT_ETOOLARGE, "range bound over the %u-byte key limit", KVT_MAX_KEY);
     KVT_TRY(kvt_db_usable(db, 0));
-    kvt_iter *it = calloc(1, sizeof *it);
+    kvt_iter *it = malloc(sizeof *it);
     if (!it) return kvt_seterr(KVT_ENOMEM, "out of memory for an iterator");
+    memset(it, 0, offsetof(kvt_iter, spos));
+    it->spos.w[0] = 0;
     it->db = db;
     it->reverse = reverse != 0;
     it->has_start = start != NULL;
@@ -126,14 +149,31 @@ int kvt_iter_next(kvt_iter *it, const uint8_t **k, size_t *kl, const uint8_t **v
         KVT_TRY(fill_chunk(it));
         if (it->n == 0) { it->done = 1; return KVT_NOTFOUND; }
     }
-    const iter_entry *e = &it->ent[it->pos++];
-    const uint8_t *kp = it->arena.data + e->off;
-    KVT_TRY(kvt_buf_set(&it->last, kp, e->kl));
-    it->started = 1;
+    int i = it->pos++;
+    const uint8_t *kp = it->arena.data + it->off[i];
     *k = kp;
-    *kl = e->kl;
-    *v = kp + e->kl;
-    *vl = e->vl;
+    *kl = it->lens[2 * i];
+    *v = kp + *kl;
+    *vl = it->lens[2 * i + 1];
+    return KVT_OK;
+}
+
+int kvt_iter_next_many(kvt_iter *it, kvt_chunk *out) {
+    if (!it || !out) return kvt_seterr(KVT_EINVAL, "kvt_iter_next_many: NULL argument");
+    memset(out, 0, sizeof *out);
+    if (it->pos == it->n) {
+        if (it->done || it->stopped) { it->done = 1; return KVT_NOTFOUND; }
+        KVT_TRY(fill_chunk(it));
+        if (it->n == 0) { it->done = 1; return KVT_NOTFOUND; }
+    }
+    out->data = (const char *)it->arena.data + it->off[it->pos];
+    out->bytes = it->arena.len - it->off[it->pos];
+    out->lens = it->lens + 2 * it->pos;
+    out->n = (size_t)(it->n - it->pos);
+    out->uniform = it->uniform;         /* of the whole chunk, so of what is left too */
+    out->kl = it->lens[2 * it->pos];
+    out->vl = it->lens[2 * it->pos + 1];
+    it->pos = it->n;
     return KVT_OK;
 }
 

@@ -34,6 +34,10 @@ typedef struct kvt_engine_stats {
     uint64_t cache_hits, cache_misses, evictions;
 } kvt_engine_stats;
 
+/* A scan position saved by scan_at: opaque to the caller, engine-defined. */
+#define KVT_SCAN_POS_WORDS 72
+typedef struct kvt_scan_pos { uint64_t w[KVT_SCAN_POS_WORDS]; } kvt_scan_pos;
+
 /* Visitor for scan: return 0 to continue, 1 to stop, < 0 to abort with that error. */
 typedef int (*kvt_scan_fn)(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
 
@@ -75,6 +79,14 @@ typedef struct kvt_engine_ops {
      * tree merges buffered messages), the bound keeps a short seek short. */
     int  (*scan_until)(kvt_engine *e, const uint8_t *from, size_t fl, const uint8_t *to,
                        size_t tl, kvt_scan_fn fn, void *ctx);
+    /* Optional (NULL: the db layer calls scan again from the last key). As scan; in
+     * addition, when the visitor stops the scan (returns 1), *pos records the entry it
+     * refused, and a later scan_at in the same direction with that *pos resumes there
+     * (from/inclusive ignored) if the engine was not written in between; otherwise, or
+     * with pos->w[0] == 0, it seeks from/inclusive like scan. Any other end of the scan
+     * clears pos->w[0]. A reader call, like scan. */
+    int  (*scan_at)(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive,
+                    int reverse, kvt_scan_pos *pos, kvt_scan_fn fn, void *ctx);
 } kvt_engine_ops;
 
 extern const kvt_engine_ops kvt_btree_ops;

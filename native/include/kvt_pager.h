@@ -25,10 +25,17 @@
  * pool: kvt_pager_write() first copies a mapped page into a frame (same COW rules).
  * Pool hits are served as before; pages outside the mapping take the pread path.
  * Damage found through the map is KVT_ECORRUPT naming file and page, as with pread,
- * and the check walk still re-reads clean pages from disk. Cost: a media error while
- * touching the mapping is a SIGBUS rather than KVT_EIO, and the data file must not be
- * truncated behind the pager's back (the LOCK file prevents that between kvtrees
- * handles); no_map (the mmap=False option) or direct_io avoid both.
+ * and the check walk still re-reads clean pages from disk.
+ * Guarded access (mapguard.c): a media error or a data file truncated behind the
+ * pager's back raises SIGBUS when a mapped page is touched. A process-wide handler
+ * catches it for registered mappings, replaces the mapping from that page on by zero
+ * pages and counts the fault; from then on the pager serves no page from the map (the
+ * pread path reports the short or failed read), every engine operation that ran while
+ * the count moved returns KVT_EIO (engines bracket get/scan/put/del/check with
+ * kvt_pager_map_faults/kvt_pager_map_guard), and kvt_pager_write of a page copied
+ * from the map after a fault fails with KVT_EIO and latches the pager (zeros are never
+ * written back). Accesses are also bounded by the file size the pager knows, so a
+ * damaged page number never touches the map past the end of the file.
  * Errors: a failed write or fsync latches the pager into a fatal state; every later
  * call returns KVT_EFATAL (never retry: the OS may have dropped the data).
  * Threads: kvt_pager_get/unpin may be called by many readers at once; all calls that
@@ -128,6 +135,15 @@ int  kvt_blob_check(kvt_pager *p, kvt_pgno first, size_t len);   /* refs its pag
 int  kvt_pager_check_begin(kvt_pager *p);
 int  kvt_pager_check_ref(kvt_pager *p, kvt_pgno pgno);
 int  kvt_pager_check_end(kvt_pager *p);
+
+/* Read-map faults caught so far (see guarded access above). An operation reads the
+ * count first and passes it with its result to kvt_pager_map_guard, which returns rc
+ * unchanged, or KVT_EIO when a fault was caught meanwhile (the op may have read zeros). */
+uint64_t kvt_pager_map_faults(const kvt_pager *p);
+int kvt_pager_map_guard(kvt_pager *p, uint64_t before, int rc);
+/* Test hook: the next touch of mapped page pgno raises a real SIGBUS, as a disk read
+ * error under the map does. KVT_EINVAL when the page is not in the read map. */
+int kvt_pager_map_inject_fault(kvt_pager *p, kvt_pgno pgno);
 
 void kvt_pager_get_stats(kvt_pager *p, kvt_pager_stats *out);
 const char *kvt_pager_path(const kvt_pager *p);

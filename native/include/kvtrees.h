@@ -90,6 +90,19 @@ int  kvt_iter_new(kvt_db *db, const uint8_t *start, size_t sl, const uint8_t *en
                   int reverse, kvt_iter **out);
 /* KVT_OK with pointers valid until the next call, or KVT_NOTFOUND at the end. */
 int  kvt_iter_next(kvt_iter *it, const uint8_t **k, size_t *kl, const uint8_t **v, size_t *vl);
+/* Bulk form of kvt_iter_next: every entry left in the current chunk (refilled when
+ * empty), KVT_NOTFOUND at the end. n entries whose key and value bytes lie back to back
+ * from data (k0 v0 k1 v1 ..., `bytes` in all), their lengths in lens[0..2n) (kl0, vl0,
+ * kl1, ...); uniform 1 when every key has length kl and every value length vl. Valid
+ * until the next call on it. May be mixed with kvt_iter_next. */
+typedef struct kvt_chunk {
+    const char *data;            /* char: Python's ffi.unpack makes it one bytes object */
+    size_t bytes, n;
+    const uint32_t *lens;
+    uint32_t kl, vl;
+    int uniform;
+} kvt_chunk;
+int  kvt_iter_next_many(kvt_iter *it, kvt_chunk *out);
 void kvt_iter_free(kvt_iter *it);
 
 int  kvt_checkpoint(kvt_db *db);
@@ -109,6 +122,9 @@ void kvt_fault_reset(kvt_vfs *vfs);
 uint64_t kvt_fault_count(kvt_vfs *vfs, int op);
 int  kvt_fault_hold_syncs(kvt_vfs *vfs, int hold);
 uint64_t kvt_fault_held(kvt_vfs *vfs);
+/* Test hook: every data page in the read map raises a real SIGBUS on its next touch, as
+ * a failing disk would (kvt_pager.h, guarded access); KVT_EINVAL without a read map. */
+int  kvt_debug_map_fault(kvt_db *db);
 /* CDEF END */
 
 #endif

@@ -7,6 +7,9 @@
  * end of the file) in one I/O, bypassing the pool, and a read of a run is one I/O.
  * A read-only pager (WAL replay above it) cannot write: it builds a chain of dirty
  * pool pages instead, and reads notice that the first page is in the pool.
+ * With the read map (map.c), a run is copied straight out of the mapping, each page
+ * checksummed on its first read only (read_run_mapped); chains and runs outside the
+ * mapping take pread.
  */
 #include <stdlib.h>
 #include <inttypes.h>
@@ -212,7 +215,46 @@ static int read_blob(kvt_pager *p, kvt_pgno first, size_t len, int cached, uint8
     return rc;
 }
 
+/* A run read through the read map (map.c): no I/O, no staging buffer, and each page
+ * checksummed only on its first read since this process wrote it (the verb bits, as for
+ * mapped pool misses). Blob pages are written once (write_run, straight to the file)
+ * and never while readers run, so a mapped run cannot change under the copy.
+ * 1: not served from the map (not mapped, in the pool, a chain, too long): pread path. */
+#define MAP_RUN_MAX 64                /* pages: the verified mask is one word */
+static int read_run_mapped(kvt_pager *p, kvt_pgno first, size_t len, uint8_t *dst) {
+    uint64_t n = ov_pages(p, len), seen = 0;
+    pthread_mutex_lock(&p->mu);
+    const uint8_t *base = n <= MAP_RUN_MAX ? map_span_locked(p, first, n) : NULL;
+    for (uint64_t i = 0; base && i < n; i++)
+        if (bm_get(&p->verb, first + i)) seen |= 1ull << i;
+    pthread_mutex_unlock(&p->mu);
+    if (!base) return 1;
+    const uint8_t *pg0 = base;
+    if (!(seen & 1)) KVT_TRY(page_verify(p, pg0, first));
+    if (pg0[HDR_TYPE] != KVT_PT_OVERFLOW)
+        return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 ": not overflow", p->path, first);
+    KVT_TRY(check_first(p, pg0, first, len));
+    if (kvt_get64(pg0 + OV_RUN) != n) return 1;           /* a chain: pread path */
+    for (uint64_t i = 0; i < n; i++) {
+        const uint8_t *pg = base + i * p->page_size;
+        if (i && !(seen >> i & 1)) {
+            KVT_TRY(page_verify(p, pg, first + i));
+            if (pg[HDR_TYPE] != KVT_PT_OVERFLOW)
+                return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 ": not overflow",
+                                  p->path, first + i);
+        }
+        memcpy(dst + i * ov_cap(p), pg + OV_DATA, slice_len(p, len, i));
+    }
+    pthread_mutex_lock(&p->mu);
+    for (uint64_t i = 0; i < n; i++) if (!(seen >> i & 1)) bm_set(&p->verb, first + i);
+    p->st.map_reads += n;
+    p->st.map_verifies += n - (uint64_t)__builtin_popcountll(seen);
+    pthread_mutex_unlock(&p->mu);
+    return KVT_OK;
+}
+
 int kvt_blob_read(kvt_pager *p, kvt_pgno first, size_t len, kvt_buf *out) {
+    uint64_t faults = kvt_pager_map_faults(p);
     pthread_mutex_lock(&p->mu);
     int rc = pager_check_usable(p);
     int cached = rc == KVT_OK && pool_lookup(p, first) != NULL;
@@ -224,7 +266,9 @@ int kvt_blob_read(kvt_pager *p, kvt_pgno first, size_t len, kvt_buf *out) {
     KVT_TRY(prepare_out(out, len));
     uint8_t one;       /* the empty blob's page still gets verified */
     uint8_t *dst = len ? out->data : &one;
-    return read_blob(p, first, len, cached, dst);
+    rc = cached || !len ? 1 : read_run_mapped(p, first, len, dst);
+    if (rc == 1) rc = read_blob(p, first, len, cached, dst);
+    return kvt_pager_map_guard(p, faults, rc);       /* zeros copied from a faulted map */
 }
 
 /* Page numbers of a blob, in order, from its first page (caller holds mu). */

@@ -21,6 +21,15 @@
 
 #define MAP_MIN_DEFAULT (1ull << 30)
 
+/* The guard goes first: once unregistered, a fault in the range is not ours. */
+static void unmap_current(kvt_pager *p) {
+    if (!p->map) return;
+    mapguard_remove(p->map_guard);
+    p->map_guard = -1;
+    (void)kvt_file_unmap(p->file, p->map, p->map_len);   /* address space only */
+    p->map = NULL;
+}
+
 /* Replace the mapping by one of at least twice the file (and map_min). Failure is not
  * an error of the caller: the pager keeps the old mapping or reads with pread. */
 static void remap(kvt_pager *p) {
@@ -34,22 +43,29 @@ static void remap(kvt_pager *p) {
         return;
     }
     if (rc < 0) return;                             /* the old mapping (or none) stays */
-    if (p->map) (void)kvt_file_unmap(p->file, p->map, p->map_len);  /* address space only */
+    int slot;
+    if (mapguard_add(m, want, &slot) < 0) {          /* unguarded: never read through it */
+        (void)kvt_file_unmap(p->file, m, want);
+        return;
+    }
+    unmap_current(p);
     p->map = m;
     p->map_len = want;
+    p->map_guard = slot;
 }
 
 int map_open(kvt_pager *p, const kvt_pager_config *cfg) {
     KVT_TRY(kvt_file_size(p->file, &p->file_pages));
     p->file_pages /= p->page_size;
     p->map_min = cfg->map_bytes ? cfg->map_bytes : MAP_MIN_DEFAULT;
+    p->map_guard = -1;
     if (cfg->no_map || p->direct_io || !kvt_file_can_map(p->file)) return KVT_OK;
     remap(p);
     return KVT_OK;
 }
 
 void map_close(kvt_pager *p) {
-    if (p->map && p->file) (void)kvt_file_unmap(p->file, p->map, p->map_len);
+    if (p->file) unmap_current(p);
     p->map = NULL;
     for (size_t i = 0; i < p->nmh; i++) free(p->mh_all[i]);
     free(p->mh_all);
@@ -61,7 +77,7 @@ void map_close(kvt_pager *p) {
 
 /* Grow the mapping when the file has outgrown three quarters of it. */
 void map_refresh(kvt_pager *p) {
-    if (!p->map || p->nmapped) return;
+    if (!p->map || p->nmapped || map_faulted(p)) return;
     if (p->file_pages * p->page_size > p->map_len / 4 * 3) remap(p);
 }
 
@@ -106,7 +122,8 @@ static int verify_mapped(kvt_pager *p, maph *h) {
 /* A miss on pgno (in range, not free): served from the map when it covers the page. */
 int map_get_locked(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
     *out = NULL;
-    if (!p->map || pgno >= p->file_pages || pgno >= p->map_len / p->page_size)
+    if (!p->map || pgno >= p->file_pages || pgno >= p->map_len / p->page_size ||
+        map_faulted(p))
         return KVT_OK;
     maph *h = NULL;
     KVT_TRY(new_handle(p, &h));
@@ -126,6 +143,15 @@ int map_get_locked(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
     return KVT_OK;
 }
 
+/* Pages [first, first+n) in the mapping, the file and not free, map not faulted: their
+ * address, else NULL (the caller reads them with pread). */
+const uint8_t *map_span_locked(const kvt_pager *p, kvt_pgno first, uint64_t n) {
+    if (!p->map || map_faulted(p) || first < 2 || n > p->file_pages ||
+        first > p->file_pages - n || first + n > p->map_len / p->page_size)
+        return NULL;
+    return p->map + first * p->page_size;
+}
+
 void map_truncated(kvt_pager *p, uint64_t npages) {
     if (npages < p->file_pages) p->file_pages = npages;
 }
@@ -137,4 +163,27 @@ int pager_write_pages(kvt_pager *p, const void *buf, uint64_t n, kvt_pgno first)
     KVT_TRY(kvt_file_write(p->file, buf, n * p->page_size, first * p->page_size));
     if (first + n > p->file_pages) p->file_pages = first + n;
     return KVT_OK;
+}
+
+/* ---- guarded access (mapguard.c) ------------------------------------------------ */
+
+uint64_t kvt_pager_map_faults(const kvt_pager *p) {
+    return p->map ? mapguard_faults(p->map_guard) : 0;
+}
+
+int kvt_pager_map_guard(kvt_pager *p, uint64_t before, int rc) {
+    if (kvt_pager_map_faults(p) == before) return rc;
+    return kvt_seterr(KVT_EIO, "%s: read error under the read map (file truncated or "
+                      "unreadable); the map is no longer used", p->path);
+}
+
+int kvt_pager_map_inject_fault(kvt_pager *p, kvt_pgno pgno) {
+    pthread_mutex_lock(&p->mu);
+    int rc = KVT_OK;
+    if (!p->map || map_faulted(p) || pgno >= p->map_len / p->page_size)
+        rc = kvt_seterr(KVT_EINVAL, "%s: page %" PRIu64 " is not in the read map", p->path, pgno);
+    else
+        rc = mapguard_inject(p->map + pgno * p->page_size, p->page_size);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
 }

@@ -375,18 +375,24 @@ static int frame_of_mapped(kvt_pager *p, kvt_page *pg, frame **out) {
  * page would outlive its deferred free). On failure *pg is still the caller's pin. */
 static int write_locked(kvt_pager *p, kvt_page **pg) {
     kvt_page *cur = *pg;
-    int isnew = bm_get(&p->newb, cur->pgno);
+    int isnew = bm_get(&p->newb, cur->pgno), mapped = map_owns(p, cur);
     frame *f;
-    if (map_owns(p, cur) && (isnew || pool_lookup(p, cur->pgno))) {
+    if (mapped && (isnew || pool_lookup(p, cur->pgno))) {
         KVT_TRY(frame_of_mapped(p, cur, &f));
         *pg = cur = &f->page;
     }
     if (isnew) {
         pool_mark_dirty(p, (frame *)cur);
-        return KVT_OK;
+    } else {
+        KVT_TRY(copy_on_write(p, cur, &f));
+        *pg = &f->page;
     }
-    KVT_TRY(copy_on_write(p, cur, &f));
-    *pg = &f->page;
+    /* A page copied from a mapping that faulted may hold zeros (mapguard.c): it must
+     * never be written back, so the pager stops here. */
+    if (mapped && map_faulted(p))
+        return pager_fail(p, kvt_seterr(KVT_EIO, "%s: page %" PRIu64 " copied from the "
+                                        "read map after a read error under it", p->path,
+                                        (*pg)->pgno));
     return KVT_OK;
 }
 

@@ -102,6 +102,7 @@ struct kvt_pager {
     maph **mh_all;               /* every handle made, freed at close */
     size_t nmh, cap_mh;
     uint64_t nmapped;            /* handles pinned by callers */
+    int map_guard;               /* mapguard.c slot of the mapping, -1 none */
 
     /* consistency walk (check.c) */
     bitmap checkb;
@@ -162,8 +163,18 @@ static inline int map_owns(const kvt_pager *p, const kvt_page *pg) {
     return p->map && pg->data >= p->map && pg->data < p->map + p->map_len;
 }
 void map_release(kvt_pager *p, kvt_page *pg);
+const uint8_t *map_span_locked(const kvt_pager *p, kvt_pgno first, uint64_t n);
 void map_truncated(kvt_pager *p, uint64_t npages);
 void map_refresh(kvt_pager *p);                   /* writer, between operations */
+
+/* mapguard.c: SIGBUS on a registered mapping is patched with zeros and counted. */
+int      mapguard_add(void *addr, uint64_t len, int *slot);
+void     mapguard_remove(int slot);
+uint64_t mapguard_faults(int slot);
+int      mapguard_inject(void *addr, uint64_t len);      /* test hook: a real SIGBUS */
+static inline int map_faulted(const kvt_pager *p) {
+    return p->map_guard >= 0 && mapguard_faults(p->map_guard) != 0;
+}
 /* Write n whole pages from first: the only way the pager writes data pages. */
 int  pager_write_pages(kvt_pager *p, const void *buf, uint64_t n, kvt_pgno first);
 

@@ -11,10 +11,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include "kvt_error.h"
 #include "kvt_pager.h"
 
 static int failures;
+static kvt_pager_stats stats_of(kvt_pager *p);
 static char dir[256], path[300];
 
 #define CHECK(cond) do { if (!(cond)) { \
@@ -353,11 +357,14 @@ static uint8_t *pattern(size_t n, uint32_t seed) {
     return d;
 }
 
-static void blob_roundtrip(int direct_io, uint32_t ps) {
+/* With the read map (neither direct_io nor no_map), a run of up to 64 pages is copied
+ * from the mapping (no I/O, counted in map_reads); otherwise one I/O per blob. */
+static void blob_roundtrip(int direct_io, uint32_t ps, int no_map) {
     fresh(direct_io ? "blob_direct" : "blob");
     kvt_pager *p;
     kvt_pager_config c = cfg_of(ps, 64 * 4096);
     c.direct_io = direct_io;
+    c.no_map = no_map;
     kvt_io_stats io = {0};
     c.stats = &io;
     OK(open_p(c, &p));
@@ -371,10 +378,13 @@ static void blob_roundtrip(int direct_io, uint32_t ps) {
     }
     kvt_buf out = {0};
     for (int i = 0; i < NB; i++) {
-        uint64_t reads = io.reads;
+        uint64_t reads = io.reads, mapped = stats_of(p).map_reads;
         OK(kvt_blob_read(p, first[i], sizes[i], &out));
         CHECK(out.len == sizes[i] && (!sizes[i] || memcmp(out.data, data[i], sizes[i]) == 0));
-        CHECK(io.reads == reads + 1);                 /* one I/O per blob */
+        uint64_t pages = sizes[i] ? (sizes[i] + ps - 57) / (ps - 56) : 1;
+        int via_map = !direct_io && !no_map && sizes[i] && pages <= 64;
+        CHECK(io.reads == reads + (via_map ? 0 : 1));          /* one I/O per blob */
+        CHECK(stats_of(p).map_reads == mapped + (via_map ? pages : 0));
     }
     CHECK(kvt_blob_read(p, first[2], 99, &out) == KVT_ECORRUPT);   /* wrong length */
     uint8_t small[10];
@@ -420,8 +430,9 @@ static void blob_roundtrip(int direct_io, uint32_t ps) {
 }
 
 static void test_blobs(void) {
-    blob_roundtrip(0, 4096);
-    blob_roundtrip(1, 65536);
+    blob_roundtrip(0, 4096, 0);
+    blob_roundtrip(0, 4096, 1);
+    blob_roundtrip(1, 65536, 0);
 }
 
 /* Read-only: writes stay in memory (chains of pool pages), nothing reaches the file. */
@@ -935,6 +946,183 @@ static void test_map_truncate(void) {
     OK(kvt_pager_close(p));
 }
 
+/* ---- guarded map access (mapguard.c) ---- */
+
+/* A disk error under a mapped page (injected: a real SIGBUS on touch) is caught: the op
+ * sees zeros and its guard turns the result into KVT_EIO; later misses take pread and
+ * give the right content; a write copying from the faulted map fails and latches. */
+static void test_map_injected_fault(void) {
+    fresh("map_fault");
+    kvt_pager *p;
+    enum { N = 40 };
+    kvt_pgno v[N];
+    kvt_page *pg;
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, N, 1));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(verify_pages(p, v, N, 1));                 /* every page verified through the map */
+    CHECK(kvt_pager_map_faults(p) == 0);
+    CHECK(kvt_pager_map_inject_fault(p, 1u << 30) == KVT_EINVAL);
+    uint64_t before = kvt_pager_map_faults(p);
+    OK(kvt_pager_get(p, v[7], &pg));              /* verified: no checksum on this pin */
+    CHECK(stats_of(p).map_reads == N + 1);
+    OK(kvt_pager_map_inject_fault(p, v[7]));
+    volatile uint8_t b = pg->data[100];            /* SIGBUS, patched with zeros */
+    CHECK(b == 0 && !matches(pg->data, 4096, 7, 1));
+    kvt_pager_unpin(p, pg);
+    CHECK(kvt_pager_map_faults(p) == before + 1);
+    CHECK(kvt_pager_map_guard(p, before, KVT_OK) == KVT_EIO);
+    CHECK(strstr(kvt_errmsg(), "read error under the read map") != NULL);
+    CHECK(kvt_pager_map_guard(p, kvt_pager_map_faults(p), KVT_NOTFOUND) == KVT_NOTFOUND);
+    uint64_t reads = stats_of(p).map_reads;
+    OK(verify_pages(p, v, N, 1));                 /* now every miss is a pread */
+    CHECK(stats_of(p).map_reads == reads);
+    OK(check_refs(p, v, N));
+    OK(kvt_pager_close(p));
+}
+
+/* A fault on a page not yet verified hits the checksum itself: KVT_ECORRUPT. */
+static void test_map_fault_on_first_read(void) {
+    fresh("map_fault1");
+    kvt_pager *p;
+    enum { N = 10 };
+    kvt_pgno v[N];
+    kvt_page *pg;
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, N, 1));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    uint64_t before = kvt_pager_map_faults(p);
+    OK(kvt_pager_map_inject_fault(p, v[3]));
+    CHECK(kvt_pager_get(p, v[3], &pg) == KVT_ECORRUPT && pg == NULL);
+    CHECK(kvt_pager_map_faults(p) == before + 1);
+    OK(kvt_pager_get(p, v[3], &pg));              /* pread: the disk copy is fine */
+    CHECK(matches(pg->data, 4096, 3, 1));
+    kvt_pager_unpin(p, pg);
+    OK(kvt_pager_close(p));
+}
+
+/* A page pinned from the map, then the map faults: writing it must not copy the zeros. */
+static void test_map_fault_then_write(void) {
+    fresh("map_fault_w");
+    kvt_pager *p;
+    enum { N = 10 };
+    kvt_pgno v[N];
+    kvt_page *pg;
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, N, 1));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(kvt_pager_get(p, v[5], &pg));
+    OK(kvt_pager_map_inject_fault(p, v[5]));
+    CHECK(kvt_pager_write(p, &pg) == KVT_EIO);
+    kvt_pager_unpin(p, pg);
+    CHECK(kvt_pager_checkpoint(p, NULL, 0) == KVT_EFATAL);   /* latched: nothing written */
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(verify_pages(p, v, N, 1));                 /* the checkpoint on disk is intact */
+    OK(kvt_pager_close(p));
+}
+
+/* The data file truncated behind the pager's back, under a reader holding a page. */
+static void test_map_file_truncated(void) {
+    fresh("map_cut");
+    kvt_pager *p;
+    enum { N = 64 };
+    kvt_pgno v[N];
+    kvt_page *pg;
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(make_pages(p, v, N, 1));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    OK(open_p(cfg_of(4096, 8 * 4096), &p));
+    OK(verify_pages(p, v, N, 1));
+    kvt_pgno last = 0;
+    for (int i = 0; i < N; i++) if (v[i] > last) last = v[i];
+    uint64_t before = kvt_pager_map_faults(p);
+    OK(kvt_pager_get(p, last, &pg));
+    CHECK(truncate(path, 2 * 4096) == 0);
+    volatile uint8_t b = pg->data[200];
+    CHECK(b == 0);
+    kvt_pager_unpin(p, pg);
+    CHECK(kvt_pager_map_guard(p, before, KVT_OK) == KVT_EIO);
+    int errors = 0;
+    for (int i = 0; i < N; i++) {                 /* pread past the end: short read */
+        int rc = kvt_pager_get(p, v[i], &pg);
+        if (rc == KVT_OK) kvt_pager_unpin(p, pg);
+        else errors += rc == KVT_ECORRUPT || rc == KVT_EIO;
+    }
+    CHECK(errors > 0);
+    OK(kvt_pager_close(p));
+}
+
+/* A SIGBUS outside every read map is not ours: with the guard installed, a bad access
+ * elsewhere (and a SIGBUS sent by kill) still ends the process as before. */
+static void test_map_foreign_sigbus(void) {
+    fresh("map_foreign");
+    for (int how = 0; how < 2; how++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            kvt_pager *p;
+            if (open_p(cfg_of(4096, 1 << 20), &p) != KVT_OK) _exit(3);
+            if (how == 0) (void)raise(SIGBUS);
+            int fd = memfd_create("empty", 0);
+            volatile uint8_t *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+            if (m == MAP_FAILED) _exit(4);
+            uint8_t b = m[0];                         /* past the end of an empty file */
+            _exit(b == 0 ? 5 : 6);
+        }
+        int st = 0;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        /* killed by SIGBUS, or (SAN=1) the sanitizer's own handler reported and exited 1 */
+        CHECK((WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS) ||
+              (WIFEXITED(st) && WEXITSTATUS(st) == 1));
+    }
+}
+
+/* Blobs copied from the map: damage is found (checksum on first read), verified pages
+ * are not checksummed again, and a fault under the map fails that read with KVT_EIO
+ * while the next read takes pread and succeeds. */
+static void test_map_blob_reads(void) {
+    fresh("map_blob");
+    kvt_pager *p;
+    kvt_pgno a, b;
+    kvt_buf out = {0};
+    uint8_t *da = pattern(3 * 4096, 7), *db = pattern(5000, 8);
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    OK(kvt_blob_write(p, da, 3 * 4096, &a));
+    OK(kvt_blob_write(p, db, 5000, &b));
+    OK(kvt_pager_checkpoint(p, NULL, 0));
+    OK(kvt_pager_close(p));
+    flip_byte((a + 2) * 4096 + 900);
+    OK(open_p(cfg_of(4096, 1 << 20), &p));
+    CHECK(kvt_blob_read(p, a, 3 * 4096, &out) == KVT_ECORRUPT);
+    CHECK(strstr(kvt_errmsg(), "checksum mismatch") != NULL);
+    OK(kvt_blob_read(p, b, 5000, &out));
+    CHECK(out.len == 5000 && memcmp(out.data, db, 5000) == 0);
+    kvt_pager_stats s1 = stats_of(p);
+    OK(kvt_blob_read(p, b, 5000, &out));                  /* verified once */
+    kvt_pager_stats s2 = stats_of(p);
+    CHECK(s2.map_reads == s1.map_reads + 2 && s2.map_verifies == s1.map_verifies);
+    uint64_t before = kvt_pager_map_faults(p);
+    OK(kvt_pager_map_inject_fault(p, b + 1));
+    CHECK(kvt_blob_read(p, b, 5000, &out) == KVT_EIO);
+    CHECK(kvt_pager_map_faults(p) == before + 1);
+    kvt_pager_stats s3 = stats_of(p);
+    OK(kvt_blob_read(p, b, 5000, &out));                  /* pread of the intact file */
+    CHECK(out.len == 5000 && memcmp(out.data, db, 5000) == 0);
+    CHECK(stats_of(p).map_reads == s3.map_reads);
+    OK(kvt_pager_close(p));
+    kvt_buf_free(&out);
+    free(da);
+    free(db);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/test_pager.%d", (int)getpid());
     mkdir(dir, 0755);
@@ -958,6 +1146,12 @@ int main(void) {
     test_map_cow();
     test_map_growth();
     test_map_truncate();
+    test_map_injected_fault();
+    test_map_fault_on_first_read();
+    test_map_fault_then_write();
+    test_map_file_truncated();
+    test_map_foreign_sigbus();
+    test_map_blob_reads();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

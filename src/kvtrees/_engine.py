@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import threading
+import struct as _struct
+from itertools import chain as _chain_mod
 import weakref
+from operator import itemgetter as _itemgetter
 from typing import Any, Iterator, Optional, Tuple, Union
 
 from ._native import ffi, lib
@@ -32,6 +35,19 @@ _EBUFSMALL = lib.KVT_EBUFSMALL
 _kvt_get = lib.kvt_get
 _buffer = ffi.buffer
 _unpack = ffi.unpack
+_next_many = lib.kvt_iter_next_many
+_batch_put = lib.kvt_batch_put
+_iter_new = lib.kvt_iter_new
+_NO_BOUND = (ffi.NULL, 0)
+_weakref = weakref.ref
+
+
+def _new_chunk():
+    return ffi.new("kvt_chunk *")
+
+
+_EMPTY = iter(())
+_chain = _chain_mod.from_iterable
 _GET_BUF = 4096          # initial per-thread get buffer; grows on demand
 _GET_BUF_KEEP = 1 << 20  # larger buffers are dropped after use
 
@@ -206,58 +222,117 @@ class _Child:
             pass
 
 
+_STRUCTS: dict = {}
+_ITEM0 = _itemgetter(0)
+
+
+def _uniform_struct(mode: int, kl: int, vl: int):
+    """The Struct splitting entries of one key and one value length (cached by
+    kl << 34 | vl << 2 | mode: key lengths are < 2**13, values < 2**32)."""
+    key = (kl << 34) | (vl << 2) | mode
+    st = _STRUCTS.get(key)
+    if st is None:
+        if len(_STRUCTS) > 512:
+            _STRUCTS.clear()
+        fmt = ("%ds%ds", "%ds%dx", "%dx%ds")[mode] % (kl, vl)
+        st = _STRUCTS[key] = _struct.Struct(fmt)
+    return st
+
+
+def _split_chunk(mode: int, blob: bytes, lens: list, n: int):
+    """An iterator over one chunk's entries (k0 v0 k1 v1 ... in blob, lengths in lens),
+    split in C by one struct format built for the chunk. (A chunk whose keys and values
+    all have one length each takes Struct.iter_unpack instead: _Iter._refill.)"""
+    flat = _struct.unpack(("%ds" * (2 * n)) % tuple(lens), blob)
+    if mode == 0:
+        return zip(flat[0::2], flat[1::2])
+    return iter(flat[mode - 1::2])
+
+
 class _Iter(_Child):
-    """Iterator over a key range; yields (key, value), keys only or values only."""
+    """Iterator over a key range; yields (key, value), keys only or values only.
+
+    Entries come from the native iterator a chunk at a time (kvt_iter_next_many: one
+    call, one copy of the chunk's bytes); each chunk is split into bytes objects by
+    struct in C (_split_chunk), so no Python code runs per entry.
+    ``iter()`` gives a chain of the chunks over the same state (no Python frame per
+    entry, unlike ``__next__``); both may be mixed and used from several threads."""
 
     _what = "iterator"
 
     def __init__(self, engine: "Engine", start, end, reverse: bool, mode: int) -> None:
-        super().__init__(engine)
-        s, sl = _bound(start, "start")
-        e, el = _bound(end, "end")
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._ptr = None
+        s, sl = _bound(start, "start") if start is not None else _NO_BOUND
+        e, el = _bound(end, "end") if end is not None else _NO_BOUND
         self._mode = mode
-        self._k = ffi.new("uint8_t **")
-        self._v = ffi.new("uint8_t **")
-        self._kl = ffi.new("size_t *")
-        self._vl = ffi.new("size_t *")
-        self._kc = ffi.cast("char **", self._k)   # char views: ffi.unpack gives bytes
-        self._vc = ffi.cast("char **", self._v)
-        out = ffi.new("kvt_iter **")
-        with engine._guard():
-            check(lib.kvt_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
+        self._chunk = _new_chunk()
+        self._cur = _EMPTY            # iterator over the current chunk's entries
+        self._finished = False
+        with engine._close_lock:      # also guards the engine's shared out-pointer
+            out = engine._iter_out
+            check(_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
             self._ptr = out[0]
-            engine._children.add(self)
+            engine._children.add(_weakref(self, engine._child_gone))
 
     def _free_native(self) -> None:
         lib.kvt_iter_free(self._ptr)
+        self._cur = _EMPTY            # __next__ stops now; a for loop inside a chunk
+                                      # ends it (bytes already copied), then stops
 
-    def __iter__(self) -> "_Iter":
-        return self
-
-    def __next__(self):
-        with self._lock:
-            if self._ptr is None:
-                if self._engine._db is None and not getattr(self, "_finished", False):
-                    raise _closed("engine of this iterator")
-                raise StopIteration
-            rc = lib.kvt_iter_next(self._ptr, self._k, self._kl, self._v, self._vl)
-            if rc == _OK:
-                mode = self._mode
-                if mode == 0:
-                    return (_unpack(self._kc[0], self._kl[0]), _unpack(self._vc[0], self._vl[0]))
-                if mode == 1:
-                    return _unpack(self._kc[0], self._kl[0])
-                return _unpack(self._vc[0], self._vl[0])
-            if rc != _NOTFOUND:
-                err = error_from_code(rc)
+    def _refill(self) -> bool:
+        """Next chunk into self._cur (caller holds the lock); False at the end."""
+        if self._ptr is None:
+            if self._engine._db is None and not self._finished:
+                raise _closed("engine of this iterator")
+            return False
+        c = self._chunk
+        rc = _next_many(self._ptr, c)
+        if rc == 0:
+            blob = _unpack(c.data, c.bytes)
+            mode = self._mode
+            if c.uniform:
+                kl, vl = c.kl, c.vl
+                st = _STRUCTS.get((kl << 34) | (vl << 2) | mode)
+                if st is None:
+                    st = _uniform_struct(mode, kl, vl)
+                it = st.iter_unpack(blob)
+                self._cur = it if mode == 0 else map(_ITEM0, it)
             else:
-                err = None
-            self._finished = True
-            self._free_native()
-            self._ptr = None
+                self._cur = _split_chunk(mode, blob, _unpack(c.lens, 2 * c.n), c.n)
+            return True
+        err = error_from_code(rc) if rc != _NOTFOUND else None
+        self._finished = True
+        self._free_native()
+        self._ptr = None
         if err is not None:
             raise err
-        raise StopIteration
+        return False
+
+    def __iter__(self) -> Iterator:
+        return _chain(self._chunks())
+
+    def _chunks(self) -> Iterator:
+        """Each chunk's iterator in turn (chain walks them at C speed)."""
+        lock = self._lock
+        refill = self._refill
+        while True:
+            cur = self._cur
+            yield cur
+            with lock:
+                if self._cur is cur and not refill():
+                    return
+
+    def __next__(self):
+        for item in self._cur:
+            return item
+        with self._lock:
+            while True:
+                for item in self._cur:     # another thread may have refilled it
+                    return item
+                if not self._refill():
+                    raise StopIteration
 
     def close(self) -> None:
         """Free the iterator now (also done when exhausted or garbage-collected)."""
@@ -286,7 +361,7 @@ class Batch(_Child):
         with engine._guard():
             check(lib.kvt_batch_new(engine._live(), out))
             self._ptr = out[0]
-            engine._children.add(self)
+            engine._adopt(self)
 
     def _free_native(self) -> None:
         lib.kvt_batch_free(self._ptr)
@@ -297,6 +372,19 @@ class Batch(_Child):
         return self._ptr
 
     def put(self, key: KeyLike, value: KeyLike) -> None:
+        # Fast path (bytes key and value within limits): one native call, no helper
+        # calls; anything else takes the validating path below.
+        if type(key) is bytes and type(value) is bytes:
+            kl = len(key)
+            vl = len(value)
+            if 0 < kl <= MAX_KEY and vl <= MAX_VALUE:
+                with self._lock:
+                    ptr = self._ptr
+                    if ptr is not None:
+                        rc = _batch_put(ptr, key, kl, value, vl)
+                        if rc:
+                            check(rc)
+                        return
         k = _key(key)
         v, n = _value(value)
         with self._lock:
@@ -358,7 +446,12 @@ class Engine:
             self._path = os.fsdecode(self._path)
         self._options = options
         self._close_lock = threading.Lock()
-        self._children: "weakref.WeakSet[_Child]" = weakref.WeakSet()
+        # Children (iterators, batches) as weak references in a plain set; each ref's
+        # callback is the set's own discard, so adding and dropping one runs no Python
+        # code (a WeakSet costs about a microsecond per iterator).
+        self._children: set = set()
+        self._child_gone = self._children.discard
+        self._iter_out = ffi.new("kvt_iter **")   # used under _close_lock only
         self._vfs = _vfs
         o = ffi.new("kvt_options *")
         lib.kvt_options_init(o)
@@ -401,6 +494,9 @@ class Engine:
 
     def _guard(self):
         return self._close_lock
+
+    def _adopt(self, child: "_Child") -> None:
+        self._children.add(weakref.ref(child, self._child_gone))
 
     @property
     def path(self) -> str:
@@ -539,8 +635,10 @@ class Engine:
             db = self._db
             if db is None:
                 return
-            for child in list(self._children):
-                child._release()
+            for ref in list(self._children):
+                child = ref()
+                if child is not None:
+                    child._release()
             self._db = None
             rc = lib.kvt_close(db)
             if self._vfs is not None:

@@ -170,23 +170,31 @@ class _Writing:
 
     def __enter__(self) -> None:
         store = self.store
-        lock = store._wlock
-        outer = not lock._is_owned()
-        lock.acquire()
-        if outer:                  # the core's writer lock: shared with native puts
+        depth = store._write_depth
+        store._wlock.acquire()
+        if not depth.n:            # outermost: the core's writer lock, shared with native puts
             try:
                 store._core.lock()
             except BaseException:
-                lock.release()
+                store._wlock.release()
                 raise
+        depth.n += 1
 
     def __exit__(self, *exc) -> None:
         store = self.store
-        lock = store._wlock
-        lock.release()
-        if not lock._is_owned():   # nested in another write: that one finishes
+        depth = store._write_depth
+        depth.n -= 1
+        outer = not depth.n        # nested in another write: that one finishes
+        if outer:
             store._core.unlock()
+        store._wlock.release()
+        if outer:
             store._finish_writes()
+
+
+class _Depth(threading.local):
+    """How deep the current thread is in Store._writing() (0: not writing)."""
+    n = 0
 
 
 class Store:
@@ -209,6 +217,7 @@ class Store:
         self._queue_limit = max(1, watch_queue_limit)
         self._compact_batch = max(1, compact_batch)
         self._wlock = threading.RLock()
+        self._write_depth = _Depth()
         # group_sync: the engine does not fsync per commit; _writing() syncs after the
         # writer lock is released (see docs/STORE.md, "Durability and group commit")
         self._group_sync = group_sync

@@ -56,8 +56,8 @@ class WatchHub:
         under the lock, so a watcher joining meanwhile either is seen here or starts
         after rev. changes() builds them only then. O(1) without watchers."""
         with self._lock:
-            if not self._watchers:
-                return
+            if not self._watchers or rev < self._next:   # (< next: a watcher that joined
+                return                                   # after it replays it)
             self._pending[rev] = changes()
         self.publish()
 
@@ -142,6 +142,10 @@ class WatchHub:
 
     def count(self) -> int:
         return len(self._watchers)
+
+    def backlog(self) -> int:
+        """Revisions handed over and not delivered yet. O(1)."""
+        return len(self._pending)
 
     def close(self) -> None:
         for w in list(self._watchers.values()):

@@ -61,10 +61,21 @@ class RaftLogMachine(RuleBasedStateMachine):
             self.log.applied_to(got[-1].index)
             self.applied = got[-1].index
 
-    @precondition(lambda self: min(self.applied, len(self.stored)) > self.snap_index)
+    def _snapshot_limit(self) -> int:
+        """The newest applied index whose entry storage holds as Raft sees it: an
+        application snapshots its state at an index it has persisted (the Ready contract
+        persists entries before applying them), never at one whose stored entry a newer
+        unstable one has replaced."""
+        agree = 0
+        while agree < min(len(self.stored), len(self.model)) and \
+                self.stored[agree] == self.model[agree]:
+            agree += 1
+        return min(self.applied, agree)
+
+    @precondition(lambda self: self._snapshot_limit() > self.snap_index)
     @rule(keep=st.integers(0, 3))
     def snapshot_and_compact(self, keep):
-        at = min(self.applied, len(self.stored))
+        at = self._snapshot_limit()
         self.storage.create_snapshot(at, ConfState([1]), b"s")
         self.snap_index = at
         if at - keep >= self.storage.first_index():

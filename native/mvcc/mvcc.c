@@ -280,31 +280,31 @@ int kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_t
 
 /* ---- puts ------------------------------------------------------------------------ */
 
-/* The record of one put: versioned key, revision-log entry, lease attachment change. */
-static int build_put(kvt_mvcc *m, size_t plen, const uint8_t *k, size_t kl,
-                     const uint8_t *v, size_t vl, const kvt_mvcc_kv *e, uint64_t old_lease) {
+/* Append one change to m->rec: the versioned entry (value, or a tombstone), its
+ * revision-log entry (rev e->mod, sub) and the move of the key's lease attachment from
+ * old_lease to e->lease. m->key holds the engine prefix of k (prefix_len bytes). */
+int mvcc_record_change(kvt_mvcc *m, size_t prefix_len, const uint8_t *k, size_t kl,
+                       const uint8_t *v, size_t vl, const kvt_mvcc_kv *e, uint32_t sub,
+                       uint64_t old_lease) {
     kvt_buf *rec = &m->rec;
-    rec->len = 0;
     KVT_TRY(kvt_buf_reserve(&m->val, KVT_MVCC_HDR + vl));
     mvcc_entry_header(m->val.data, e);
     if (vl) memcpy(m->val.data + KVT_MVCC_HDR, v, vl);
-    mvcc_kv_set_rev(&m->key, plen, e->mod);
+    mvcc_kv_set_rev(&m->key, prefix_len, e->mod);
     KVT_TRY(kvt_db_record_add(rec, KVT_BATCH_OP_PUT, m->key.data, m->key.len, m->val.data,
                               KVT_MVCC_HDR + vl));
     uint8_t rk[MVCC_REVLOG_KEY];
-    mvcc_revlog_key(rk, e->mod, 0);
+    mvcc_revlog_key(rk, e->mod, sub);
     KVT_TRY(kvt_db_record_add(rec, KVT_BATCH_OP_PUT, rk, sizeof rk, k, kl));
     if (old_lease == e->lease) return KVT_OK;
     if (old_lease) {
         KVT_TRY(mvcc_attach_key(&m->aux, old_lease, k, kl));
         KVT_TRY(kvt_db_record_add(rec, KVT_BATCH_OP_DEL, m->aux.data, m->aux.len, NULL, 0));
     }
-    if (e->lease) {
-        KVT_TRY(mvcc_attach_key(&m->aux, e->lease, k, kl));
-        KVT_TRY(kvt_db_record_add(rec, KVT_BATCH_OP_PUT, m->aux.data, m->aux.len,
-                                  (const uint8_t *)"", 0));
-    }
-    return KVT_OK;
+    if (!e->lease) return KVT_OK;
+    KVT_TRY(mvcc_attach_key(&m->aux, e->lease, k, kl));
+    return kvt_db_record_add(rec, KVT_BATCH_OP_PUT, m->aux.data, m->aux.len,
+                             (const uint8_t *)"", 0);
 }
 
 /* Hand the previous value to the caller: its buffer if it fits, else the heap. */
@@ -339,7 +339,8 @@ static int put_locked(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v
     kvt_mvcc_kv e = {.mod = head + 1, .lease = lease};
     e.create = live ? prev.create : e.mod;
     e.version = live ? prev.version + 1 : 1;
-    KVT_TRY(build_put(m, plen, k, kl, v, vl, &e, live ? prev.lease : 0));
+    m->rec.len = 0;
+    KVT_TRY(mvcc_record_change(m, plen, k, kl, v, vl, &e, 0, live ? prev.lease : 0));
     KVT_TRY(kvt_db_commit_logged(m->db, m->rec.data, m->rec.len, lsn));
     if (live) res->prev = prev;
     res->rev = e.mod;

@@ -41,6 +41,11 @@ void mvcc_leave(kvt_mvcc *m);
 int  mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
                        size_t prefix_len, uint64_t rev, kvt_mvcc_kv *out, kvt_buf *value);
 
+/* mvcc.c: one change (entry, revision-log entry, lease attachment) appended to m->rec;
+ * m->key holds the engine prefix of k (writer lock held) */
+int  mvcc_record_change(kvt_mvcc *m, size_t prefix_len, const uint8_t *k, size_t kl,
+                        const uint8_t *v, size_t vl, const kvt_mvcc_kv *e, uint32_t sub,
+                        uint64_t old_lease);
 /* mvcc.c: is lease id live? (writer lock held) */
 int  mvcc_lease_live(const kvt_mvcc *m, uint64_t id);
 

@@ -152,33 +152,6 @@ static int overlay(txn *t, const uint8_t *k, uint32_t kl, const uint8_t *v, uint
     return KVT_OK;
 }
 
-/* The versioned entry and revision-log entry of one change, into m->rec. */
-static int record_change(txn *t, const uint8_t *k, uint32_t kl, const uint8_t *v,
-                         uint32_t vl, const kvt_mvcc_kv *e, uint64_t old_lease,
-                         uint64_t new_lease) {
-    kvt_mvcc *m = t->m;
-    KVT_TRY(mvcc_kv_prefix(&m->key, k, kl));
-    size_t plen = m->key.len;
-    mvcc_kv_set_rev(&m->key, plen, e->mod);
-    KVT_TRY(kvt_buf_reserve(&m->aux, KVT_MVCC_HDR + vl));
-    mvcc_entry_header(m->aux.data, e);
-    if (vl) memcpy(m->aux.data + KVT_MVCC_HDR, v, vl);
-    KVT_TRY(kvt_db_record_add(&m->rec, KVT_BATCH_OP_PUT, m->key.data, m->key.len,
-                              m->aux.data, KVT_MVCC_HDR + vl));
-    uint8_t rk[MVCC_REVLOG_KEY];
-    mvcc_revlog_key(rk, e->mod, t->sub++);
-    KVT_TRY(kvt_db_record_add(&m->rec, KVT_BATCH_OP_PUT, rk, sizeof rk, k, kl));
-    if (old_lease == new_lease) return KVT_OK;
-    if (old_lease) {
-        KVT_TRY(mvcc_attach_key(&m->aux, old_lease, k, kl));
-        KVT_TRY(kvt_db_record_add(&m->rec, KVT_BATCH_OP_DEL, m->aux.data, m->aux.len, NULL, 0));
-    }
-    if (!new_lease) return KVT_OK;
-    KVT_TRY(mvcc_attach_key(&m->aux, new_lease, k, kl));
-    return kvt_db_record_add(&m->rec, KVT_BATCH_OP_PUT, m->aux.data, m->aux.len,
-                             (const uint8_t *)"", 0);
-}
-
 static int run_op(txn *t, rd *r) {
     uint8_t kind = rd_u8(r), flags = rd_u8(r);
     uint32_t kl = rd_u32(r);
@@ -214,7 +187,9 @@ static int run_op(txn *t, rd *r) {
     int with_prev = (flags & 1) && found;
     KVT_TRY(out_u8(t, (uint8_t)with_prev));
     if (with_prev) KVT_TRY(out_kv(t, k, kl, &cur, cv));
-    KVT_TRY(record_change(t, k, kl, v, vl, &e, found ? cur.lease : 0, lease));
+    KVT_TRY(mvcc_kv_prefix(&t->m->key, k, kl));
+    KVT_TRY(mvcc_record_change(t->m, t->m->key.len, k, kl, v, vl, &e, t->sub++,
+                               found ? cur.lease : 0));
     return overlay(t, k, kl, v, vl, &e);
 }
 

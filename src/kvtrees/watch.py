@@ -98,7 +98,7 @@ class Watcher:
         self._error: Optional[BaseException] = None
         self.id: Optional[int] = None
 
-    # ---- writer side (called with the store's writer lock held)
+    # ---- writer side (called by the watch hub, under its lock)
     def matches(self, key: bytes) -> bool:
         if self.end is None:
             return key == self.start

@@ -155,7 +155,7 @@ def test_engine_on_full_tmpfs(engine_name, small_fs, which):
         eng.check()
     after = file_sizes(path)
     assert after["data.kvt"] <= before["data.kvt"], (before, after)
-    assert after["wal.log"] == before["wal.log"], (before, after)
+    assert after["wal.log"] <= before["wal.log"], (before, after)   # zeros ahead may go
     small_fs.free()
     with kvtrees.open_engine(path, **opts) as eng:
         verify_engine(eng, acked)
@@ -383,7 +383,11 @@ def test_recovery_needs_no_free_space(engine_name, tmp_path):
             eng.put(engine_key(600), VALUE)
         eng.close()
         fv.close()
-        assert file_sizes(path) == before, f"attempt {attempt}: {before} -> {file_sizes(path)}"
+        # Nothing grew; the log may lose the zeros it had grown ahead (replay cuts them).
+        after = file_sizes(path)
+        assert after["data.kvt"] == before["data.kvt"], f"attempt {attempt}: {before} -> {after}"
+        assert after["wal.log"] <= before["wal.log"], f"attempt {attempt}: {before} -> {after}"
+        before = after
     with kvtrees.open_engine(path, read_only=True) as ro:
         verify_engine(ro, 600)
         ro.check()

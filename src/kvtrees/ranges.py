@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 
+from . import mvcc
 from .mvcc import Entry, KeyValue
+from .txn import to_key
 
 __all__ = ["check_limit", "check_sort", "order", "revision_filter", "select", "strip_early",
            "without_value", "SORT_TARGETS"]
@@ -95,3 +97,15 @@ def select(entries, limit, count_only, keys_only, sort_order, sort_target, filt)
     if keys_only and not early:
         kvs = [without_value(kv) for kv in kvs]     # sorted by value, then cleared
     return kvs, count, more
+
+
+def prefix_bounds(prefix) -> tuple:
+    """etcd's [prefix, prefix_end) range; the empty prefix means every key."""
+    if isinstance(prefix, (str, bytes, bytearray, memoryview)) and len(prefix) == 0:
+        return b"\x00", b"\x00"
+    p = to_key(prefix)
+    return p, mvcc.prefix_end(p) or b"\x00"
+
+
+def opt_key(k):
+    return None if k is None else to_key(k)

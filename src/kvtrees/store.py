@@ -4,30 +4,42 @@ Concurrency: one writer lock serializes revision assignment and the engine batch
 makes a revision durable; reads take no lock (they read at a fixed revision from the
 engine, whose iterators are safe under concurrent writes). Key layout: see mvcc.py and
 docs/STORE.md.
+
+This module is the Store's core: opening, the revision counters, the writer lock and
+the one apply path every write goes through (puts, deletes, txns; the handlers of the
+other requests live with their concept). The rest of Store is one module per concept:
+store_reads (point reads and ranges), store_watches, store_leases, store_compaction,
+store_maintenance (hash_kv, status, snapshot, check); write_set is the Python write
+path's write set, mvcc_core the native MVCC layer's binding, watch_hub the delivery of
+events, requests the write request values.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import struct
 import threading
-from typing import Any, Iterator, NamedTuple, Optional
+from typing import Optional
 
 from . import mvcc
 from .errors import (ClosedError, CompactedError, CorruptionError, FutureRevisionError,
                      KvtreesError, LeaseNotFoundError, NoSpaceError, TooLargeError)
-from .lease import MIN_TTL, Lease, LeaseTable
+from .lease import MIN_TTL, LeaseTable
 from .mvcc import Entry, KeyValue, RangeResult, PutResult, DeleteResult
 from .mvcc_core import PREV_UNKNOWN, open_core
 from . import ranges, txn_codec
 from .requests import (CompactRequest, CompactStepRequest, DeleteRangeRequest,
                        LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
                        SaveRevisionRequest, TxnRequest)
-from .txn import (MAX_REQUEST_BYTES, Compare, Delete, Get, Put, Transactions, Txn,
-                  to_key, to_lease_id, to_value, validate_txn)
-from .watch import DeleteEvent, PutEvent, Watcher
+from .txn import (MAX_REQUEST_BYTES, Delete, Get, Put, Transactions, Txn, to_key,
+                  to_lease_id, to_value, validate_txn)
+from .watch import DeleteEvent, PutEvent  # noqa: F401  (kvtrees.store.PutEvent, as before)
 from .watch_hub import WatchHub
+from .write_set import WriteSet
+from .store_compaction import StoreCompaction
+from .store_leases import StoreLeases
+from .store_maintenance import Status, StoreMaintenance
+from .store_reads import StoreReads
+from .store_watches import StoreWatches
+from .ranges import prefix_bounds
 
 __all__ = ["Store", "Status", "open", "KeyValue", "RangeResult", "PutResult",
            "DeleteResult"]
@@ -38,16 +50,6 @@ _REQUEST_OVERHEAD = 16   # bytes counted per put beyond key and value (etcd-like
 _FAST_KEY = (mvcc.MAX_ENGINE_KEY - 11) // 2
 _FAST_VALUE = MAX_REQUEST_BYTES - _FAST_KEY - _REQUEST_OVERHEAD
 _new_tuple = tuple.__new__     # a named tuple without its generated __new__
-
-
-class Status(NamedTuple):
-    revision: int
-    compact_revision: int
-    db_size: int
-    engine: str
-    leases: int
-    watchers: int
-    version: str
 
 
 def open(path, engine: Optional[str] = None, **options) -> "Store":
@@ -96,71 +98,6 @@ def _engine_name(eng, requested) -> str:
     return requested or "btree"
 
 
-class _Write:
-    """The write set of one revision: engine ops, events and an overlay that lets reads
-    inside a txn see the txn's own earlier writes."""
-
-    def __init__(self, store: "Store"):
-        self.store = store
-        self.base = store._head
-        self.rev = store._head + 1
-        self.sub = 0
-        self.ops: dict[bytes, Optional[bytes]] = {}
-        self.events: list = []     # (entry, previous live entry): see watch_hub
-        self.overlay: dict[bytes, Entry] = {}
-        self.reads: dict[bytes, Optional[Entry]] = {}   # base-revision reads, memoized
-        self.has_puts = False
-
-    def current(self, key: bytes) -> Optional[Entry]:
-        e = self.overlay.get(key)
-        if e is not None:
-            return None if e.tombstone else e
-        try:
-            return self.reads[key]        # a compare then a put of one key: one read
-        except KeyError:
-            e = self.reads[key] = self.store._live(key, self.base)
-            return e
-
-    def put(self, key: bytes, value: bytes, lease: int) -> Optional[Entry]:
-        prev = self.current(key)
-        create, version = (prev.create, prev.version + 1) if prev else (self.rev, 1)
-        self._record(Entry(key, self.rev, False, create, version, lease, value), prev)
-        self.has_puts = True
-        return prev
-
-    def delete(self, key: bytes) -> Optional[Entry]:
-        prev = self.current(key)
-        if prev is not None:
-            self._record(Entry(key, self.rev, True, 0, 0, 0, b""), prev)
-        return prev
-
-    def live_range(self, start: bytes, end: Optional[bytes]) -> list:
-        """Live entries in [start, end) as of this write set (end None: single key)."""
-        if end is None:
-            e = self.current(start)
-            return [e] if e else []
-        hi = None if end == b"\x00" else end
-        found = {e.key: e for e in mvcc.scan(self.store._eng, start, hi, self.base)}
-        for k, e in self.overlay.items():
-            if k >= start and (hi is None or k < hi):
-                found[k] = e
-        return [found[k] for k in sorted(found) if not found[k].tombstone]
-
-    def _record(self, e: Entry, prev: Optional[Entry]) -> None:
-        self.ops[mvcc.kv_key(e.key, e.mod)] = mvcc.encode_entry(
-            e.value, e.create, e.version, e.lease, e.tombstone)
-        self.ops[mvcc.revlog_key(self.rev, self.sub)] = e.key
-        self.sub += 1
-        old_lease = prev.lease if prev else 0
-        if old_lease != e.lease:
-            if old_lease:
-                self.ops[mvcc.ATTACH + mvcc.be64(old_lease) + e.key] = None
-            if e.lease:
-                self.ops[mvcc.ATTACH + mvcc.be64(e.lease) + e.key] = b""
-        self.overlay[e.key] = e
-        self.events.append((e, prev))
-
-
 class _Writing:
     """Store._writing()'s context manager (a class: cheaper than a generator one)."""
     __slots__ = ("store",)
@@ -197,7 +134,7 @@ class _Depth(threading.local):
     n = 0
 
 
-class Store:
+class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMaintenance):
     """etcd's data model over one engine. Use kvtrees.open() to get one."""
 
     def __init__(self, engine, *, engine_name: str = "btree", engine_factory=None,
@@ -269,14 +206,6 @@ class Store:
             return max(rev, int.from_bytes(rk[1:9], "big"))
         return rev
 
-    def _load_leases(self) -> None:
-        for ek, ev in self._eng.items(mvcc.LEASE, mvcc.LEASE + b"\xff" * 9):
-            if len(ek) != 9 or len(ev) != 8:
-                raise CorruptionError("malformed lease record %r" % (ek,))
-            lid = int.from_bytes(ek[1:], "big")
-            self._leases.add(lid, int.from_bytes(ev, "big"))
-            self._core.lease_add(lid)
-
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("store is closed")
@@ -315,7 +244,7 @@ class Store:
         if len(mvcc.kv_key(key, 0)) > mvcc.MAX_ENGINE_KEY:
             raise TooLargeError("key of %d bytes is too long for the store" % len(key))
 
-    def _commit(self, w: _Write, extra: Optional[dict] = None) -> None:
+    def _commit(self, w: WriteSet, extra: Optional[dict] = None) -> None:
         """Make a write set durable in one engine batch (caller holds the writer lock)."""
         ops = dict(w.ops)
         if extra:
@@ -336,16 +265,6 @@ class Store:
             for k in w.overlay:
                 core.note(k, w.rev)
             core.set_head(w.rev)
-
-    # ------------------------------------------------------------ point reads
-    def _latest(self, key: bytes, rev: int) -> Optional[Entry]:
-        """Newest version of key <= rev (tombstones included), or None: one C call (one
-        engine seek) on a native engine."""
-        return self._core.get(key, rev)
-
-    def _live(self, key: bytes, rev: int) -> Optional[Entry]:
-        e = self._core.get(key, rev)
-        return None if e is None or e.tombstone else e
 
     def _writing(self) -> "_Writing":
         """The writer lock around assigning a revision and committing its batch; on exit,
@@ -382,93 +301,6 @@ class Store:
         self._check_open()
         return self._compact_rev
 
-    # ------------------------------------------------------------ reads
-    def get(self, key, revision=None, serializable=False):
-        """(value, KeyValue) of key at revision (default: current), (None, None) if absent.
-        O(log n): one native call (one engine seek) on a native engine."""
-        k = key if type(key) is bytes and key else to_key(key)
-        rev = self._read_rev(revision)
-        kv = self._core.get_kv(k, rev)
-        if rev < self._compact_rev:     # compacted meanwhile: the read may be partial
-            self._check_compacted(rev)
-        return (kv.value, kv) if kv is not None else (None, None)
-
-    def range(self, key, range_end=None, revision=None, limit=0, count_only=False,
-              keys_only=False, sort_order=None, sort_target="key", min_mod_revision=None,
-              max_mod_revision=None, min_create_revision=None,
-              max_create_revision=None) -> RangeResult:
-        """etcd's Range: range_end None = the single key, b"\\0" = every key >= key."""
-        start = to_key(key)
-        end = None if range_end is None else to_key(range_end)
-        self._check_open()
-        header_rev = self._rev      # the read is at header_rev (by default), so a watch
-        rev = self._read_rev(revision or header_rev)   # from header_rev + 1 misses nothing
-        filt = ranges.revision_filter(min_mod_revision, max_mod_revision, min_create_revision,
-                                max_create_revision)
-        kvs, count, more = ranges.select(self._kvs(start, end, rev, sort_order, sort_target,
-                                             ranges.strip_early(keys_only, sort_target)),
-                                   limit, count_only, keys_only, sort_order, sort_target,
-                                   filt)
-        self._check_compacted(rev)
-        return RangeResult(kvs, count, more, header_rev)
-
-    def _kvs(self, start, end, rev, sort_order=None, sort_target="key", keys_only=False):
-        """KeyValues of [start, end) at rev (end None: the single key start)."""
-        if end is None:
-            e = self._live(start, rev)
-            return iter([e.to_kv(keys_only)] if e else [])
-        reverse = ranges.order(sort_order, sort_target) == "descend" and sort_target == "key"
-        return mvcc.scan_kvs(self._eng, start, None if end == b"\x00" else end, rev, reverse,
-                             keys_only)
-
-    def _iter_range(self, start, end, revision, sort_order, sort_target, keys_only, limit,
-                    **filters) -> Iterator:
-        """Validate everything and fix the read revision now, so bad arguments, a closed
-        store and compacted/future revisions raise at the call (as etcd's unary Range
-        does, and python-etcd3's before the first item); the iterator then streams."""
-        limit = ranges.check_limit(limit)
-        rev = self._read_rev(revision)
-        order = ranges.order(sort_order, sort_target)
-        filt = ranges.revision_filter(**filters)
-        if sort_target == "key" and filt is None:
-            return self._stream(start, end, rev, order, keys_only, limit)
-        kvs, _, _ = ranges.select(self._kvs(start, end, rev, order, sort_target,
-                                      ranges.strip_early(keys_only, sort_target)),
-                            limit, False, keys_only, order, sort_target, filt)
-        self._check_compacted(rev)
-        return iter([(kv.value, kv) for kv in kvs])
-
-    def _stream(self, start, end, rev, order, keys_only, limit) -> Iterator:
-        """Key-ordered (value, KeyValue) pairs at rev: memory stays flat however many
-        keys match."""
-        n = 0
-        for kv in self._kvs(start, end, rev, order, "key", keys_only):
-            if limit and n >= limit:
-                break
-            n += 1
-            yield kv.value, kv
-        self._check_compacted(rev)
-
-    def get_prefix(self, key_prefix, revision=None, sort_order=None, sort_target="key",
-                   keys_only=False, limit=None, **filters) -> Iterator:
-        p, end = _prefix_bounds(key_prefix)
-        ranges.check_sort(sort_order, sort_target)
-        return self._iter_range(p, end, revision, sort_order, sort_target, keys_only, limit,
-                                **filters)
-
-    def get_range(self, range_start, range_end, revision=None, sort_order=None,
-                  sort_target="key", keys_only=False, limit=None, **filters) -> Iterator:
-        s, e = to_key(range_start), to_key(range_end)
-        ranges.check_sort(sort_order, sort_target)
-        return self._iter_range(s, e, revision, sort_order, sort_target, keys_only, limit,
-                                **filters)
-
-    def get_all(self, revision=None, sort_order=None, sort_target="key", keys_only=False,
-                limit=None, **filters) -> Iterator:
-        ranges.check_sort(sort_order, sort_target)
-        return self._iter_range(b"\x00", b"\x00", revision, sort_order, sort_target,
-                                keys_only, limit, **filters)
-
     # ------------------------------------------------------------ writes
     def put(self, key, value, lease=None, prev_kv=False) -> PutResult:
         """Set key to value at a new revision; durable on return with sync="commit".
@@ -500,7 +332,7 @@ class Store:
             self._check_open()
             self._check_lease(lid)
             self._check_quota()
-            w = _Write(self)
+            w = WriteSet(self)
             prev = w.put(k, v, lid)
             self._commit(w)
             return PutResult(w.rev, prev.to_kv() if prev and prev_kv else None)
@@ -535,7 +367,7 @@ class Store:
         return res if return_response else res.deleted > 0
 
     def delete_prefix(self, prefix, prev_kv=False) -> DeleteResult:
-        return self.apply(DeleteRangeRequest(*_prefix_bounds(prefix), prev_kv))
+        return self.apply(DeleteRangeRequest(*prefix_bounds(prefix), prev_kv))
 
     def delete_range(self, range_start, range_end, prev_kv=False) -> DeleteResult:
         return self.apply(DeleteRangeRequest(to_key(range_start), to_key(range_end), prev_kv))
@@ -551,7 +383,7 @@ class Store:
             return res
         with self._writing():
             self._check_open()
-            w = _Write(self)
+            w = WriteSet(self)
             prevs = [w.delete(e.key) for e in w.live_range(start, end)]
             self._commit(w)
             return DeleteResult(len(prevs), [p.to_kv() for p in prevs] if prev_kv else [],
@@ -589,7 +421,7 @@ class Store:
                 return self._txn_native(req, success, failure)
         with self._writing():
             self._check_open()
-            w = _Write(self)
+            w = WriteSet(self)
             ok, responses = self._run_txn(w, compare, success, failure)
             if w.has_puts:
                 self._check_quota()
@@ -606,12 +438,12 @@ class Store:
             self._hub.hand_over(rev, lambda: changes)
         return ok, responses
 
-    def _run_txn(self, w: _Write, compare, success, failure):
+    def _run_txn(self, w: WriteSet, compare, success, failure):
         ok = all(c.holds(w.current(c.key)) for c in compare)   # Entry reads as a KeyValue
         responses = [self._run_op(w, op) for op in (success if ok else failure)]
         return ok, responses
 
-    def _run_op(self, w: _Write, op):
+    def _run_op(self, w: WriteSet, op):
         if isinstance(op, Put):
             self._check_lease(op.lease)
             prev = w.put(op.key, op.value, op.lease)
@@ -624,7 +456,7 @@ class Store:
             return self._txn_get(w, op)
         return self._run_txn(w, op.compare, op.success, op.failure)
 
-    def _txn_get(self, w: _Write, op: Get) -> list:
+    def _txn_get(self, w: WriteSet, op: Get) -> list:
         """A txn's range: at the txn's own state (its earlier writes included), or, with
         revision=, at that committed revision (etcd's RequestRange.revision)."""
         kw = dict(op.kwargs)
@@ -643,256 +475,6 @@ class Store:
             self._check_compacted(rev)
         return [(kv.value, kv) for kv in kvs]
 
-    # ------------------------------------------------------------ compaction
-    def compact(self, revision: int, physical: bool = True) -> None:
-        """Drop versions <= revision except each live key's latest. Reads below revision
-        raise CompactedError at once; the physical work runs in bounded batches that
-        release the writer lock in between, and resumes on open after a crash."""
-        if isinstance(revision, bool) or not isinstance(revision, int):
-            raise TypeError("revision must be an int")
-        if revision < 0:
-            raise ValueError("revision must be >= 0")
-        self.apply(CompactRequest(revision))
-        if physical:
-            self._finish_compaction()
-
-    def _apply_compact(self, req: CompactRequest) -> None:
-        revision = req.revision
-        with self._writing():
-            self._check_open()
-            if revision <= self._compact_rev:
-                raise CompactedError("required revision %d has been compacted" % revision,
-                                     self._compact_rev)
-            if revision > self._rev:
-                raise FutureRevisionError("required revision %d is a future revision"
-                                          % revision)
-            with self._eng.batch() as b:    # persist the target first: resumable
-                b.put(mvcc.META_COMPACT, mvcc.be64(revision))
-            self._compact_rev = revision
-
-    def _finish_compaction(self) -> None:
-        with self._compact_lock:
-            target = self._compact_rev
-            done = self._meta_int(mvcc.META_COMPACT_DONE, 0)
-            if done >= target:
-                return
-            while self.apply(CompactStepRequest(target, mvcc.revlog_key(target, 0))):
-                pass
-            self.apply(CompactStepRequest(target, mvcc.revlog_key(target + 1, 0), True))
-
-    def _apply_compact_step(self, req: CompactStepRequest) -> bool:
-        """Process up to compact_batch revision-log entries below `upto`; False when none
-        were left. Log entries below target go; the ones at target stay (a watch may start
-        at the compacted revision) but their keys are processed too."""
-        target, upto, final = req
-        with self._writing():
-            self._check_open()
-            limit = None if final else self._compact_batch
-            entries = list(itertools.islice(self._eng.items(mvcc.REVLOG, upto), limit))
-            ops: dict[bytes, Optional[bytes]] = {}
-            for rk, key in entries:
-                rev = int.from_bytes(rk[1:9], "big")
-                if rev < target:
-                    ops[rk] = None
-                self._compact_key(bytes(key), rev, target, ops)
-            if final:
-                ops[mvcc.META_COMPACT_DONE] = mvcc.be64(target)
-            if ops:
-                with self._eng.batch() as b:
-                    for k, v in ops.items():
-                        b.delete(k) if v is None else b.put(k, v)
-            return bool(entries)
-
-    def _compact_key(self, key: bytes, rev: int, target: int, ops: dict) -> None:
-        """If rev is key's newest version <= target, delete every older version (and the
-        version itself if it is a tombstone)."""
-        e = self._latest(key, target)
-        if e is None or e.mod != rev:
-            return
-        for ek in mvcc.older_versions(self._eng, key, rev):
-            ops[ek] = None
-        if e.tombstone:
-            ops[mvcc.kv_key(key, rev)] = None
-
-    # ------------------------------------------------------------ watches
-    def watch(self, key, start_revision=None, prev_kv=False, filters=(), range_end=None,
-              progress_notify=False):
-        """(events iterator, cancel). Events from start_revision (replayed from storage)
-        then live, in revision order, exactly once."""
-        w = self._add_watch(to_key(key), None if range_end is None else to_key(range_end),
-                            start_revision, prev_kv, filters)
-        return w, w.cancel
-
-    def watch_prefix(self, key_prefix, **kwargs):
-        p, end = _prefix_bounds(key_prefix)
-        return self.watch(p, range_end=end, **kwargs)
-
-    def watch_range(self, range_start, range_end, **kwargs):
-        return self.watch(range_start, range_end=range_end, **kwargs)
-
-    def watch_once(self, key, timeout=None, **kwargs):
-        """The first event on key; TimeoutError if none within timeout seconds."""
-        w, cancel = self.watch(key, **kwargs)
-        try:
-            ev = w.get(timeout)
-            if ev is None:
-                raise ClosedError("watch ended before an event arrived")
-            return ev
-        finally:
-            cancel()
-
-    def watch_prefix_once(self, key_prefix, timeout=None, **kwargs):
-        p = to_key(key_prefix)
-        return self.watch_once(p, timeout, range_end=mvcc.prefix_end(p) or b"\x00", **kwargs)
-
-    def add_watch_callback(self, key, callback, **kwargs) -> int:
-        """Call callback(event) from a thread for each event (callback(error) if the watch
-        ends with one); returns a watch id for cancel_watch()."""
-        if not callable(callback):
-            raise TypeError("callback must be callable")
-        k = to_key(key)
-        w = self._add_watch(k, _opt_key(kwargs.pop("range_end", None)),
-                            kwargs.pop("start_revision", None), kwargs.pop("prev_kv", False),
-                            kwargs.pop("filters", ()))
-        if kwargs:
-            raise TypeError("unexpected arguments: %s" % ", ".join(sorted(kwargs)))
-        return self._hub.add_callback(w, callback)
-
-    def add_watch_prefix_callback(self, key_prefix, callback, **kwargs) -> int:
-        p = to_key(key_prefix)
-        return self.add_watch_callback(p, callback, range_end=mvcc.prefix_end(p) or b"\x00",
-                                       **kwargs)
-
-    def cancel_watch(self, watch_id: int) -> None:
-        self._hub.cancel(watch_id)
-
-    def _add_watch(self, key, end, start_revision, prev_kv, filters) -> Watcher:
-        self._check_open()
-        return self._hub.add(key, end, start_revision, prev_kv, filters, self._compact_rev)
-
-    def _replay(self, w: Watcher, first: int, last: int) -> list:
-        """Events of revisions [first, last] for watcher w, read from the revision log."""
-        self._check_open()
-        self._check_compacted(first)
-        groups: list = []
-        for rk, key in self._eng.items(mvcc.revlog_key(first, 0), mvcc.revlog_key(last + 1, 0)):
-            key = bytes(key)
-            if not w.matches(key):
-                continue
-            rev = int.from_bytes(rk[1:9], "big")
-            if not groups or groups[-1][0] != rev:
-                groups.append((rev, []))
-            groups[-1][1].append(self._replay_event(key, rev, w.prev_kv))
-        self._check_compacted(first)   # compaction may have removed entries meanwhile
-        return groups
-
-    def _replay_event(self, key: bytes, rev: int, want_prev: bool):
-        ev = self._eng.get(mvcc.kv_key(key, rev))
-        prev = None
-        if want_prev:
-            p = self._live(key, rev - 1)
-            prev = p.to_kv() if p else None
-        if ev is None:          # a tombstone removed by compaction at exactly this revision
-            return DeleteEvent(KeyValue(key, b"", 0, rev, 0, 0), prev)
-        e = mvcc.decode_entry(mvcc.kv_key(key, rev), ev)
-        if e.tombstone:
-            return DeleteEvent(KeyValue(key, b"", 0, rev, 0, 0), prev)
-        return PutEvent(e.to_kv(), prev)
-
-    # ------------------------------------------------------------ leases
-    def lease(self, ttl: int, lease_id: Optional[int] = None) -> Lease:
-        """Grant a lease of at least ttl seconds (etcd's minimum: 2)."""
-        granted = self._leases.effective_ttl(ttl)
-        if lease_id is not None:
-            lease_id = to_lease_id(lease_id)
-        with self._writing():           # the id is chosen here, outside apply()
-            self._check_open()
-            return self.apply(LeaseGrantRequest(lease_id or self._leases.new_id(), granted))
-
-    def _apply_lease_grant(self, req: LeaseGrantRequest) -> Lease:
-        lease_id, granted = req
-        with self._writing():
-            self._check_open()
-            self._check_quota()
-            if lease_id in self._leases:
-                raise ValueError("lease %#x already exists" % lease_id)
-            with self._eng.batch() as b:
-                b.put(mvcc.LEASE + mvcc.be64(lease_id), mvcc.be64(granted))
-            self._leases.add(lease_id, granted)
-            self._core.lease_add(lease_id)
-        return Lease(self, lease_id, granted)
-
-    def get_lease(self, lease_id) -> Lease:
-        lid = to_lease_id(lease_id)
-        self._check_open()
-        if lid not in self._leases:
-            raise LeaseNotFoundError("requested lease %#x not found" % lid)
-        return Lease(self, lid, self._leases.granted_ttl(lid))
-
-    def leases(self) -> list:
-        self._check_open()
-        return [Lease(self, lid, self._leases.granted_ttl(lid)) for lid in self._leases.ids()]
-
-    def refresh_lease(self, lease_id) -> int:
-        lid = to_lease_id(lease_id)
-        self._check_open()
-        try:
-            return self._leases.refresh(lid)
-        except KeyError:
-            raise LeaseNotFoundError("requested lease %#x not found" % lid) from None
-
-    def revoke_lease(self, lease_id) -> bool:
-        """Revoke: delete the lease and (in one revision) every key attached to it."""
-        return self.apply(LeaseRevokeRequest(to_lease_id(lease_id)))
-
-    def _apply_lease_revoke(self, req: LeaseRevokeRequest) -> bool:
-        lid = req.lease_id
-        with self._writing():
-            self._check_open()
-            if lid not in self._leases:
-                raise LeaseNotFoundError("requested lease %#x not found" % lid)
-            self._revoke(lid)
-        return True
-
-    def _revoke(self, lid: int) -> None:
-        w = _Write(self)
-        extra: dict = {mvcc.LEASE + mvcc.be64(lid): None}
-        pfx = mvcc.ATTACH + mvcc.be64(lid)
-        for ak, _ in list(self._eng.items(pfx, mvcc.ATTACH + mvcc.be64(lid + 1))):
-            key = bytes(ak[9:])
-            e = w.current(key)
-            if e is not None and e.lease == lid:
-                w.delete(key)
-            extra[bytes(ak)] = None
-        self._commit(w, extra)
-        self._leases.remove(lid)
-        self._core.lease_remove(lid)
-
-    def _expire_lease(self, lid: int) -> None:
-        """The lease thread's decision (its clock, here, outside apply): still expired
-        under the writer lock, so a refresh that just happened is not undone."""
-        with self._writing():
-            if self._closed or lid not in self._leases or not self._leases.expired(lid):
-                return
-            self.apply(LeaseRevokeRequest(lid))
-
-    def lease_granted_ttl(self, lease_id) -> int:
-        """Granted TTL of a lease, 0 once expired or revoked. O(1)."""
-        self._check_open()
-        return self._leases.granted_ttl(to_lease_id(lease_id))
-
-    def lease_remaining_ttl(self, lease_id) -> int:
-        """Whole seconds left (rounded down, as etcd), -1 once expired or revoked. O(1)."""
-        self._check_open()
-        return self._leases.remaining(to_lease_id(lease_id))
-
-    def lease_keys(self, lease_id) -> list:
-        """Keys attached to a lease, in key order. O(keys attached)."""
-        lid = to_lease_id(lease_id)
-        self._check_open()
-        pfx = mvcc.ATTACH + mvcc.be64(lid)
-        return [bytes(ak[9:]) for ak, _ in self._eng.items(pfx, mvcc.ATTACH + mvcc.be64(lid + 1))]
-
     # ------------------------------------------------------------ concurrency recipes
     def lock(self, name, ttl: int = 60):
         from .concurrency import Lock
@@ -901,86 +483,6 @@ class Store:
     def election(self, name, ttl: int = 60):
         from .concurrency import Election
         return Election(self, name, ttl)
-
-    # ------------------------------------------------------------ maintenance
-    def hash_kv(self, revision: int = 0):
-        """(CRC32C over every stored version <= revision, compact_revision, revision):
-        equal for equal histories on both engines."""
-        rev = self._read_rev(revision)
-        crc = 0
-        upd = _crc32c()
-        for ek, ev in self._eng.items(mvcc.KV, mvcc.KV_END):
-            _, mod = mvcc.split_kv_key(ek)
-            if mod <= rev:
-                crc = upd(crc, struct.pack(">II", len(ek), len(ev)) + bytes(ek) + bytes(ev))
-        self._check_compacted(rev)
-        return crc, self._compact_rev, rev
-
-    def status(self) -> Status:
-        self._check_open()
-        st = self._eng.stats()
-        import kvtrees
-        return Status(self._rev, self._compact_rev,
-                      int(st.get("file_size", 0)) + int(st.get("wal_size", 0)),
-                      self._engine_name, len(self._leases.ids()), self._hub.count(),
-                      getattr(kvtrees, "__version__", "0"))
-
-    def engine_stats(self) -> dict:
-        """The engine's I/O, cache and tree counters (Engine.stats(): bytes written and
-        read, fsyncs, cache hits and misses, ...). O(1)."""
-        self._check_open()
-        return self._eng.stats()
-
-    def snapshot(self, dest_path) -> None:
-        """Write a consistent copy of the store (all keys, history, leases) to a new
-        directory that kvtrees.open() can open. Holds the writer lock while copying."""
-        if self._engine_factory is None:
-            raise ValueError("this store was not opened by kvtrees.open(): no engine factory")
-        dest = os.fspath(dest_path)
-        if os.path.exists(dest) and os.listdir(dest):
-            raise FileExistsError("snapshot destination %r is not empty" % dest)
-        with self._writing():   # no write (native puts included) while copying
-            self._check_open()
-            out = self._engine_factory(dest)
-            try:
-                batch: list = []
-                for k, v in self._eng.items():
-                    batch.append((bytes(k), bytes(v)))
-                    if len(batch) >= 1000:
-                        _write_all(out, batch)
-                        batch = []
-                _write_all(out, batch)
-                out.checkpoint()
-            finally:
-                out.close()
-
-    def check(self) -> None:
-        """Engine check plus the store's own invariants; raises CorruptionError."""
-        self._check_open()
-        self._eng.check()
-        compact_done = self._meta_int(mvcc.META_COMPACT_DONE, 0)
-        for ek, ev in self._eng.items(mvcc.KV, mvcc.KV_END):
-            try:
-                e = mvcc.decode_entry(bytes(ek), bytes(ev))
-            except ValueError as err:
-                raise CorruptionError("store: %s" % err) from None
-            if e.mod > self._head:
-                raise CorruptionError("store: key %r has mod_revision %d > revision %d"
-                                      % (e.key, e.mod, self._head))
-            if not e.tombstone and not (e.version >= 1 and 0 < e.create <= e.mod):
-                raise CorruptionError("store: key %r version %d create %d mod %d invalid"
-                                      % (e.key, e.version, e.create, e.mod))
-        for rk, key in self._eng.items(mvcc.REVLOG, mvcc.REVLOG + b"\xff"):
-            rev = int.from_bytes(rk[1:9], "big")
-            if len(rk) != 13 or rev > self._head:
-                raise CorruptionError("store: malformed revision-log entry %r" % (rk,))
-            if rev > max(compact_done, self._compact_rev) and \
-                    self._eng.get(mvcc.kv_key(bytes(key), rev)) is None:
-                raise CorruptionError("store: revision %d names key %r, which has no "
-                                      "version at that revision" % (rev, key))
-        for ak, _ in self._eng.items(mvcc.ATTACH, mvcc.ATTACH + b"\xff"):
-            if len(ak) < 10 or int.from_bytes(ak[1:9], "big") not in self._leases:
-                raise CorruptionError("store: key attached to unknown lease %r" % (ak[:9],))
 
     def close(self) -> None:
         with self._wlock:
@@ -1034,18 +536,6 @@ Store._appliers = {
 }
 
 
-def _prefix_bounds(prefix) -> tuple:
-    """etcd's [prefix, prefix_end) range; the empty prefix means every key."""
-    if isinstance(prefix, (str, bytes, bytearray, memoryview)) and len(prefix) == 0:
-        return b"\x00", b"\x00"
-    p = to_key(prefix)
-    return p, mvcc.prefix_end(p) or b"\x00"
-
-
-def _opt_key(k):
-    return None if k is None else to_key(k)
-
-
 def _all_puts(ops):
     for op in ops:
         if isinstance(op, Put):
@@ -1064,38 +554,3 @@ def _fix_revisions(responses, rev):
         out.append(r)
     return out
 
-
-def _write_all(eng, items) -> None:
-    if not items:
-        return
-    with eng.batch() as b:
-        for k, v in items:
-            b.put(k, v)
-
-
-_crc_fn = None
-
-
-def _crc32c():
-    """crc(crc, data) -> crc: the native kvt_crc32c, else the crc32c package."""
-    global _crc_fn
-    if _crc_fn is None:
-        try:
-            from ._native import lib, ffi
-
-            def native(crc, data):
-                return lib.kvt_crc32c(crc, ffi.from_buffer(data), len(data))
-            _crc_fn = native
-        except ImportError:
-            try:
-                import crc32c as _c
-
-                def pkg(crc, data):
-                    return _c.crc32c(data, crc)
-            except ImportError:
-                import google_crc32c as _g
-
-                def pkg(crc, data):
-                    return _g.extend(crc, data)
-            _crc_fn = pkg
-    return _crc_fn

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "kvt_engine.h"
 #include "kvt_error.h"
 #include "kvt_util.h"
@@ -43,6 +44,7 @@
 #define SCAN_CHUNK (64u * 1024u)
 #define PREALLOC_MIN (64u * 1024u)
 #define PREALLOC_MAX (4u * 1024u * 1024u)
+#define GATHER_PAUSE_NS 30000u   /* an append gap this long ends a group's gathering */
 
 struct kvt_wal {
     kvt_vfs *vfs;
@@ -63,6 +65,11 @@ struct kvt_wal {
     uint64_t lsn;              /* LSN past the last appended record */
     uint64_t durable;          /* LSN known fsynced */
     int syncing, fatal;
+    uint64_t appends;          /* records appended (guarded by mu) */
+    uint64_t synced_appends;   /* appends when the last fsync started */
+    pthread_cond_t arrive;     /* signalled per append while a leader gathers */
+    uint64_t last_group;       /* records the last fsync covered */
+    uint64_t last_sync_ns;     /* how long the last fsync took */
 };
 
 /* ---- header codecs ---------------------------------------------------------------- */
@@ -132,7 +139,8 @@ int kvt_wal_open(kvt_vfs *vfs, const char *path, int read_only, kvt_io_stats *st
         free(w);
         return kvt_seterr(KVT_ENOMEM, "%s: out of memory opening log", path);
     }
-    if (pthread_mutex_init(&w->mu, NULL) != 0 || pthread_cond_init(&w->cv, NULL) != 0) {
+    if (pthread_mutex_init(&w->mu, NULL) != 0 || pthread_cond_init(&w->cv, NULL) != 0 ||
+        pthread_cond_init(&w->arrive, NULL) != 0) {
         free(w->path);
         free(w);
         return kvt_seterr(KVT_ENOMEM, "%s: cannot create log mutex", path);
@@ -150,6 +158,7 @@ int kvt_wal_close(kvt_wal *w) {
     if (!w) return KVT_OK;
     int rc = kvt_file_close(w->f);
     pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->arrive);
     pthread_mutex_destroy(&w->mu);
     free(w->buf);
     free(w->path);
@@ -171,14 +180,48 @@ static int fatal_err(kvt_wal *w) {
     return kvt_seterr(KVT_EFATAL, "%s: log unusable after an earlier I/O failure", w->path);
 }
 
+static uint64_t mono_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Called with mu held, as leader: when the last fsync covered several writers, wait for
+ * the writers still arriving before fsyncing, while records keep coming (a pause of
+ * GATHER_PAUSE_NS ends it) and for at most half the last fsync's duration. Without it,
+ * writers settle into two alternating half groups: those released by one fsync come
+ * back while the next one already runs. A lone writer never waits (its groups are 1). */
+static void gather_group(kvt_wal *w) {
+    if (w->last_group < 2) return;
+    uint64_t deadline = mono_ns() + w->last_sync_ns / 2;
+    for (;;) {
+        uint64_t seen = w->appends, now = mono_ns();
+        if (now >= deadline) return;
+        uint64_t wake = now + GATHER_PAUSE_NS < deadline ? now + GATHER_PAUSE_NS : deadline;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);   /* the condvar's clock */
+        uint64_t ns = (uint64_t)ts.tv_nsec + (wake - now);
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        while (w->appends == seen && pthread_cond_timedwait(&w->arrive, &w->mu, &ts) == 0) {}
+        if (w->appends == seen) return;   /* a pause: everyone who was coming is in */
+    }
+}
+
 /* Called with mu held, syncing clear: fsync everything appended so far, as leader. */
 static int lead_sync(kvt_wal *w) {
-    uint64_t target = w->lsn;
     w->syncing = 1;
+    gather_group(w);
+    uint64_t target = w->lsn, first = w->appends;
     pthread_mutex_unlock(&w->mu);
+    uint64_t t0 = mono_ns();
     int rc = w->f ? kvt_file_sync(w->f) : KVT_OK;
+    uint64_t took = mono_ns() - t0;
     pthread_mutex_lock(&w->mu);
     w->syncing = 0;
+    w->last_sync_ns = took;
+    w->last_group = first - w->synced_appends;
+    w->synced_appends = first;
     if (rc < 0) __atomic_store_n(&w->fatal, 1, __ATOMIC_RELEASE);
     else if (target > w->durable) w->durable = target;
     pthread_cond_broadcast(&w->cv);
@@ -270,6 +313,8 @@ int kvt_wal_append(kvt_wal *w, const void *rec, size_t len, uint64_t *lsn_out) {
     if (w->alloc < w->tail) w->alloc = w->tail;      /* written past what was zeroed */
     pthread_mutex_lock(&w->mu);
     w->lsn += REC_HDR + len;
+    w->appends++;
+    if (w->syncing) pthread_cond_signal(&w->arrive);
     if (lsn_out) *lsn_out = w->lsn;
     pthread_mutex_unlock(&w->mu);
     return KVT_OK;

@@ -33,6 +33,8 @@
 
 #define KVT_MVCC_HDR 25            /* flags, create, version, lease before the value */
 #define KVT_MVCC_TOMBSTONE 1       /* flags bit */
+#define KVT_MVCC_RANGE_KEYS_ONLY 1 /* kvt_mvcc_range flags */
+#define KVT_MVCC_RANGE_COUNT_ONLY 2
 
 /* CDEF BEGIN */
 typedef struct kvt_mvcc kvt_mvcc;
@@ -104,6 +106,18 @@ int  kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, si
  * that is not live; nothing written then. */
 int  kvt_mvcc_txn(kvt_mvcc *m, const uint8_t *req, size_t rl, uint8_t **resp,
                   size_t *resp_len);
+/* A range read at rev: the live version of each user key whose engine keys lie in
+ * [lo, hi) (engine bounds: 'k' + esc(start) + 00 01 ..., as src/kvtrees/mvcc.py's
+ * range_bounds), in key order. Every live key is counted; the first limit of them (0:
+ * all) are returned, without values with KVT_MVCC_RANGE_KEYS_ONLY, none with
+ * KVT_MVCC_RANGE_COUNT_ONLY. Response (malloc'd into *resp; kvt_mvcc_release):
+ * u64 count, u32 nkvs, then nkvs kvs as in kvt_mvcc_txn's response (u64 create, mod,
+ * version, lease, u32 klen, key, u32 vlen, value). Reads take no lock: the engine's
+ * iterator is safe beside writers, and versions above rev are skipped. O(versions in
+ * the range); KVT_ECORRUPT for an entry that is not of the layout. */
+int  kvt_mvcc_range(kvt_mvcc *m, const uint8_t *lo, size_t ll, const uint8_t *hi, size_t hl,
+                    uint64_t rev, uint64_t limit, int flags, uint8_t **resp,
+                    size_t *resp_len);
 /* CDEF END */
 
 #endif

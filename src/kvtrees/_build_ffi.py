@@ -2,7 +2,8 @@
 
 The cdef is read from the headers, never copied: the text between "/* CDEF BEGIN */" and
 "/* CDEF END */" of each header in CDEF_HEADERS (kvtrees.h, then kvt_mvcc.h), plus every
-integer "#define KVT_X n" of kvt_error.h, kvt_vfs.h and kvt_limits.h. The C sources are every native/*/*.c except native/tests/,
+integer "#define KVT_X n" of kvt_error.h, kvt_vfs.h, kvt_limits.h and kvt_mvcc.h. The C
+sources are every native/*/*.c except native/tests/,
 globbed at build time. KVT_SANITIZE=1 builds with ASan + UBSan.
 """
 
@@ -81,7 +82,8 @@ def _flags():
 def make_builder(absolute=False):
     """The FFI builder; absolute=True for a standalone compile outside setuptools."""
     builder = FFI()
-    builder.cdef(_cdef_block() + "\n" + _int_defines("kvt_error.h", "kvt_vfs.h", "kvt_limits.h"))
+    builder.cdef(_cdef_block() + "\n" + _int_defines("kvt_error.h", "kvt_vfs.h", "kvt_limits.h",
+                                                     "kvt_mvcc.h"))
     cflags, ldflags = _flags()
     builder.set_source(
         "kvtrees._native",

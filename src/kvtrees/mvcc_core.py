@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Optional
 
-from . import mvcc
+from . import mvcc, txn_codec
 from .errors import error_from_code
 from .mvcc import Entry, KeyValue
 
@@ -249,6 +249,25 @@ class NativeCore:
             return self._unpack(self._ffi.cast("char *", p), t.resp_len[0])
         finally:
             self._lib.kvt_mvcc_release(p)
+
+    def range(self, lo: bytes, hi: bytes, rev: int, limit: int, keys_only: bool,
+              count_only: bool) -> tuple:
+        """(kvs, count) of the engine range [lo, hi) at rev in key order: every live key
+        counted, the first `limit` (0: all) returned. One C call with the GIL released;
+        O(versions in the range)."""
+        t = self._tls
+        flags = ((self._lib.KVT_MVCC_RANGE_KEYS_ONLY if keys_only else 0)
+                 | (self._lib.KVT_MVCC_RANGE_COUNT_ONLY if count_only else 0))
+        rc = self._lib.kvt_mvcc_range(self._m, lo, len(lo), hi, len(hi), rev, limit, flags,
+                                      t.resp, t.resp_len)
+        if rc < 0:
+            raise error_from_code(rc)
+        p = t.resp[0]
+        try:
+            resp = self._unpack(self._ffi.cast("char *", p), t.resp_len[0])
+        finally:
+            self._lib.kvt_mvcc_release(p)
+        return txn_codec.decode_range(resp)
 
     def close(self) -> None:
         """Wait for calls in flight; later calls raise ClosedError. Idempotent."""

@@ -9,8 +9,9 @@ from . import mvcc
 from .mvcc import Entry, KeyValue
 from .txn import to_key
 
-__all__ = ["check_limit", "check_sort", "order", "revision_filter", "select", "strip_early",
-           "without_value", "SORT_TARGETS"]
+__all__ = ["check_limit", "check_count_limit", "check_sort", "order", "revision_filter",
+           "select", "strip_early", "without_value", "SORT_TARGETS", "prefix_bounds",
+           "opt_key"]
 
 SORT_TARGETS = {"key": lambda kv: kv.key, "version": lambda kv: kv.version,
                 "create": lambda kv: kv.create_revision, "mod": lambda kv: kv.mod_revision,
@@ -66,11 +67,17 @@ def revision_filter(min_mod_revision=None, max_mod_revision=None, min_create_rev
     return keep
 
 
+def check_count_limit(limit) -> int:
+    """Range's limit: a non-negative int (0: no limit)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError("limit must be a non-negative int")
+    return limit
+
+
 def select(entries, limit, count_only, keys_only, sort_order, sort_target, filt):
     """etcd's range post-processing: count is every key in range (before filters), kvs are
     filtered, sorted and cut to limit, more says whether the cut dropped any."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError("limit must be a non-negative int")
+    check_count_limit(limit)
     direction = order(sort_order, sort_target)
     streaming = filt is None and sort_target == "key"
     if count_only:

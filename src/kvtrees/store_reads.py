@@ -45,12 +45,35 @@ class StoreReads:
         rev = self._read_rev(revision or header_rev)   # from header_rev + 1 misses nothing
         filt = ranges.revision_filter(min_mod_revision, max_mod_revision, min_create_revision,
                                 max_create_revision)
+        found = self._native_range(start, end, rev, limit, count_only, keys_only, sort_order,
+                                   sort_target, filt)
+        if found is not None:
+            kvs, count, more = found
+            self._check_compacted(rev)
+            return RangeResult(kvs, count, more, header_rev)
         kvs, count, more = ranges.select(self._kvs(start, end, rev, sort_order, sort_target,
                                              ranges.strip_early(keys_only, sort_target)),
                                    limit, count_only, keys_only, sort_order, sort_target,
                                    filt)
         self._check_compacted(rev)
         return RangeResult(kvs, count, more, header_rev)
+
+    def _native_range(self, start, end, rev, limit, count_only, keys_only, sort_order,
+                      sort_target, filt) -> Optional[tuple]:
+        """(kvs, count, more) from one native call (kvt_mvcc_range) for a range in key
+        order without revision filters, the common shape; None for any other (ranges.select
+        then does the work in Python). O(versions in the range), none of it per key in
+        Python but building the KeyValues returned."""
+        if not self._native or end is None or filt is not None or sort_target != "key":
+            return None
+        if ranges.order(sort_order, sort_target) != "ascend":
+            return None
+        limit = ranges.check_count_limit(limit)
+        lo, hi = mvcc.range_bounds(start, None if end == b"\x00" else end)
+        if len(lo) > mvcc.MAX_ENGINE_KEY or len(hi) > mvcc.MAX_ENGINE_KEY:
+            return None             # a bound the engine cannot take: the clamped scan
+        kvs, count = self._core.range(lo, hi, rev, limit, keys_only, count_only)
+        return kvs, count, bool(limit) and not count_only and count > limit
 
     def _kvs(self, start, end, rev, sort_order=None, sort_target="key", keys_only=False):
         """KeyValues of [start, end) at rev (end None: the single key start)."""

@@ -11,7 +11,7 @@ from typing import Optional
 from .mvcc import Entry, KeyValue, PutResult, DeleteResult
 from .txn import Delete, Get, Put
 
-__all__ = ["encode", "decode"]
+__all__ = ["encode", "decode", "decode_range"]
 
 _TARGET = {"version": 0, "create": 1, "mod": 2, "value": 3, "lease": 4}
 _OP = {"==": 0, "!=": 1, "<": 2, ">": 3}
@@ -24,6 +24,7 @@ _lease = struct.Struct("<Q").pack
 _KV = struct.Struct("<QQQQI")
 _QQ = struct.Struct("<QQ")
 _REV = struct.Struct("<BQ")
+_RANGE = struct.Struct("<QI")
 _new = tuple.__new__
 
 
@@ -121,3 +122,15 @@ def decode(resp: bytes, success: list, failure: list, prev_unknown) -> tuple:
         if kind == _PUT or existed:
             changes.append((new, _entry(prev) if prev else (prev_unknown if existed else None)))
     return bool(ok), responses, rev, changes
+
+
+def decode_range(resp: bytes) -> tuple:
+    """(kvs, count) from kvt_mvcc_range's response (the same kv encoding as a txn's).
+    O(response size)."""
+    count, n = _RANGE.unpack_from(resp, 0)
+    off, kvs = 12, []
+    add = kvs.append
+    for _ in range(n):
+        kv, off = _kv(resp, off)
+        add(kv)
+    return kvs, count

@@ -63,6 +63,12 @@ void kvt_mvcc_release(void *p);
 
 uint64_t kvt_mvcc_head(kvt_mvcc *m);
 uint64_t kvt_mvcc_visible(kvt_mvcc *m);
+/* Where the two counters live, for callers that read them without a call (Python reads
+ * them through these pointers: a cffi call releases and retakes the GIL, which costs far
+ * more than the load under contention). Aligned 64-bit words written atomically; valid
+ * until kvt_mvcc_free. */
+const uint64_t *kvt_mvcc_head_word(kvt_mvcc *m);
+const uint64_t *kvt_mvcc_visible_word(kvt_mvcc *m);
 int  kvt_mvcc_lock(kvt_mvcc *m);           /* the writer lock, for writes built outside */
 void kvt_mvcc_unlock(kvt_mvcc *m);
 /* A write built outside (lock held) reports each key it changed, then its revision;

@@ -80,6 +80,11 @@ uint64_t kvt_mvcc_head(kvt_mvcc *m) { return atomic_load(&m->head); }
 
 uint64_t kvt_mvcc_visible(kvt_mvcc *m) { return atomic_load(&m->visible); }
 
+/* A lock-free _Atomic uint64_t has the representation of a uint64_t (static check). */
+_Static_assert(sizeof(_Atomic uint64_t) == sizeof(uint64_t), "atomic counter layout");
+const uint64_t *kvt_mvcc_head_word(kvt_mvcc *m) { return (const uint64_t *)&m->head; }
+const uint64_t *kvt_mvcc_visible_word(kvt_mvcc *m) { return (const uint64_t *)&m->visible; }
+
 int kvt_mvcc_lock(kvt_mvcc *m) {
     KVT_TRY(mvcc_enter(m));
     pthread_mutex_lock(&m->lock);

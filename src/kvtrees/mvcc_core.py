@@ -126,6 +126,10 @@ class NativeCore:
         if rc < 0:
             raise error_from_code(rc)
         self._m = ffi.gc(out[0], lib.kvt_mvcc_free)
+        # the counters, read without a call (a call would release and retake the GIL);
+        # valid while self._m lives, which this object holds
+        self._head_word = lib.kvt_mvcc_head_word(self._m)
+        self._visible_word = lib.kvt_mvcc_visible_word(self._m)
         self._tls = _Scratch()
         self._get = lib.kvt_mvcc_get
         self._put = lib.kvt_mvcc_put
@@ -134,10 +138,10 @@ class NativeCore:
         self._EBUFSMALL, self._ETOOLARGE = lib.KVT_EBUFSMALL, lib.KVT_ETOOLARGE
 
     def head(self) -> int:
-        return self._lib.kvt_mvcc_head(self._m)
+        return self._head_word[0]
 
     def visible(self) -> int:
-        return self._lib.kvt_mvcc_visible(self._m)
+        return self._visible_word[0]
 
     def lock(self) -> None:
         rc = self._lib.kvt_mvcc_lock(self._m)

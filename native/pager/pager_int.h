@@ -88,6 +88,10 @@ struct kvt_pager {
     size_t nframes, cap_frames, max_frames, hand;
     frame **spare;               /* frames holding no page */
     size_t nspare;
+    /* Frame pages come from slabs of FRAME_SLAB_PAGES: one aligned allocation per page
+     * costs glibc about a second page of padding, doubling the cache's footprint. */
+    uint8_t **slabs;
+    size_t nslabs, slab_used;    /* pages handed out of the newest slab */
     frame **buckets;
     size_t nbuckets;             /* power of two */
     uint64_t ndirty, nlive;

@@ -11,6 +11,12 @@
 #include <inttypes.h>
 #include "pager_int.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#define FRAME_SLAB_PAGES 1u        /* one page per allocation: ASan guards each page */
+#else
+#define FRAME_SLAB_PAGES 64u       /* 256 KiB slabs of 4 KiB pages */
+#endif
+
 static size_t hash_slot(const kvt_pager *p, kvt_pgno pgno) {
     return (size_t)((pgno * 0x9E3779B97F4A7C15ull) >> 17) & (p->nbuckets - 1);
 }
@@ -43,10 +49,11 @@ int pool_init(kvt_pager *p, uint64_t cache_bytes) {
 }
 
 void pool_destroy(kvt_pager *p) {
-    for (size_t i = 0; i < p->nframes; i++) {
-        free(p->frames[i]->page.data);
-        free(p->frames[i]);
-    }
+    for (size_t i = 0; i < p->nframes; i++) free(p->frames[i]);
+    for (size_t i = 0; i < p->nslabs; i++) free(p->slabs[i]);
+    free(p->slabs);
+    p->slabs = NULL;
+    p->nslabs = p->slab_used = 0;
     free(p->frames);
     free(p->spare);
     free(p->buckets);
@@ -105,6 +112,21 @@ static int write_frame(kvt_pager *p, frame *f) {
     return KVT_OK;
 }
 
+/* One page of frame memory, carved from the newest slab (a new slab when it is used
+ * up). Slabs live until the pool is destroyed, as frames do. */
+static uint8_t *slab_page(kvt_pager *p) {
+    if (!p->nslabs || p->slab_used == FRAME_SLAB_PAGES) {
+        uint8_t **v = realloc(p->slabs, (p->nslabs + 1) * sizeof *v);
+        if (!v) return NULL;
+        p->slabs = v;
+        uint8_t *slab = aligned_alloc_pages(p, (size_t)FRAME_SLAB_PAGES * p->page_size);
+        if (!slab) return NULL;
+        p->slabs[p->nslabs++] = slab;
+        p->slab_used = 0;
+    }
+    return p->slabs[p->nslabs - 1] + (p->slab_used++) * (size_t)p->page_size;
+}
+
 static int new_frame(kvt_pager *p, frame **out) {
     if (p->nframes == p->cap_frames) {
         size_t cap = p->cap_frames ? 2 * p->cap_frames : 64;
@@ -116,7 +138,7 @@ static int new_frame(kvt_pager *p, frame **out) {
         p->cap_frames = cap;
     }
     frame *f = calloc(1, sizeof *f);
-    uint8_t *d = f ? aligned_alloc_pages(p, p->page_size) : NULL;
+    uint8_t *d = f ? slab_page(p) : NULL;
     if (!d) {
         free(f);
         return kvt_seterr(KVT_ENOMEM, "pager: page frame of %u bytes", p->page_size);

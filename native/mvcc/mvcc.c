@@ -1,5 +1,5 @@
-/* mvcc.c - the MVCC handle: revision counters, the writer lock, point reads and puts
- * (contract: kvt_mvcc.h). */
+/* mvcc.c - the MVCC handle: revision counters, the writer lock, point reads and the
+ * record of a change (contract: kvt_mvcc.h). Puts: mvcc_put.c. */
 #include <sched.h>
 #include <stdlib.h>
 #include "mvcc_int.h"
@@ -27,6 +27,13 @@ int kvt_mvcc_open(kvt_db *db, uint64_t head, int durable, kvt_mvcc **out) {
         pthread_mutex_destroy(&m->lock);
         free(m);
         return rc;
+    }
+    if (pthread_mutex_init(&m->q_mu, NULL) != 0 || pthread_cond_init(&m->q_cv, NULL) != 0) {
+        hc_free(&m->heads);
+        pthread_mutex_destroy(&m->heads_mu);
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return kvt_seterr(KVT_ENOMEM, "cannot create the MVCC write-group queue");
     }
     m->db = db;
     m->durable = durable != 0;
@@ -63,6 +70,8 @@ void kvt_mvcc_free(kvt_mvcc *m) {
     kvt_mvcc_close(m);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->heads_mu);
+    pthread_mutex_destroy(&m->q_mu);
+    pthread_cond_destroy(&m->q_cv);
     hc_free(&m->heads);
     kvt_buf_free(&m->rec);
     kvt_buf_free(&m->key);
@@ -259,14 +268,14 @@ int mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
     return rc;
 }
 
-static int check_key(const uint8_t *k, size_t kl) {
+int mvcc_check_key(const uint8_t *k, size_t kl) {
     if (!k || kl == 0) return kvt_seterr(KVT_EINVAL, "empty key");
     return KVT_OK;
 }
 
 int kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_t *dst,
                  size_t cap, kvt_mvcc_kv *out) {
-    KVT_TRY(check_key(k, kl));
+    KVT_TRY(mvcc_check_key(k, kl));
     KVT_TRY(mvcc_enter(m));
     uint8_t stack[512];
     kvt_buf key = {stack, 0, sizeof stack, 0};
@@ -312,73 +321,3 @@ int mvcc_record_change(kvt_mvcc *m, size_t prefix_len, const uint8_t *k, size_t 
                              (const uint8_t *)"", 0);
 }
 
-/* Hand the previous value to the caller: its buffer if it fits, else the heap. */
-static int give_prev_value(const kvt_buf *src, uint8_t *buf, size_t cap,
-                           kvt_mvcc_put_result *res) {
-    if (src->len <= cap) {
-        if (src->len) memcpy(buf, src->data, src->len);
-        return KVT_OK;
-    }
-    res->prev_heap = malloc(src->len);
-    if (!res->prev_heap) return kvt_seterr(KVT_ENOMEM, "no memory for a previous value");
-    memcpy(res->prev_heap, src->data, src->len);
-    return KVT_OK;
-}
-
-/* Under the writer lock: read the key's current version, assign the revision, commit. */
-static int put_locked(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
-                      uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
-                      kvt_mvcc_put_result *res, uint64_t *lsn) {
-    KVT_TRY(kvt_db_usable(m->db, 1));
-    if (lease && !mvcc_lease_live(m, lease))
-        return kvt_seterr(KVT_ENOLEASE, "requested lease %#llx not found",
-                          (unsigned long long)lease);
-    KVT_TRY(mvcc_kv_prefix(&m->key, k, kl));
-    size_t plen = m->key.len;
-    uint64_t head = atomic_load(&m->head);
-    kvt_mvcc_kv prev = {0};
-    int rc = mvcc_read_version(m, k, kl, &m->key, plen, head, &prev, &m->aux);
-    if (rc < 0) return rc;
-    int live = rc == KVT_OK && !prev.tombstone;
-    if (live && want_prev) KVT_TRY(give_prev_value(&m->aux, prev_buf, prev_cap, res));
-    kvt_mvcc_kv e = {.mod = head + 1, .lease = lease};
-    e.create = live ? prev.create : e.mod;
-    e.version = live ? prev.version + 1 : 1;
-    m->rec.len = 0;
-    KVT_TRY(mvcc_record_change(m, plen, k, kl, v, vl, &e, 0, live ? prev.lease : 0));
-    KVT_TRY(kvt_db_commit_logged(m->db, m->rec.data, m->rec.len, lsn));
-    if (live) res->prev = prev;
-    res->rev = e.mod;
-    res->create = e.create;
-    res->version = e.version;
-    kvt_mvcc_note(m, k, kl, e.mod);
-    kvt_mvcc_set_head(m, e.mod);
-    return KVT_OK;
-}
-
-int kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
-                 uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
-                 kvt_mvcc_put_result *res) {
-    if (!res) return kvt_seterr(KVT_EINVAL, "kvt_mvcc_put: res is NULL");
-    memset(res, 0, sizeof *res);
-    KVT_TRY(check_key(k, kl));
-    if (vl && !v) return kvt_seterr(KVT_EINVAL, "NULL value pointer");
-    if (want_prev && prev_cap && !prev_buf) return kvt_seterr(KVT_EINVAL, "NULL prev buffer");
-    KVT_TRY(mvcc_enter(m));
-    uint64_t lsn = 0;
-    pthread_mutex_lock(&m->lock);
-    int rc = put_locked(m, k, kl, v, vl, lease, want_prev, prev_buf, prev_cap, res, &lsn);
-    pthread_mutex_unlock(&m->lock);
-    if (rc == KVT_OK && m->durable) {
-        /* outside the lock: concurrent writers share this fsync (kvt_wal_sync groups
-         * waiters), and log order is revision order, so it covers every revision <= ours */
-        rc = kvt_db_sync_upto(m->db, lsn);
-        if (rc == KVT_OK) kvt_mvcc_publish(m, res->rev);
-    }
-    if (rc < 0 && res->prev_heap) {
-        free(res->prev_heap);
-        res->prev_heap = NULL;
-    }
-    mvcc_leave(m);
-    return rc;
-}

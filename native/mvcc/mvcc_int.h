@@ -31,6 +31,11 @@ struct kvt_mvcc {
     kvt_buf rec, key, aux, val;    /* scratch, under lock */
     uint64_t *leases;              /* live lease ids, sorted (under lock) */
     size_t nleases, capleases;
+    /* write groups (mvcc_put.c): puts queue here; one leader commits a group */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    struct mvcc_put_req *q_head, *q_tail;
+    int q_leading;
 };
 
 /* mvcc.c: calls that may touch the db count themselves in flight (close waits) */
@@ -46,6 +51,8 @@ int  mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
 int  mvcc_record_change(kvt_mvcc *m, size_t prefix_len, const uint8_t *k, size_t kl,
                         const uint8_t *v, size_t vl, const kvt_mvcc_kv *e, uint32_t sub,
                         uint64_t old_lease);
+/* mvcc.c: KVT_EINVAL for an empty key */
+int  mvcc_check_key(const uint8_t *k, size_t kl);
 /* mvcc.c: is lease id live? (writer lock held) */
 int  mvcc_lease_live(const kvt_mvcc *m, uint64_t id);
 

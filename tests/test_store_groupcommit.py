@@ -1,28 +1,18 @@
 """Group commit in the store (sync="commit", several writer threads) and the store
 benchmark module's smoke run (src/kvtrees_bench/store_workloads.py)."""
-import threading
 
 import kvtrees
+from helpers.threads import run_threads
 from kvtrees_bench import store_workloads as sw
 
 THREADS, PUTS = 8, 60
 
 
 def _concurrent_puts(db):
-    errors = []
-
     def writer(t):
-        try:
-            for i in range(PUTS):
-                db.put(b"/g/%d/%03d" % (t, i), b"v%d" % i)
-        except BaseException as e:          # reported below
-            errors.append(e)
-    ths = [threading.Thread(target=writer, args=(t,)) for t in range(THREADS)]
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
-    assert not errors, errors
+        for i in range(PUTS):
+            db.put(b"/g/%d/%03d" % (t, i), b"v%d" % i)
+    run_threads(writer, THREADS)
 
 
 def test_concurrent_sync_commit_shares_fsyncs_and_keeps_watch_order(tmp_path):

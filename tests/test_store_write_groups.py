@@ -9,6 +9,7 @@ import random
 import threading
 
 import kvtrees
+from helpers.threads import run_threads
 
 THREADS = 12
 PUTS = 150
@@ -24,33 +25,25 @@ def test_concurrent_puts_in_groups(engine_name, tmp_path):
     dead.revoke()
     start = db.revision
     events, cancel = db.watch_prefix(b"k", start_revision=start + 1)
-    results, failures, errors = [], [], []
+    results, failures = [], []
     lock = threading.Lock()
 
     def writer(t: int) -> None:
         rng = random.Random(t)
-        try:
-            for i in range(PUTS):
-                k = rng.choice(KEYS)
-                lease = rng.choice([None, None, live.id, dead_id])
-                try:
-                    r = db.put(k, b"%d-%d" % (t, i), lease=lease)
-                except kvtrees.LeaseNotFoundError:
-                    with lock:
-                        failures.append((k, lease))
-                    continue
-                assert lease != dead_id, "a put naming a revoked lease succeeded"
+        for i in range(PUTS):
+            k = rng.choice(KEYS)
+            lease = rng.choice([None, None, live.id, dead_id])
+            try:
+                r = db.put(k, b"%d-%d" % (t, i), lease=lease)
+            except kvtrees.LeaseNotFoundError:
                 with lock:
-                    results.append((r.revision, k, b"%d-%d" % (t, i), lease or 0))
-        except Exception as e:   # surfaced below
-            errors.append(e)
+                    failures.append((k, lease))
+                continue
+            assert lease != dead_id, "a put naming a revoked lease succeeded"
+            with lock:
+                results.append((r.revision, k, b"%d-%d" % (t, i), lease or 0))
 
-    ws = [threading.Thread(target=writer, args=(t,)) for t in range(THREADS)]
-    for w in ws:
-        w.start()
-    for w in ws:
-        w.join()
-    assert not errors, errors
+    run_threads(writer, THREADS)
     assert failures and all(lease == dead_id for _, lease in failures)
     revs = sorted(r for r, _, _, _ in results)
     assert revs == list(range(start + 1, start + 1 + len(results))), "gaps or repeats"

@@ -436,16 +436,24 @@ static void test_reset(void) {
 
 /* ---- I/O failures and crashes through the fault VFS ---- */
 
+/* A new, empty log of gen 1 through a fresh fault-injecting VFS (*v). */
+static kvt_wal *fresh_fault_log(kvt_vfs **v) {
+    EQ(kvt_fault_vfs_new(v), KVT_OK);
+    unlink(logpath);
+    kvt_wal *w = wopen(*v, 0, NULL);
+    int n;
+    EQ(replay(w, 1, &n), KVT_OK);
+    EQ(n, 0);
+    return w;
+}
+
 /* Growing the file ahead is best effort: when the zeros cannot be written (a full disk)
  * the record itself extends the file, and a later growth must start past it, never
  * zeroing a logged record (regression: the zeros started where the last growth ended). */
 static void test_prealloc_refused(void) {
     kvt_vfs *v;
-    EQ(kvt_fault_vfs_new(&v), KVT_OK);
-    unlink(logpath);
-    kvt_wal *w = wopen(v, 0, NULL);
+    kvt_wal *w = fresh_fault_log(&v);
     int n;
-    EQ(replay(w, 1, &n), KVT_OK);
     uint8_t b[8192];
     uint64_t lsn = 0;
     int logged = 0;
@@ -468,11 +476,8 @@ static void test_prealloc_refused(void) {
 
 static void test_io_failures(void) {
     kvt_vfs *v;
-    EQ(kvt_fault_vfs_new(&v), KVT_OK);
-    unlink(logpath);
-    kvt_wal *w = wopen(v, 0, NULL);
+    kvt_wal *w = fresh_fault_log(&v);
     int n;
-    EQ(replay(w, 1, &n), KVT_OK);
     uint8_t b[8192];
     uint64_t lsn;
     rec_fill(b, 0);

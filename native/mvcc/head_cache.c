@@ -1,5 +1,7 @@
 /* head_cache.c - the newest mod revision of recently used keys (0: the key has no
- * version), so a read at or above it is one exact engine get instead of a seek.
+ * version), so a read at or above it is one exact engine get instead of a seek; and,
+ * where known, that version's header (create, version, lease, tombstone), so a put,
+ * which needs only the header, reads nothing from the engine.
  *
  * A seek ("newest version <= rev") is cheap on the B+tree but on the fractal tree it
  * merges every buffered message between the seek key and the end of the key's versions,
@@ -16,6 +18,8 @@ struct head_ent {
     struct head_ent *next;       /* bucket chain */
     struct head_ent *newer;      /* FIFO order: oldest first */
     uint64_t hash, mod;
+    kvt_mvcc_kv hdr;             /* the header of version mod, if has_hdr */
+    int has_hdr;
     uint32_t kl;
     uint8_t k[];
 };
@@ -63,6 +67,13 @@ int hc_lookup(const head_cache *c, const uint8_t *k, size_t kl, uint64_t *mod) {
     return 1;
 }
 
+int hc_lookup_header(const head_cache *c, const uint8_t *k, size_t kl, kvt_mvcc_kv *hdr) {
+    head_ent *e = *slot_of(c, k, kl, hash_key(k, kl));
+    if (!e || !e->has_hdr) return 0;
+    *hdr = e->hdr;
+    return 1;
+}
+
 static void evict_oldest(head_cache *c) {
     head_ent *e = c->oldest;
     head_ent **pp = slot_of(c, e->k, e->kl, e->hash);
@@ -73,20 +84,26 @@ static void evict_oldest(head_cache *c) {
     free(e);
 }
 
-/* Insert or update. Best effort: without memory the key is simply not cached. */
-void hc_set(head_cache *c, const uint8_t *k, size_t kl, uint64_t mod) {
+/* Insert or update; hdr (NULL: not known) is the header of version mod. Best effort:
+ * without memory the key is simply not cached. */
+void hc_set(head_cache *c, const uint8_t *k, size_t kl, uint64_t mod, const kvt_mvcc_kv *hdr) {
     uint64_t h = hash_key(k, kl);
     head_ent **pp = slot_of(c, k, kl, h);
-    if (*pp) {
-        (*pp)->mod = mod;
+    head_ent *e = *pp;
+    if (e) {
+        e->mod = mod;
+        e->has_hdr = hdr != NULL;
+        if (hdr) e->hdr = *hdr;
         return;
     }
-    head_ent *e = malloc(sizeof *e + kl);
+    e = malloc(sizeof *e + kl);
     if (!e) return;
     e->next = NULL;
     e->newer = NULL;
     e->hash = h;
     e->mod = mod;
+    e->has_hdr = hdr != NULL;
+    if (hdr) e->hdr = *hdr;
     e->kl = (uint32_t)kl;
     memcpy(e->k, k, kl);
     *pp = e;

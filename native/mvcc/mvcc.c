@@ -115,8 +115,22 @@ void kvt_mvcc_publish(kvt_mvcc *m, uint64_t rev) {
 void kvt_mvcc_note(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev) {
     pthread_mutex_lock(&m->heads_mu);
     m->writing = 1;
-    hc_set(&m->heads, k, kl, rev);
+    hc_set(&m->heads, k, kl, rev, NULL);
     pthread_mutex_unlock(&m->heads_mu);
+}
+
+void mvcc_note_header(kvt_mvcc *m, const uint8_t *k, size_t kl, const kvt_mvcc_kv *hdr) {
+    pthread_mutex_lock(&m->heads_mu);
+    m->writing = 1;
+    hc_set(&m->heads, k, kl, hdr->mod, hdr);
+    pthread_mutex_unlock(&m->heads_mu);
+}
+
+int mvcc_head_header(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_mvcc_kv *hdr) {
+    pthread_mutex_lock(&m->heads_mu);
+    int known = hc_lookup_header(&m->heads, k, kl, hdr);
+    pthread_mutex_unlock(&m->heads_mu);
+    return known;
 }
 
 void kvt_mvcc_set_head(kvt_mvcc *m, uint64_t rev) {
@@ -236,13 +250,23 @@ static int get_version(kvt_mvcc *m, kvt_buf *key, size_t prefix_len, uint64_t mo
 /* Remember a seek's answer (mod 0: no version) if it is the key's newest overall: the
  * seek was at the head and no write is in progress. stale: the cached mod whose entry
  * the exact get did not find (compacted away), replaced; 0: learn only a new key. */
-static void learn(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint64_t mod,
-                  uint64_t stale) {
+static void learn(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev,
+                  const kvt_mvcc_kv *hdr, uint64_t stale) {
     pthread_mutex_lock(&m->heads_mu);
     uint64_t cur;
     if (atomic_load(&m->head) == rev && !m->writing &&
         (!hc_lookup(&m->heads, k, kl, &cur) || (stale && cur == stale)))
-        hc_set(&m->heads, k, kl, mod);
+        hc_set(&m->heads, k, kl, hdr->mod, hdr);
+    pthread_mutex_unlock(&m->heads_mu);
+}
+
+/* An exact get read version mod's header: keep it if the cache still names mod as the
+ * key's newest (a version's header never changes, so no revision check is needed). */
+static void learn_header(kvt_mvcc *m, const uint8_t *k, size_t kl, const kvt_mvcc_kv *hdr) {
+    pthread_mutex_lock(&m->heads_mu);
+    uint64_t cur;
+    if (hc_lookup(&m->heads, k, kl, &cur) && cur == hdr->mod)
+        hc_set(&m->heads, k, kl, hdr->mod, hdr);
     pthread_mutex_unlock(&m->heads_mu);
 }
 
@@ -259,12 +283,15 @@ int mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
     if (known && head_mod <= rev) {
         if (head_mod == 0) return KVT_NOTFOUND;
         int rc = get_version(m, key, prefix_len, head_mod, out, value);
+        if (rc == KVT_OK) learn_header(m, k, kl, out);
         if (rc != KVT_NOTFOUND) return rc;
         stale = head_mod;               /* gone: a tombstone compaction removed */
     }
     int rc = seek_version(m, key, prefix_len, rev, out, value);
-    if (rc == KVT_OK || rc == KVT_NOTFOUND)
-        learn(m, k, kl, rev, rc == KVT_OK ? out->mod : 0, stale);
+    if (rc == KVT_OK || rc == KVT_NOTFOUND) {
+        const kvt_mvcc_kv none = {0};
+        learn(m, k, kl, rev, rc == KVT_OK ? out : &none, stale);
+    }
     return rc;
 }
 

@@ -46,6 +46,12 @@ void mvcc_leave(kvt_mvcc *m);
 int  mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
                        size_t prefix_len, uint64_t rev, kvt_mvcc_kv *out, kvt_buf *value);
 
+/* mvcc.c: the header of k's newest version (mod 0: none) if the head cache knows it
+ * (writer lock held, so it is the newest); 0 if not: then read the version */
+int  mvcc_head_header(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_mvcc_kv *hdr);
+/* mvcc.c: kvt_mvcc_note() that also records the new version's header */
+void mvcc_note_header(kvt_mvcc *m, const uint8_t *k, size_t kl, const kvt_mvcc_kv *hdr);
+
 /* mvcc.c: one change (entry, revision-log entry, lease attachment) appended to m->rec;
  * m->key holds the engine prefix of k (writer lock held) */
 int  mvcc_record_change(kvt_mvcc *m, size_t prefix_len, const uint8_t *k, size_t kl,
@@ -60,7 +66,9 @@ int  mvcc_lease_live(const kvt_mvcc *m, uint64_t id);
 int  hc_init(head_cache *c, size_t max_entries);
 void hc_free(head_cache *c);
 int  hc_lookup(const head_cache *c, const uint8_t *k, size_t kl, uint64_t *mod);
-void hc_set(head_cache *c, const uint8_t *k, size_t kl, uint64_t mod);
+/* 1 and the header of the key's newest version (mod 0: no version) when known */
+int  hc_lookup_header(const head_cache *c, const uint8_t *k, size_t kl, kvt_mvcc_kv *hdr);
+void hc_set(head_cache *c, const uint8_t *k, size_t kl, uint64_t mod, const kvt_mvcc_kv *hdr);
 
 /* mvcc_key.c */
 int  mvcc_kv_prefix(kvt_buf *out, const uint8_t *k, size_t kl);   /* k + esc(key) + 00 01 */

@@ -55,7 +55,11 @@ static int stage_put(kvt_mvcc *m, mvcc_put_req *r, uint64_t head, uint64_t rev) 
     KVT_TRY(mvcc_kv_prefix(&m->key, r->k, r->kl));
     size_t plen = m->key.len;
     kvt_mvcc_kv prev = {0};
-    int rc = mvcc_read_version(m, r->k, r->kl, &m->key, plen, head, &prev, &m->aux);
+    int rc;
+    if (!r->want_prev && mvcc_head_header(m, r->k, r->kl, &prev))
+        rc = prev.mod ? KVT_OK : KVT_NOTFOUND;    /* the header is all a put needs */
+    else
+        rc = mvcc_read_version(m, r->k, r->kl, &m->key, plen, head, &prev, &m->aux);
     if (rc < 0) return rc;
     int live = rc == KVT_OK && !prev.tombstone;
     if (live && r->want_prev) KVT_TRY(give_prev_value(&m->aux, r));
@@ -125,7 +129,9 @@ static mvcc_put_req *commit_group(kvt_mvcc *m, mvcc_put_req *first) {
             continue;
         }
         r->lsn = lsn;
-        kvt_mvcc_note(m, r->k, r->kl, r->res->rev);
+        kvt_mvcc_kv hdr = {.mod = r->res->rev, .create = r->res->create,
+                           .version = r->res->version, .lease = r->lease};
+        mvcc_note_header(m, r->k, r->kl, &hdr);
     }
     if (rc == KVT_OK && staged) kvt_mvcc_set_head(m, rev);
     return rest;

@@ -346,8 +346,11 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
         if self._quota:
             self._check_quota()
         hub = self._hub
-        rev, create, version, prev = self._core.put(k, v, lid, prev_kv or hub.watched())
-        hub.hand_over(rev, lambda: [(Entry(k, rev, False, create, version, lid, v), prev)])
+        watched = hub.watched()
+        rev, create, version, prev = self._core.put(k, v, lid, prev_kv or watched)
+        if watched or hub.watched():   # (rev is visible now: a watcher joining after the
+            # check replays it from the revision log, see WatchHub.add)
+            hub.hand_over(rev, lambda: [(Entry(k, rev, False, create, version, lid, v), prev)])
         return _new_tuple(PutResult, (rev, prev.to_kv() if prev_kv and prev else None))
 
     def _check_put(self, k: bytes, v: bytes) -> None:

@@ -27,10 +27,14 @@ class StoreReads:
         """(value, KeyValue) of key at revision (default: current), (None, None) if absent.
         O(log n): one native call (one engine seek) on a native engine."""
         k = key if type(key) is bytes and key else to_key(key)
-        rev = self._read_rev(revision)
-        kv = self._core.get_kv(k, rev)
-        if rev < self._compact_rev:     # compacted meanwhile: the read may be partial
-            self._check_compacted(rev)
+        core = self._core
+        if revision or self._closed:
+            rev = self._read_rev(revision)
+            kv = core.get_kv(k, rev)
+            if rev < self._compact_rev:     # compacted meanwhile: the read may be partial
+                self._check_compacted(rev)
+        else:       # the current revision, never below the compaction target
+            kv = core.get_kv(k, core.visible())
         return (kv.value, kv) if kv is not None else (None, None)
 
     def range(self, key, range_end=None, revision=None, limit=0, count_only=False,

@@ -156,6 +156,9 @@ frame *pool_lookup(kvt_pager *p, kvt_pgno pgno);
 int    pool_take(kvt_pager *p, kvt_pgno pgno, frame **out);   /* pinned, uninitialised */
 void   pool_drop(kvt_pager *p, frame *f);
 void   pool_mark_dirty(kvt_pager *p, frame *f);
+/* Unpin; when that was the last pin, write the page now if dirty and give its frame
+ * back (kvt_pager_retire). A full disk keeps the page dirty in the pool. */
+int    pool_retire(kvt_pager *p, frame *f);
 int    pool_flush_dirty(kvt_pager *p);
 int    pool_get_locked(kvt_pager *p, kvt_pgno pgno, kvt_page **out);  /* hit, map, read */
 

@@ -102,6 +102,7 @@ void pool_mark_dirty(kvt_pager *p, frame *f) {
 }
 
 static int write_frame(kvt_pager *p, frame *f) {
+    /* (ENOSPC: still dirty, kept in the pool) */
     page_seal(p, f->page.data);
     int rc = pager_write_pages(p, f->page.data, 1, f->page.pgno);
     if (rc == KVT_ENOSPC) return rc;    /* still dirty; the page is current-gen */
@@ -109,6 +110,14 @@ static int write_frame(kvt_pager *p, frame *f) {
     f->dirty = 0;
     p->ndirty--;
     p->st.writebacks++;
+    return KVT_OK;
+}
+
+int pool_retire(kvt_pager *p, frame *f) {
+    if (f->pin) f->pin--;
+    if (f->pin || !f->live || p->read_only || p->nospace) return KVT_OK;
+    if (f->dirty) KVT_TRY(write_frame(p, f));
+    if (!f->dirty) pool_drop(p, f);
     return KVT_OK;
 }
 
@@ -331,6 +340,16 @@ int kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
     int rc = pool_get_locked(p, pgno, &pg);
     pthread_mutex_unlock(&p->mu);
     *out = rc < 0 ? NULL : pg;
+    return rc;
+}
+
+int kvt_pager_retire(kvt_pager *p, kvt_page *pg) {
+    if (!pg) return KVT_OK;
+    pthread_mutex_lock(&p->mu);
+    int rc = KVT_OK;
+    if (map_owns(p, pg)) map_release(p, pg);
+    else rc = pool_retire(p, (frame *)pg);
+    pthread_mutex_unlock(&p->mu);
     return rc;
 }
 

@@ -345,7 +345,11 @@ static int guarded_check(kvt_engine *e) {
     return kvt_pager_map_guard(e->t.pager, faults, rc);
 }
 
-static void bt_apply_end(kvt_engine *e) { bt_append_drop(&e->t); }
+/* The end of a record: drop the append cursor, write the leaves it retired. */
+static int bt_apply_end(kvt_engine *e) {
+    bt_append_drop(&e->t);
+    return kvt_pager_retire_flush(e->t.pager);
+}
 
 static void bt_stats(kvt_engine *e, kvt_engine_stats *out) {
     out->height = e->t.height;

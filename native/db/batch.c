@@ -84,8 +84,8 @@ static int apply_ops(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
  * releases the write path it kept pinned for ascending puts). */
 static int apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
     int rc = apply_ops(db, rec, len, existed);
-    if (db->ops->apply_end) db->ops->apply_end(db->eng);
-    return rc;
+    int end = db->ops->apply_end ? db->ops->apply_end(db->eng) : KVT_OK;
+    return rc < 0 ? rc : end;
 }
 
 int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {

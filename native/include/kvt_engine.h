@@ -90,8 +90,9 @@ typedef struct kvt_engine_ops {
     /* Optional (NULL: nothing to do). Called by the db layer after the ops of one batch
      * record were applied (also when one failed), still under the exclusive lock: an
      * engine may keep state across the puts of one record (the B+tree keeps the
-     * rightmost write path pinned for ascending keys) and must drop it here. */
-    void (*apply_end)(kvt_engine *e);
+     * rightmost write path pinned for ascending keys) and must drop it here. An error
+     * (a failed write of pages the engine wrote early) fails the record's commit. */
+    int  (*apply_end)(kvt_engine *e);
 } kvt_engine_ops;
 
 extern const kvt_engine_ops kvt_btree_ops;

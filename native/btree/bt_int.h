@@ -63,6 +63,23 @@ typedef struct bt_rootidx {
     kvt_pgno *child;          /* n + 1 children: child[0] is the leftmost */
 } bt_rootidx;
 
+/* The write path: every page from the root to a leaf, pinned and writable. */
+typedef struct bt_path {
+    kvt_page *pg[BT_MAX_HEIGHT];   /* pinned, writable; pg[0] is the root */
+    uint32_t idx[BT_MAX_HEIGHT];   /* child index taken at each branch */
+    uint32_t depth;                /* pages in the path */
+} bt_path;
+
+/* The append cursor (bt_append.c): after a put past the tree's largest key, the
+ * rightmost write path stays pinned and writable for the next put of the same record,
+ * valid while version == the tree's version. Dropped at the end of every record
+ * (apply_end), before any other write, at flush and at close. */
+typedef struct bt_append {
+    bt_path path;
+    uint64_t version;
+    int live;
+} bt_append;
+
 typedef struct bt_tree {
     kvt_pager *pager;
     uint32_t ps;            /* page size */
@@ -77,6 +94,7 @@ typedef struct bt_tree {
     uint8_t *tmp;           /* writer-only scratch page (compaction) */
     uint64_t version;       /* bumped by every put/delete (writer only) */
     bt_rootidx ridx;
+    bt_append app;          /* writer only */
 } bt_tree;
 
 /* A decoded, bounds-checked cell. Pointers point into the pinned page. */
@@ -154,12 +172,6 @@ int  bt_read_value(const bt_tree *t, const bt_cell *c, kvt_buf *out);
 void bt_scratch_free(bt_scratch *s);
 
 /* ---- structure changes (bt_split.c, bt_merge.c) ---- */
-typedef struct bt_path {
-    kvt_page *pg[BT_MAX_HEIGHT];   /* pinned, writable; pg[0] is the root */
-    uint32_t idx[BT_MAX_HEIGHT];   /* child index taken at each branch */
-    uint32_t depth;                /* pages in the path */
-} bt_path;
-
 void bt_path_release(bt_tree *t, bt_path *path);
 /* Insert cell bytes at slot i of path level lv, splitting up the path as needed. */
 int  bt_insert_at(bt_tree *t, bt_path *path, uint32_t lv, uint32_t i,
@@ -196,6 +208,17 @@ int  bt_list_fill(const bt_tree *t, kvt_page *pg, const bt_list *l, uint32_t fro
 /* Split point: the first cell of the right half (leaf) or the cell promoted to the
  * parent (branch), chosen so that the smaller half is as large as possible. */
 uint32_t bt_list_mid(const bt_list *l, int leaf);
+
+/* ---- append fast path (bt_append.c) ---- */
+/* Put k (already the tree's version bumped) through the append cursor when it is live
+ * and k sorts after the tree's largest key: *done 1 when it was inserted. Otherwise the
+ * cursor is dropped and *done 0 (the caller takes the normal path). */
+int  bt_append_put(bt_tree *t, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                   int *done);
+/* After a normal put that appended into the rightmost leaf without a split: keep its
+ * path as the cursor (takes over the pins). */
+void bt_append_keep(bt_tree *t, bt_path *path);
+void bt_append_drop(bt_tree *t);
 
 /* ---- root digest (bt_root.c) ---- */
 void bt_rootidx_init(bt_tree *t);

@@ -72,6 +72,7 @@ static int bt_open(kvt_pager *p, const kvt_engine_config *cfg, const uint8_t *me
 
 static void bt_close(kvt_engine *e) {
     if (!e) return;
+    bt_append_drop(&e->t);
     bt_rootidx_free(&e->t);
     free(e->t.tmp);
     free(e);
@@ -200,8 +201,10 @@ static int remove_cell(bt_tree *t, kvt_page *leaf, uint32_t i) {
     return KVT_OK;
 }
 
+/* *keep: the put went to the end of the rightmost leaf without a split, so the path
+ * can serve as the append cursor. */
 static int put_path(bt_tree *t, bt_path *path, bt_scratch *s, const uint8_t *k, size_t kl,
-                    const uint8_t *v, size_t vl) {
+                    const uint8_t *v, size_t vl, int *keep) {
     uint32_t lv = path->depth - 1, i, n;
     kvt_page *leaf = path->pg[lv];
     int eq;
@@ -211,6 +214,7 @@ static int put_path(bt_tree *t, bt_path *path, bt_scratch *s, const uint8_t *k, 
     uint8_t buf[BT_MAX_PAGE / 4];  /* >= max_local; t->tmp is taken by compaction */
     KVT_TRY(bt_build_leaf(t, k, kl, v, vl, buf, &n));
     int done = 0;
+    *keep = append && bt_fits(t, leaf->data, n);
     if (!eq && !append && !bt_fits(t, leaf->data, n))
         KVT_TRY(bt_shift_insert(t, path, lv, i, buf, n, &done));
     if (!done) KVT_TRY(bt_insert_at(t, path, lv, i, buf, n, append));
@@ -226,8 +230,12 @@ static int bt_put(kvt_engine *e, const uint8_t *k, size_t kl, const uint8_t *v, 
     bt_scratch s = {0};
     bt_path path = {0};
     t->version++;                       /* the root digest may be stale from here on */
+    int done, keep = 0;
+    KVT_TRY(bt_append_put(t, k, kl, v, vl, &done));
+    if (done) return KVT_OK;
     int rc = descend_write(t, k, kl, &s, &path);
-    if (rc == KVT_OK) rc = put_path(t, &path, &s, k, kl, v, vl);
+    if (rc == KVT_OK) rc = put_path(t, &path, &s, k, kl, v, vl, &keep);
+    if (rc == KVT_OK && keep) bt_append_keep(t, &path);
     bt_path_release(t, &path);
     bt_scratch_free(&s);
     return rc;
@@ -261,6 +269,7 @@ static int bt_del(kvt_engine *e, const uint8_t *k, size_t kl, int *existed) {
     bt_scratch s = {0};
     bt_path path = {0};
     int found;
+    bt_append_drop(t);
     int rc = contains(t, k, kl, &s, &found);
     if (rc == KVT_OK && found) {
         t->version++;                   /* the root digest may be stale from here on */
@@ -275,6 +284,7 @@ static int bt_del(kvt_engine *e, const uint8_t *k, size_t kl, int *existed) {
 
 static int bt_flush(kvt_engine *e, uint8_t *meta, size_t *meta_len) {
     bt_tree *t = &e->t;
+    bt_append_drop(t);                  /* its pages must not outlive this generation */
     memset(meta, 0, META_LEN);
     kvt_put32(meta, BT_META_MAGIC);
     kvt_put32(meta + 4, BT_META_VERSION);
@@ -335,6 +345,12 @@ static int guarded_check(kvt_engine *e) {
     return kvt_pager_map_guard(e->t.pager, faults, rc);
 }
 
+/* The end of a record: drop the append cursor, write the leaves it retired. */
+static int bt_apply_end(kvt_engine *e) {
+    bt_append_drop(&e->t);
+    return kvt_pager_retire_flush(e->t.pager);
+}
+
 static void bt_stats(kvt_engine *e, kvt_engine_stats *out) {
     out->height = e->t.height;
     out->entries = e->t.entries;
@@ -357,4 +373,5 @@ const kvt_engine_ops kvt_btree_ops = {
     .check = guarded_check,
     .scan_at = guarded_scan_at,
     .stats = bt_stats,
+    .apply_end = bt_apply_end,
 };

@@ -65,7 +65,7 @@ static int apply_upsert(kvt_db *db, const batch_op *o) {
 
 /* Apply a whole record to the engine (caller holds the write lock or is recovering).
  * existed, if given, receives the result of the last delete. */
-int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
+static int apply_ops(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
     if (len < 4) return bad_record(0);
     uint32_t count = kvt_get32(rec);
     size_t off = 4;
@@ -78,6 +78,18 @@ int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed
     }
     if (off != len) return bad_record(off);
     return KVT_OK;
+}
+
+/* The engine's end-of-record hook runs whatever the record's outcome (the B+tree
+ * releases the write path it kept pinned for ascending puts). */
+static int apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
+    int rc = apply_ops(db, rec, len, existed);
+    int end = db->ops->apply_end ? db->ops->apply_end(db->eng) : KVT_OK;
+    return rc < 0 ? rc : end;
+}
+
+int kvt_db_apply_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
+    return apply_record(db, rec, len, existed);
 }
 
 /* ---- encoding ------------------------------------------------------------------ */
@@ -233,6 +245,41 @@ int kvt_delete(kvt_db *db, const uint8_t *k, size_t kl, int *existed) {
     return rc;
 }
 
+/* ---- many puts from one packed buffer -------------------------------------------- */
+
+/* Validate a packed put-many buffer (kvtrees.h): the record format with puts only, each
+ * length within the limits, nothing after the last op. *n receives the op count. */
+static int check_puts(const uint8_t *buf, size_t len, uint32_t *n) {
+    if (!buf || len < 4) return kvt_seterr(KVT_EINVAL, "put_many: buffer of %zu bytes", len);
+    *n = kvt_get32(buf);
+    size_t off = 4;
+    for (uint32_t i = 0; i < *n; i++) {
+        if (len - off < 9 || buf[off] != KVT_BATCH_OP_PUT)
+            return kvt_seterr(KVT_EINVAL, "put_many: op %u at byte %zu is not a put", i, off);
+        uint32_t kl = kvt_get32(buf + off + 1), vl = kvt_get32(buf + off + 5);
+        KVT_TRY(check_sizes(kl, vl, 1));
+        off += 9;
+        if (len - off < (uint64_t)kl + vl)
+            return kvt_seterr(KVT_EINVAL, "put_many: op %u runs past the buffer's end", i);
+        off += (size_t)kl + vl;
+    }
+    if (off != len)
+        return kvt_seterr(KVT_EINVAL, "put_many: %zu bytes after the last of %u ops",
+                          len - off, *n);
+    return KVT_OK;
+}
+
+int kvt_put_many(kvt_db *db, const uint8_t *buf, size_t len) {
+    if (!db) return kvt_seterr(KVT_ECLOSED, "no handle");
+    uint32_t n;
+    KVT_TRY(check_puts(buf, len, &n));
+    if (len > KVT_BATCH_MAX_BYTES)
+        return kvt_seterr(KVT_ETOOLARGE, "record of %zu bytes exceeds %llu bytes", len,
+                          (unsigned long long)KVT_BATCH_MAX_BYTES);
+    if (n == 0) return kvt_db_usable(db, 1);
+    return commit_record(db, buf, len, NULL);
+}
+
 /* ---- batch objects ------------------------------------------------------------ */
 
 int kvt_batch_new(kvt_db *db, kvt_batch **out) {
@@ -276,6 +323,21 @@ int kvt_batch_delete(kvt_batch *b, const uint8_t *k, size_t kl) {
 int kvt_batch_upsert(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *operand,
                      size_t ol) {
     return batch_add(b, KVT_BATCH_OP_UPSERT, k, kl, operand, ol);
+}
+
+int kvt_batch_put_many(kvt_batch *b, const uint8_t *buf, size_t len) {
+    if (!b) return kvt_seterr(KVT_EINVAL, "NULL batch");
+    uint32_t n;
+    KVT_TRY(check_puts(buf, len, &n));
+    size_t ops = len - 4;
+    if (n > UINT32_MAX - b->count || b->rec.len + ops > KVT_BATCH_MAX_BYTES)
+        return kvt_seterr(KVT_ETOOLARGE, "batch would exceed %llu bytes or 2^32 ops",
+                          (unsigned long long)KVT_BATCH_MAX_BYTES);
+    KVT_TRY(kvt_buf_reserve(&b->rec, b->rec.len + ops));
+    memcpy(b->rec.data + b->rec.len, buf + 4, ops);
+    b->rec.len += ops;
+    b->count += n;
+    return KVT_OK;
 }
 
 size_t kvt_batch_count(kvt_batch *b) { return b ? b->count : 0; }

@@ -87,6 +87,12 @@ typedef struct kvt_engine_ops {
      * clears pos->w[0]. A reader call, like scan. */
     int  (*scan_at)(kvt_engine *e, const uint8_t *from, size_t fl, int inclusive,
                     int reverse, kvt_scan_pos *pos, kvt_scan_fn fn, void *ctx);
+    /* Optional (NULL: nothing to do). Called by the db layer after the ops of one batch
+     * record were applied (also when one failed), still under the exclusive lock: an
+     * engine may keep state across the puts of one record (the B+tree keeps the
+     * rightmost write path pinned for ascending keys) and must drop it here. An error
+     * (a failed write of pages the engine wrote early) fails the record's commit. */
+    int  (*apply_end)(kvt_engine *e);
 } kvt_engine_ops;
 
 extern const kvt_engine_ops kvt_btree_ops;

@@ -97,6 +97,15 @@ const uint8_t *kvt_pager_engine_meta(const kvt_pager *p, size_t *len);
  * data: call kvt_pager_write() first, which returns a pool page instead. */
 int  kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out);
 void kvt_pager_unpin(kvt_pager *p, kvt_page *pg);
+/* Unpin a page the caller will not need again soon (a leaf a sequential load has
+ * filled): when no one else pins it, it is written soon if dirty (as an eviction would,
+ * same copy-on-write rules) and its frame is reused for the next page, so a load does
+ * not grow the pool with pages written once. Errors as for a write-back (a failed
+ * write latches; a full disk keeps the page dirty in the pool and returns KVT_OK). */
+int  kvt_pager_retire(kvt_pager *p, kvt_page *pg);
+/* Retired pages are written in runs of adjacent page numbers (one write, not one per
+ * page); this writes the pending run now (a checkpoint does too). */
+int  kvt_pager_retire_flush(kvt_pager *p);
 /* Make a pinned page writable and dirty. May replace *pg by a copy at a new pgno
  * (the old one is unpinned): the caller must then store (*pg)->pgno in the parent. */
 int  kvt_pager_write(kvt_pager *p, kvt_page **pg);

@@ -78,6 +78,15 @@ int  kvt_batch_delete(kvt_batch *b, const uint8_t *k, size_t kl);
  * the same result (blind on the fractal tree: no read at commit). The operand is checked
  * like a put value: over KVT_MAX_VALUE gives KVT_ETOOLARGE, nothing written. */
 int  kvt_batch_upsert(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *operand, size_t ol);
+/* Many puts from one packed buffer (one native call instead of one per pair): buf is a
+ * batch record of puts only, as the log stores it: u32 n, then n times u8 1, u32 klen,
+ * u32 vlen, key, value (integers little-endian). Every op is checked (a key 1..KVT_MAX_KEY
+ * bytes, a value <= KVT_MAX_VALUE: KVT_ETOOLARGE / KVT_EINVAL; a malformed buffer:
+ * KVT_EINVAL) before anything is written: on error nothing is added or committed.
+ * kvt_put_many commits buf as one atomic batch, logged without a copy (n 0: nothing);
+ * kvt_batch_put_many appends its puts to the batch. */
+int  kvt_put_many(kvt_db *db, const uint8_t *buf, size_t len);
+int  kvt_batch_put_many(kvt_batch *b, const uint8_t *buf, size_t len);
 size_t kvt_batch_count(kvt_batch *b);
 int  kvt_batch_commit(kvt_batch *b);      /* then empty, reusable */
 void kvt_batch_clear(kvt_batch *b);

@@ -459,7 +459,8 @@ static int checkpoint_locked(kvt_pager *p, const void *em, size_t len) {
         return kvt_seterr(KVT_EINVAL, "%s: engine meta of %zu bytes (max %d)", p->path,
                           len, KVT_ENGINE_META_MAX);
     p->nospace = 0;                 /* try the writes again */
-    int rc = pool_flush_dirty(p);
+    int rc = pool_retire_flush(p);
+    if (rc == KVT_OK) rc = pool_flush_dirty(p);
     kvt_pgno fm_first;
     uint64_t fm_count;
     if (rc == KVT_OK) rc = fm_write(p, &fm_first, &fm_count);

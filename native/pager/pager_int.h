@@ -96,6 +96,13 @@ struct kvt_pager {
     size_t nbuckets;             /* power of two */
     uint64_t ndirty, nlive;
     kvt_pager_stats st;
+    /* Retired pages (kvt_pager_retire) waiting to be written as one run: consecutive
+     * page numbers from retired_first, each frame checked again at the write (it may
+     * have been evicted, reused or pinned meanwhile). */
+    frame **retired;
+    size_t nretired;
+    kvt_pgno retired_first;
+    uint8_t *retire_stage;       /* RETIRE_RUN pages, for the run's one write */
 
     /* read map (map.c) */
     uint8_t *map;                /* NULL: every miss is a pread into a frame */
@@ -156,6 +163,11 @@ frame *pool_lookup(kvt_pager *p, kvt_pgno pgno);
 int    pool_take(kvt_pager *p, kvt_pgno pgno, frame **out);   /* pinned, uninitialised */
 void   pool_drop(kvt_pager *p, frame *f);
 void   pool_mark_dirty(kvt_pager *p, frame *f);
+/* Unpin; when that was the last pin, queue the page for writing in a run and giving
+ * its frame back (kvt_pager_retire); pool_retire_flush writes the queued run. A full
+ * disk keeps the pages dirty in the pool. */
+int    pool_retire(kvt_pager *p, frame *f);
+int    pool_retire_flush(kvt_pager *p);
 int    pool_flush_dirty(kvt_pager *p);
 int    pool_get_locked(kvt_pager *p, kvt_pgno pgno, kvt_page **out);  /* hit, map, read */
 

@@ -57,6 +57,11 @@ void pool_destroy(kvt_pager *p) {
     free(p->frames);
     free(p->spare);
     free(p->buckets);
+    free(p->retired);
+    free(p->retire_stage);
+    p->retired = NULL;
+    p->retire_stage = NULL;
+    p->nretired = 0;
     p->frames = p->spare = p->buckets = NULL;
     p->nframes = p->nspare = p->nbuckets = 0;
 }
@@ -102,6 +107,7 @@ void pool_mark_dirty(kvt_pager *p, frame *f) {
 }
 
 static int write_frame(kvt_pager *p, frame *f) {
+    /* (ENOSPC: still dirty, kept in the pool) */
     page_seal(p, f->page.data);
     int rc = pager_write_pages(p, f->page.data, 1, f->page.pgno);
     if (rc == KVT_ENOSPC) return rc;    /* still dirty; the page is current-gen */
@@ -109,6 +115,69 @@ static int write_frame(kvt_pager *p, frame *f) {
     f->dirty = 0;
     p->ndirty--;
     p->st.writebacks++;
+    return KVT_OK;
+}
+
+/* ---- retired pages: written in runs, their frames reused ------------------------ */
+
+#define RETIRE_RUN 64u           /* pages per write (256 KiB with 4 KiB pages) */
+
+/* Frame i of the queue still holds its page, dirty or clean, and nobody pins it. */
+static int retired_ok(const kvt_pager *p, size_t i) {
+    const frame *f = p->retired[i];
+    return f->live && !f->pin && f->page.pgno == p->retired_first + i;
+}
+
+/* Write the queued pages that are still what they were, adjacent ones as one write,
+ * and make their frames spares. A full disk leaves them dirty in the pool. */
+int pool_retire_flush(kvt_pager *p) {
+    size_t n = p->nretired;
+    p->nretired = 0;
+    int rc = KVT_OK;
+    for (size_t i = 0, run; i < n && rc == KVT_OK; i += run) {
+        run = 1;
+        if (!retired_ok(p, i)) continue;
+        while (i + run < n && retired_ok(p, i + run)) run++;
+        frame **v = p->retired + i;
+        size_t ndirty = 0;
+        for (size_t j = 0; j < run; j++) ndirty += v[j]->dirty;
+        if (ndirty == run && run > 1 && p->retire_stage) {
+            for (size_t j = 0; j < run; j++) {
+                page_seal(p, v[j]->page.data);
+                memcpy(p->retire_stage + j * p->page_size, v[j]->page.data, p->page_size);
+            }
+            rc = pager_write_pages(p, p->retire_stage, run, v[0]->page.pgno);
+            if (rc == KVT_OK) {
+                for (size_t j = 0; j < run; j++) v[j]->dirty = 0;
+                p->ndirty -= run;
+                p->st.writebacks += run;
+            } else if (rc != KVT_ENOSPC) {
+                rc = pager_fail(p, rc);
+            }
+        } else {
+            for (size_t j = 0; j < run && rc == KVT_OK; j++)
+                if (v[j]->dirty) rc = write_frame(p, v[j]);
+        }
+        if (rc == KVT_ENOSPC) { p->nospace = 1; return KVT_OK; }
+        for (size_t j = 0; rc == KVT_OK && j < run; j++)
+            if (!v[j]->dirty) pool_drop(p, v[j]);
+    }
+    return rc;
+}
+
+int pool_retire(kvt_pager *p, frame *f) {
+    if (f->pin) f->pin--;
+    if (f->pin || !f->live || p->read_only || p->nospace) return KVT_OK;
+    if (!p->retired) {
+        p->retired = malloc(RETIRE_RUN * sizeof *p->retired);
+        p->retire_stage = aligned_alloc_pages(p, (size_t)RETIRE_RUN * p->page_size);
+        if (!p->retired) return KVT_OK;          /* no memory: it stays in the pool */
+    }
+    if (p->nretired && (p->nretired == RETIRE_RUN ||
+                        f->page.pgno != p->retired_first + p->nretired))
+        KVT_TRY(pool_retire_flush(p));
+    if (!p->nretired) p->retired_first = f->page.pgno;
+    p->retired[p->nretired++] = f;
     return KVT_OK;
 }
 
@@ -331,6 +400,23 @@ int kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out) {
     int rc = pool_get_locked(p, pgno, &pg);
     pthread_mutex_unlock(&p->mu);
     *out = rc < 0 ? NULL : pg;
+    return rc;
+}
+
+int kvt_pager_retire(kvt_pager *p, kvt_page *pg) {
+    if (!pg) return KVT_OK;
+    pthread_mutex_lock(&p->mu);
+    int rc = KVT_OK;
+    if (map_owns(p, pg)) map_release(p, pg);
+    else rc = pool_retire(p, (frame *)pg);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+int kvt_pager_retire_flush(kvt_pager *p) {
+    pthread_mutex_lock(&p->mu);
+    int rc = p->nretired ? pool_retire_flush(p) : KVT_OK;
+    pthread_mutex_unlock(&p->mu);
     return rc;
 }
 

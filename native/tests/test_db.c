@@ -501,6 +501,79 @@ static int test_checkpoint_crashes(void) {
     return 0;
 }
 
+/* A put-many buffer of keys key_of(first..first+n) (step: key order), value "v<i>". */
+static size_t pack_puts(uint8_t *buf, int first, int n, int step) {
+    uint8_t *d = buf + 4;
+    kvt_put32(buf, (uint32_t)n);
+    for (int j = 0; j < n; j++) {
+        char k[32], v[32];
+        key_of(k, sizeof k, first + j * step);
+        snprintf(v, sizeof v, "v%d", first + j * step);
+        size_t kl = strlen(k), vl = strlen(v);
+        d[0] = 1;
+        kvt_put32(d + 1, (uint32_t)kl);
+        kvt_put32(d + 5, (uint32_t)vl);
+        memcpy(d + 9, k, kl);
+        memcpy(d + 9 + kl, v, vl);
+        d += 9 + kl + vl;
+    }
+    return (size_t)(d - buf);
+}
+
+/* kvt_put_many / kvt_batch_put_many: ascending loads (the B+tree's append cursor), an
+ * out-of-order record, malformed buffers refused with nothing written, reopen. */
+static int test_put_many(void) {
+    const char *dir = fresh_dir();
+    kvt_options o = opts(2);
+    kvt_db *db;
+    OK(kvt_open(dir, &o, &db));
+    size_t cap = 64 * 4000;
+    uint8_t *buf = malloc(cap);
+    CHECK(buf != NULL);
+    for (int first = 0; first < 20000; first += 2000)      /* ascending, 10 records */
+        OK(kvt_put_many(db, buf, pack_puts(buf, first, 2000, 1)));
+    OK(kvt_put_many(db, buf, pack_puts(buf, 19999, 500, -7)));  /* descending, overwrites */
+    OK(kvt_put_many(db, buf, pack_puts(buf, 30000, 0, 1)));     /* empty: nothing */
+    size_t len = pack_puts(buf, 40000, 3, 1);
+    uint8_t saved = buf[4];
+    buf[4] = 2;                                                 /* not a put */
+    CHECK(kvt_put_many(db, buf, len) == KVT_EINVAL);
+    buf[4] = saved;
+    CHECK(kvt_put_many(db, buf, len - 1) == KVT_EINVAL);        /* cut short */
+    CHECK(kvt_put_many(db, buf, len + 1) == KVT_EINVAL);        /* trailing byte */
+    kvt_put32(buf + 5, 0);                                      /* empty key */
+    CHECK(kvt_put_many(db, buf, len) == KVT_EINVAL);
+    kvt_put32(buf + 5, KVT_MAX_KEY + 1);                        /* oversized key */
+    CHECK(kvt_put_many(db, buf, len) == KVT_ETOOLARGE);
+    CHECK(kvt_put_many(db, NULL, 0) == KVT_EINVAL);
+    CHECK(get_is(db, "key00040000", NULL) == 0);                /* none of it written */
+    kvt_batch *b;
+    OK(kvt_batch_new(db, &b));
+    OK(kvt_batch_put_many(b, buf, pack_puts(buf, 50000, 10, 1)));
+    CHECK(kvt_batch_put_many(b, buf, 3) == KVT_EINVAL);
+    OK(kvt_batch_put(b, (const uint8_t *)"zz", 2, (const uint8_t *)"1", 1));
+    CHECK(kvt_batch_count(b) == 11);
+    OK(kvt_batch_commit(b));
+    kvt_batch_free(b);
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    OK(kvt_open(dir, &o, &db));
+    for (int i = 0; i < 20000; i += 1) {
+        char k[32], v[32];
+        key_of(k, sizeof k, i);
+        snprintf(v, sizeof v, "v%d", i);
+        CHECK(get_is(db, k, v) == 1);
+    }
+    CHECK(get_is(db, "key00050009", "v50009") == 1 && get_is(db, "zz", "1") == 1);
+    kvt_stats st;
+    OK(kvt_get_stats(db, &st));
+    CHECK(st.entries == 20000 + 11);
+    OK(kvt_check(db));
+    OK(kvt_close(db));
+    free(buf);
+    return 0;
+}
+
 typedef int (*test_fn)(void);
 static const struct { const char *name; test_fn fn; } tests[] = {
     {"options", test_options}, {"basic", test_basic}, {"batch_and_reopen", test_batch_and_reopen},
@@ -508,6 +581,7 @@ static const struct { const char *name; test_fn fn; } tests[] = {
     {"crash_recovery", test_crash_recovery}, {"fatal_latch", test_fatal_latch},
     {"wal_limit", test_wal_limit}, {"threads", test_threads},
     {"batch_too_large", test_batch_too_large}, {"checkpoint_crashes", test_checkpoint_crashes},
+    {"put_many", test_put_many},
 };
 
 int main(int argc, char **argv) {

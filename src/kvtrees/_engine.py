@@ -18,16 +18,19 @@ import struct as _struct
 from itertools import chain as _chain_mod
 import weakref
 from operator import itemgetter as _itemgetter
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 from ._native import ffi, lib
+from ._pack import pack_puts as _pack_puts
 from .errors import ClosedError, check, error_from_code
 from .options import SYNC_MODES, Options, make_options
 
 __all__ = ["Engine", "Batch", "open_engine", "FaultVFS", "MAX_KEY", "MAX_VALUE"]
 
 from .limits import MAX_KEY, MAX_VALUE  # noqa: E402  (kvt_limits.h)
+from .errors import TooLargeError as _TooLargeError  # noqa: E402
 KeyLike = Union[bytes, bytearray, memoryview]
+Pairs = Iterable[Tuple[KeyLike, KeyLike]]
 
 _OK = lib.KVT_OK
 _NOTFOUND = lib.KVT_NOTFOUND
@@ -37,6 +40,8 @@ _buffer = ffi.buffer
 _unpack = ffi.unpack
 _next_many = lib.kvt_iter_next_many
 _batch_put = lib.kvt_batch_put
+_put_many = lib.kvt_put_many
+_batch_put_many = lib.kvt_batch_put_many
 _iter_new = lib.kvt_iter_new
 _NO_BOUND = (ffi.NULL, 0)
 _weakref = weakref.ref
@@ -96,6 +101,15 @@ def _value(value: Any):
         from .errors import TooLargeError
         raise TooLargeError(f"value of {n} bytes exceeds the {MAX_VALUE}-byte limit")
     return obj, n
+
+
+def _pack(pairs: Any) -> bytes:
+    """The kvt_put_many buffer of pairs (a mapping gives its items), packed in one C loop
+    (kvtrees._pack); raises TypeError/ValueError/TooLargeError before anything is
+    written, as put() does for one pair."""
+    if isinstance(pairs, Mapping):
+        pairs = pairs.items()
+    return _pack_puts(pairs, MAX_KEY, MAX_VALUE, _TooLargeError)
 
 
 def _bound(b: Any, name: str):
@@ -390,6 +404,16 @@ class Batch(_Child):
         with self._lock:
             check(lib.kvt_batch_put(self._live(), k, len(k), v, n))
 
+    def put_many(self, pairs: Pairs) -> None:
+        """put(k, v) for every (k, v) of pairs (or a mapping's items), in order, in one
+        native call. Every pair is checked first: on a bad one (TypeError, ValueError,
+        TooLargeError) none of them is added. O(total bytes)."""
+        buf = _pack(pairs)
+        with self._lock:
+            rc = _batch_put_many(self._live(), buf, len(buf))
+            if rc:
+                check(rc)
+
     def delete(self, key: KeyLike) -> None:
         k = _key(key)
         with self._lock:
@@ -554,6 +578,17 @@ class Engine:
         k = _key(key)
         v, n = _value(value)
         check(lib.kvt_put(self._live(), k, len(k), v, n))
+
+    def put_many(self, pairs: Pairs) -> None:
+        """Set every (key, value) of pairs (or a mapping's items) as one atomic batch,
+        packed in C and committed in one native call (durable per the sync option when
+        it returns; a key given twice takes its last value). Every pair is checked
+        before anything is written: a bad one raises (TypeError, ValueError,
+        TooLargeError) and nothing is committed. O(total bytes + n log n)."""
+        buf = _pack(pairs)
+        rc = _put_many(self._live(), buf, len(buf))
+        if rc:
+            check(rc)
 
     def delete(self, key: KeyLike) -> bool:
         """Remove key; True if it existed."""

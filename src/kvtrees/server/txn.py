@@ -1,9 +1,8 @@
 """etcd's Txn: protobuf TxnRequest -> store transaction -> TxnResponse.
 
-A compare with range_end (every key in [key, range_end) must satisfy it, as etcd 3.3+)
-is expanded into one compare per key present when the request is translated; the store
-evaluates single-key compares only, so keys created in the range between that read
-and the commit are not seen by the guard (see docs/SERVER.md).
+Everything a txn decides is decided inside the store's txn, under its writer lock: a
+compare with range_end (every key in [key, range_end) must satisfy it, as etcd 3.3+)
+and a put with ignore_value / ignore_lease are passed to the store as such.
 """
 from __future__ import annotations
 
@@ -51,32 +50,18 @@ def _check_auth(member: Member, req, context) -> bool:
 
 
 def _compares(store, compares) -> list:
-    out = []
-    for c in compares:
-        if not c.key:
-            raise rpcerrors.EMPTY_KEY
-        if c.range_end:
-            out.extend(_range_compares(store, c))
-        else:
-            out.append(_compare(store, c, c.key))
-    return out
+    return [_compare(store, c) for c in compares]
 
 
-def _range_compares(store, c) -> list:
-    """One compare per key now in [key, range_end); none there: the compare as etcd
-    evaluates it against an absent key (the range start, which is absent too)."""
-    res = store.range(c.key, c.range_end, keys_only=True)
-    keys = [kv.key for kv in res.kvs] or [c.key]
-    return [_compare(store, c, k) for k in keys]
-
-
-def _compare(store, c, key: bytes):
+def _compare(store, c):
+    if not c.key:
+        raise rpcerrors.EMPTY_KEY
     target, field = convert.CMP_TARGETS[c.target]
     op = convert.CMP_OPS.get(c.result)
     if op is None:
         raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
                                  "etcdserver: unknown compare result")
-    cmp = getattr(store.transactions, target)(key)
+    cmp = getattr(store.transactions, target)(c.key, c.range_end or None)
     operand = getattr(c, field)
     return {"==": cmp.__eq__, "!=": cmp.__ne__, "<": cmp.__lt__, ">": cmp.__gt__}[op](operand)
 
@@ -102,11 +87,7 @@ def _ops(store, ops) -> list:
             p = op.request_put
             if not p.key:
                 raise rpcerrors.EMPTY_KEY
-            if p.ignore_value or p.ignore_lease:
-                raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
-                                         "etcdserver: ignore_value/ignore_lease are not "
-                                         "supported inside a txn by kvtrees")
-            out.append(t.put(p.key, p.value, lease=p.lease or None, prev_kv=p.prev_kv))
+            out.append(put_op(t, p))
         elif kind == "request_delete_range":
             d = op.request_delete_range
             if not d.key:
@@ -120,6 +101,16 @@ def _ops(store, ops) -> list:
             raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
                                      "etcdserver: empty request in txn")
     return out
+
+
+def put_op(t, p):
+    """A PutRequest as a store txn put (etcd's checkPutRequest first)."""
+    if p.ignore_value and p.value:
+        raise rpcerrors.VALUE_PROVIDED
+    if p.ignore_lease and p.lease:
+        raise rpcerrors.LEASE_PROVIDED
+    return t.put(p.key, p.value, lease=p.lease or None, prev_kv=p.prev_kv,
+                 ignore_value=p.ignore_value, ignore_lease=p.ignore_lease)
 
 
 def _revision(responses) -> int:
@@ -157,7 +148,8 @@ def _responses(member: Member, taken, responses, rev: int) -> list:
                 header=h, deleted=res.deleted, prev_kvs=convert.kvs(res.prev_kvs))))
         else:
             ok, inner = res
-            tr = rpc_pb2.TxnResponse(header=h, succeeded=ok)
+            # etcd: a nested txn's header is present but empty (its ops carry revisions)
+            tr = rpc_pb2.TxnResponse(header=rpc_pb2.ResponseHeader(), succeeded=ok)
             tr.responses.extend(_responses(member, (op.request_txn.success if ok
                                                     else op.request_txn.failure),
                                            inner, rev))

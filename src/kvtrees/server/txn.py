@@ -30,6 +30,8 @@ def run_txn(member: Member, req, context) -> rpc_pb2.TxnResponse:
 def _check_auth(member: Member, req, context) -> bool:
     """Permission for every compare (read) and op; True if any op may write."""
     auth = member.auth
+    if not auth.enabled:
+        return _has_puts(req)
     writes = False
     for c in req.compare:
         auth.check_range(context, c.key, convert.range_end(c.range_end), "read")
@@ -47,6 +49,18 @@ def _check_auth(member: Member, req, context) -> bool:
         elif kind == "request_txn":
             writes = _check_auth(member, op.request_txn, context) or writes
     return writes
+
+
+def _has_puts(req) -> bool:
+    for op in req.success:
+        if op.HasField("request_put") or (op.HasField("request_txn")
+                                          and _has_puts(op.request_txn)):
+            return True
+    for op in req.failure:
+        if op.HasField("request_put") or (op.HasField("request_txn")
+                                          and _has_puts(op.request_txn)):
+            return True
+    return False
 
 
 def _compares(store, compares) -> list:
@@ -75,9 +89,13 @@ def _ops(store, ops) -> list:
             r = op.request_range
             if not r.key:
                 raise rpcerrors.EMPTY_KEY
-            order, target = convert.sort_args(r)
-            kw = dict(convert.revision_filters(r), keys_only=r.keys_only,
-                      sort_order=order, sort_target=target)
+            # only the options set: a plain one-key get keeps the txn on the store's
+            # native path
+            kw = convert.revision_filters(r)
+            if r.keys_only:
+                kw["keys_only"] = True
+            if r.sort_order or r.sort_target:
+                kw["sort_order"], kw["sort_target"] = convert.sort_args(r)
             if r.limit > 0:
                 kw["limit"] = r.limit
             if r.revision > 0:

@@ -179,6 +179,33 @@ def test_txn_range_compare_is_atomic(served):
     assert served.store.transaction([t.value(b"r/", b"\0") == b"x"], [], [])[0]
 
 
+def test_read_only_txn_header_covers_what_it_read(served):
+    """Under concurrent writes a read-only txn's header revision is never below the
+    mod_revision of a key it returned (a watch from header + 1 would repeat it)."""
+    import threading
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            put(served, b"hot", b"v")
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        get_hot = pb.RequestOp(request_range=pb.RangeRequest(key=b"hot"))
+        bad = []
+        for _ in range(200):
+            r = served.rpc.kv.Txn(pb.TxnRequest(success=[get_hot]))
+            kvs = r.responses[0].response_range.kvs
+            if kvs and kvs[0].mod_revision > r.header.revision:
+                bad.append((kvs[0].mod_revision, r.header.revision))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not bad, bad[:5]
+
+
 def test_txn_put_ignore_value_and_lease(served):
     lease = served.rpc.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=60)).ID
     put(served, b"i", b"v1", lease=lease)

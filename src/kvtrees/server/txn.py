@@ -21,7 +21,10 @@ def run_txn(member: Member, req, context) -> rpc_pb2.TxnResponse:
     ok, responses = store.transaction(compare, _ops(store, req.success),
                                       _ops(store, req.failure))
     taken = req.success if ok else req.failure
-    rev = _revision(responses) or before
+    # a read-only txn: the revision read before it, raised to the newest version it
+    # read (a write between the two is then covered: a watch from the header's
+    # revision + 1 on the keys read neither misses nor repeats an event)
+    rev = _revision(responses) or max(before, _newest_read(responses))
     out = rpc_pb2.TxnResponse(header=member.header(rev), succeeded=ok)
     out.responses.extend(_responses(member, taken, responses, rev))
     return out
@@ -142,6 +145,18 @@ def _revision(responses) -> int:
             if rev:
                 return rev
     return 0
+
+
+def _newest_read(responses) -> int:
+    """The highest mod_revision among the KeyValues the txn's ranges returned."""
+    rev = 0
+    for r in responses:
+        if type(r) is list:
+            for _, kv in r:
+                rev = max(rev, kv.mod_revision)
+        elif isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], bool):
+            rev = max(rev, _newest_read(r[1]))
+    return rev
 
 
 def _responses(member: Member, taken, responses, rev: int) -> list:

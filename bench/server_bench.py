@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
+import queue
 import random
 import shutil
 import signal
@@ -80,30 +82,57 @@ def start_etcd(workdir: str) -> Target:
         "--log-level", "error", "--logger", "zap"], "127.0.0.1:%d" % c, workdir)
 
 
-def start_noop(workdir: str) -> Target:
-    """A Python gRPC server (same grpcio, same thread-pool server as kvtrees) whose
-    handlers do nothing: the ceiling the Python serving path sets on this machine."""
+def start_noop(workdir: str, flavour: str = "sync") -> Target:
+    """A Python gRPC server (same grpcio as kvtrees) whose handlers do nothing: the
+    ceiling the Python serving path sets on this machine. flavour "sync": grpc.server
+    with a thread pool; "aio": grpc.aio on one asyncio loop."""
     c = free_port()
     os.environ["PYTHONPATH"] = os.path.join(ROOT, "src")
-    return Target("python-grpc-noop", [sys.executable, os.path.abspath(__file__),
-                                       "--noop-server", str(c)], "127.0.0.1:%d" % c, workdir)
+    return Target("noop-grpc-" + flavour, [sys.executable, os.path.abspath(__file__),
+                                          "--noop-server", "%s:%d" % (flavour, c)],
+                  "127.0.0.1:%d" % c, workdir)
 
 
-def serve_noop(port: int) -> None:
+class _NoopKV(rpc_pb2_grpc.KVServicer):
+    def Range(self, req, ctx):
+        return pb.RangeResponse(header=pb.ResponseHeader(revision=1))
+
+    def Put(self, req, ctx):
+        return pb.PutResponse(header=pb.ResponseHeader(revision=1))
+
+    def Txn(self, req, ctx):
+        return pb.TxnResponse(header=pb.ResponseHeader(revision=1), succeeded=True)
+
+
+class _NoopAioKV(rpc_pb2_grpc.KVServicer):
+    async def Range(self, req, ctx):
+        return pb.RangeResponse(header=pb.ResponseHeader(revision=1))
+
+    async def Put(self, req, ctx):
+        return pb.PutResponse(header=pb.ResponseHeader(revision=1))
+
+    async def Txn(self, req, ctx):
+        return pb.TxnResponse(header=pb.ResponseHeader(revision=1), succeeded=True)
+
+
+def serve_noop(spec: str) -> None:
+    flavour, port = spec.split(":")
+    if flavour == "aio":
+        async def main():
+            srv = grpc.aio.server()
+            rpc_pb2_grpc.add_KVServicer_to_server(_NoopAioKV(), srv)
+            srv.add_insecure_port("127.0.0.1:%s" % port)
+            await srv.start()
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
+            await srv.stop(0)
+        asyncio.run(main())
+        return
     from concurrent import futures
-
-    class NoopKV(rpc_pb2_grpc.KVServicer):
-        def Range(self, req, ctx):
-            return pb.RangeResponse(header=pb.ResponseHeader(revision=1))
-
-        def Put(self, req, ctx):
-            return pb.PutResponse(header=pb.ResponseHeader(revision=1))
-
-        def Txn(self, req, ctx):
-            return pb.TxnResponse(header=pb.ResponseHeader(revision=1), succeeded=True)
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=512))
-    rpc_pb2_grpc.add_KVServicer_to_server(NoopKV(), srv)
-    srv.add_insecure_port("127.0.0.1:%d" % port)
+    rpc_pb2_grpc.add_KVServicer_to_server(_NoopKV(), srv)
+    srv.add_insecure_port("127.0.0.1:%s" % port)
     srv.start()
     signal.signal(signal.SIGTERM, lambda *a: srv.stop(0))
     srv.wait_for_termination()
@@ -149,27 +178,90 @@ def make_request(kind: str, rng: random.Random, nkeys: int, value: bytes):
 
 
 async def run_workload(addr: str, kind: str, ops: int, inflight: int, nkeys: int,
-                       value: bytes, seed: int) -> dict:
+                       value: bytes, seed: int, ready=None, go=None) -> dict:
+    """`ops` requests of one workload, `inflight` at a time on one channel. Only the
+    requests are timed: the channel is connected and warmed up (1% of ops, at least 64
+    requests) first; with ready/go (multiprocessing Queue/Event) the process then says
+    it is ready and waits for go, so several client processes start together. Returns
+    ops/s, p50/p99 latency, ops and the timed interval (time.monotonic, comparable
+    across processes)."""
     async with grpc.aio.insecure_channel(addr) as ch:
         stub = rpc_pb2_grpc.KVStub(ch)
         rng = random.Random(seed)
+        calls = {m: getattr(stub, m) for m in ("Put", "Range", "Txn")}
+        warm = [make_request(kind, rng, nkeys, value) for _ in range(max(64, ops // 100))]
         reqs = [make_request(kind, rng, nkeys, value) for _ in range(ops)]
         lat: list = []
-        nxt = 0
 
-        async def worker():
-            nonlocal nxt
-            while nxt < len(reqs):
-                method, req = reqs[nxt]
-                nxt += 1
-                t0 = time.perf_counter()
-                await getattr(stub, method)(req)
-                lat.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(inflight)))
-        wall = time.perf_counter() - t0
+        async def run(batch: list, record: bool) -> None:
+            it = iter(batch)
+
+            async def worker():
+                pc = time.perf_counter
+                for method, req in it:
+                    t0 = pc()
+                    await calls[method](req)
+                    if record:
+                        lat.append(pc() - t0)
+            await asyncio.gather(*(worker() for _ in range(inflight)))
+        await run(warm, False)
+        if ready is not None:
+            ready.put(os.getpid())
+            go.wait()
+        t0 = time.monotonic()
+        await run(reqs, True)
+        t1 = time.monotonic()
     lat.sort()
-    return {"ops_s": ops / wall, "p50_ms": 1000 * lat[len(lat) // 2],
+    return {"ops_s": ops / (t1 - t0), "p50_ms": 1000 * lat[len(lat) // 2],
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+            "ops": ops, "t0": t0, "t1": t1, "lat": lat}
+
+
+def _client_proc(addr, kind, ops, inflight, nkeys, value, seed, ready, go, out) -> None:
+    r = asyncio.run(run_workload(addr, kind, ops, inflight, nkeys, value, seed, ready, go))
+    out.put(r)
+
+
+def _collect(q, ps: list, timeout: float) -> list:
+    """One item per process from q; raises if a process died before sending it."""
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < len(ps):
+        try:
+            got.append(q.get(timeout=1))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in ps):
+                raise RuntimeError("a client process failed") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError("client processes did not answer") from None
+    return got
+
+
+def run_procs(addr: str, kind: str, ops: int, inflight: int, nkeys: int, value: bytes,
+              seed: int, procs: int = 1) -> dict:
+    """The workload from `procs` client processes (each `ops // procs` requests,
+    `inflight` in flight), started together once all are connected and warm. ops/s is
+    all requests over the union of their timed intervals (process start-up and imports
+    are not in it); p50/p99 over all requests."""
+    ctx = multiprocessing.get_context("spawn")     # no grpc state inherited by fork
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    ps = [ctx.Process(target=_client_proc, args=(addr, kind, ops // procs, inflight, nkeys,
+                                                 value, seed + 1000 * i, ready, go, out))
+          for i in range(procs)]
+    for p in ps:
+        p.start()
+    try:
+        _collect(ready, ps, 120)
+        go.set()
+        res = _collect(out, ps, 600)
+    finally:
+        for p in ps:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    lat = sorted(x for r in res for x in r["lat"])
+    wall = max(r["t1"] for r in res) - min(r["t0"] for r in res)
+    return {"ops_s": sum(r["ops"] for r in res) / wall, "procs": procs,
+            "p50_ms": 1000 * lat[len(lat) // 2],
             "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))]}
 
 
@@ -272,9 +364,12 @@ def main(argv=None) -> int:
                     help="also run the watch fan-out: WATCHERS watches on one prefix")
     ap.add_argument("--fanout-writes", type=int, default=200)
     ap.add_argument("--noop", action="store_true",
-                    help="also run a do-nothing Python gRPC server (the serving-path ceiling)")
+                    help="also run do-nothing Python gRPC servers, sync and aio (the "
+                         "serving-path ceiling)")
+    ap.add_argument("--procs", default="1,2",
+                    help="client process counts to run each workload with")
     ap.add_argument("--out", help="also write the markdown table here")
-    ap.add_argument("--noop-server", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--noop-server", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.noop_server:
         serve_noop(args.noop_server)
@@ -291,17 +386,19 @@ def main(argv=None) -> int:
         for eng in args.engines.split(","):
             targets.append(start_kvtrees(workdir, eng))
         if args.noop:
-            targets.append(start_noop(workdir))
+            targets += [start_noop(workdir, "sync"), start_noop(workdir, "aio")]
         for t in targets:
             asyncio.run(preload(t.addr, args.keys, value))
         results = {}
+        args.proc_counts = [int(n) for n in args.procs.split(",")]
         for kind in args.workloads.split(","):
-            for t in targets:
-                results[(kind, t.name)] = asyncio.run(run_workload(
-                    t.addr, kind, args.ops, args.inflight, args.keys, value, seed=7))
-                r = results[(kind, t.name)]
-                print("%-5s %-16s %9.0f ops/s  p50 %7.2f ms  p99 %7.2f ms"
-                      % (kind, t.name, r["ops_s"], r["p50_ms"], r["p99_ms"]), flush=True)
+            for procs in args.proc_counts:
+                for t in targets:
+                    r = results[(kind, procs, t.name)] = run_procs(
+                        t.addr, kind, args.ops, args.inflight, args.keys, value, 7, procs)
+                    print("%-5s x%d %-18s %9.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  load %.2f"
+                          % (kind, procs, t.name, r["ops_s"], r["p50_ms"], r["p99_ms"],
+                             os.getloadavg()[0]), flush=True)
         fan = {}
         if args.fanout:
             for t in targets:
@@ -329,16 +426,20 @@ def report(results: dict, names: list, perf: dict, args) -> str:
     base = names[0]
     lines = ["# kvtrees serve beside etcd 3.4", "",
              "Command: `python bench/server_bench.py %s`" % " ".join(sys.argv[1:]), "",
-             "| workload | target | ops/s | x etcd | p50 ms | p99 ms |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+             "Load average before the run: %s; after: %s" % (
+                 " ".join("%.2f" % x for x in args.load_before),
+                 " ".join("%.2f" % x for x in os.getloadavg())), "",
+             "Client: grpc.aio (Python) in N processes, %d requests in flight in each; "
+             "`x etcd` is against etcd 3.4 with the same client and N." % args.inflight, "",
+             "| workload | clients | target | ops/s | x etcd | p50 ms | p99 ms |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for kind in args.workloads.split(","):
-        for n in names:
-            r = results[(kind, n)]
-            ratio = r["ops_s"] / results[(kind, base)]["ops_s"]
-            lines.append("| %s | %s | %.0f | %.2f | %.2f | %.2f |"
-                         % (kind, n, r["ops_s"], ratio, r["p50_ms"], r["p99_ms"]))
-    lines += ["", "Load average before the run: %s" % " ".join(
-        "%.2f" % x for x in args.load_before)]
+        for procs in args.proc_counts:
+            for n in names:
+                r = results[(kind, procs, n)]
+                ratio = r["ops_s"] / results[(kind, procs, base)]["ops_s"]
+                lines.append("| %s | %d | %s | %.0f | %.2f | %.2f | %.2f |" % (
+                    kind, procs, n, r["ops_s"], ratio, r["p50_ms"], r["p99_ms"]))
     if args.fan:
         lines += ["", "Watch fan-out: %d watches on one prefix (10 streams), %d puts:" % (
             args.fanout, args.fanout_writes), "",

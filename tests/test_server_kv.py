@@ -128,6 +128,10 @@ def test_txn_compare_branches_nested(served):
     r = served.rpc.kv.Txn(pb.TxnRequest(compare=[mod], success=[nested, dele]))
     assert r.succeeded
     assert r.responses[0].response_txn.succeeded
+    # etcd 3.4: a nested txn's header is present and empty; its ops carry the revision
+    inner = r.responses[0].response_txn
+    assert inner.HasField("header") and inner.header == pb.ResponseHeader()
+    assert inner.responses[0].response_put.header.revision == r.header.revision
     assert r.responses[1].response_delete_range.deleted == 1
     assert r.responses[1].response_delete_range.prev_kvs[0].value == b"v2"
     assert rng(served, b"n").kvs[0].value == b"1" and rng(served, b"k").count == 0
@@ -144,6 +148,87 @@ def test_txn_range_compare(served):
     empty = pb.Compare(key=b"e/", range_end=b"e0", target=pb.Compare.VERSION,
                        result=pb.Compare.EQUAL, version=0)
     assert served.rpc.kv.Txn(pb.TxnRequest(compare=[empty])).succeeded
+
+
+def test_txn_range_compare_is_atomic(served):
+    """"Create r/<i> if nothing is in r/": decided in the store's txn, so of 8 clients
+    racing exactly one wins each round (a guard read before the txn let several)."""
+    import threading
+    empty = pb.Compare(key=b"r/", range_end=b"r0", target=pb.Compare.VERSION,
+                       result=pb.Compare.EQUAL, version=0)
+    for rnd in range(5):
+        gate, wins = threading.Barrier(8), []
+
+        def race(i):
+            gate.wait()
+            r = served.rpc.kv.Txn(pb.TxnRequest(compare=[empty],
+                                                success=[_put_op(b"r/%d" % i)]))
+            if r.succeeded:
+                wins.append(i)
+        threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(wins) == 1 and rng(served, b"r/", b"r0").count == 1, (rnd, wins)
+        served.rpc.kv.DeleteRange(pb.DeleteRangeRequest(key=b"r/", range_end=b"r0"))
+    t = served.store.transactions                 # the store's own API takes range_end
+    served.store.put(b"r/a", b"x")
+    assert not served.store.transaction([t.version(b"r/", b"r0") == 0], [], [])[0]
+    assert served.store.transaction([t.value(b"r/", b"r0") == b"x"], [], [])[0]
+    assert served.store.transaction([t.value(b"r/", b"\0") == b"x"], [], [])[0]
+
+
+def test_read_only_txn_header_covers_what_it_read(served):
+    """Under concurrent writes a read-only txn's header revision is never below the
+    mod_revision of a key it returned (a watch from header + 1 would repeat it)."""
+    import threading
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            put(served, b"hot", b"v")
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        get_hot = pb.RequestOp(request_range=pb.RangeRequest(key=b"hot"))
+        bad = []
+        for _ in range(200):
+            r = served.rpc.kv.Txn(pb.TxnRequest(success=[get_hot]))
+            kvs = r.responses[0].response_range.kvs
+            if kvs and kvs[0].mod_revision > r.header.revision:
+                bad.append((kvs[0].mod_revision, r.header.revision))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not bad, bad[:5]
+
+
+def test_txn_put_ignore_value_and_lease(served):
+    lease = served.rpc.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=60)).ID
+    put(served, b"i", b"v1", lease=lease)
+    keep = pb.RequestOp(request_put=pb.PutRequest(key=b"i", ignore_value=True, prev_kv=True))
+    r = served.rpc.kv.Txn(pb.TxnRequest(success=[keep]))
+    assert r.succeeded and r.responses[0].response_put.prev_kv.value == b"v1"
+    kv = rng(served, b"i").kvs[0]
+    assert (kv.value, kv.lease, kv.version) == (b"v1", 0, 2)
+    keep_lease = pb.RequestOp(request_put=pb.PutRequest(key=b"i", value=b"v2",
+                                                        ignore_lease=True))
+    put(served, b"i", b"v1", lease=lease)
+    served.rpc.kv.Txn(pb.TxnRequest(success=[keep_lease]))
+    kv = rng(served, b"i").kvs[0]
+    assert (kv.value, kv.lease) == (b"v2", lease)
+    # a missing key fails the whole txn, as etcd: nothing written, revision unchanged
+    rev = rng(served, b"i").header.revision
+    missing = pb.RequestOp(request_put=pb.PutRequest(key=b"nosuch", ignore_value=True))
+    assert rpc_error(served.rpc.kv.Txn, pb.TxnRequest(success=[_put_op(b"j"), missing])) \
+        == (C.INVALID_ARGUMENT, "etcdserver: key not found")
+    assert rng(served, b"j").count == 0 and rng(served, b"j").header.revision == rev
+    bad = pb.RequestOp(request_put=pb.PutRequest(key=b"i", lease=lease, ignore_lease=True))
+    assert rpc_error(served.rpc.kv.Txn, pb.TxnRequest(success=[bad]))[1] == \
+        "etcdserver: lease is provided"
 
 
 def test_delete_range_and_put_ignore(served):

@@ -161,6 +161,56 @@ def test_progress_request_and_notify(serve_factory):
         w.close()
 
 
+def test_progress_response_comes_after_every_event_up_to_it(served):
+    """Under a concurrent write load, a progress response at revision R is sent only
+    after every watch of the stream has sent its events up to R (as etcd orders them);
+    one watch replays history, so it is behind when the requests come."""
+    for i in range(200):
+        put(served, b"p/old%d" % (i % 7))
+    w = WatchClient(served)
+    try:
+        for i in range(8):
+            w.create(b"p/", range_end=b"p0")
+        w.create(b"p/k3")
+        w.create(b"p/", range_end=b"p0", start_revision=1)
+        stop = threading.Event()
+
+        def writer():
+            i = 0
+            while not stop.is_set() and i < 3000:
+                put(served, b"p/k%d" % (i % 10))
+                i += 1
+        t = threading.Thread(target=writer)
+        t.start()
+        for _ in range(30):
+            w.send(progress_request=pb.WatchProgressRequest())
+            time.sleep(0.02)
+        stop.set()
+        t.join(30)
+        last = served.store.revision
+        w.send(progress_request=pb.WatchProgressRequest())
+        seen, progress = {}, []           # watch id -> [(position, revision)]
+        pos = 0
+        while not progress or progress[-1][1] < last:
+            r = w.next()
+            pos += 1
+            if r.watch_id == -1:
+                progress.append((pos, r.header.revision))
+            for e in r.events:
+                seen.setdefault(r.watch_id, []).append((pos, e.kv.mod_revision))
+    finally:
+        w.close()
+    assert len(progress) == 31 and len(seen) == 10
+    assert [rev for _, rev in progress] == sorted(rev for _, rev in progress)
+    for wid, evs in seen.items():
+        revs = [rev for _, rev in evs]
+        assert revs == sorted(revs) and len(set(revs)) == len(revs), wid
+        for ppos, prev in progress:
+            late = [(p, rev) for p, rev in evs if rev <= prev and p > ppos]
+            assert not late, (wid, ppos, prev, late[:3])
+    assert len(seen[9]) == last - 1       # the replaying watch: every revision once
+
+
 def test_fragment_large_revision(serve_factory):
     s = serve_factory(max_request_bytes=64 * 1024)
     w = WatchClient(s)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "KvtreesError", "CorruptionError", "LockedError", "ClosedError", "EngineMismatchError",
-    "CompactedError", "FutureRevisionError", "LeaseNotFoundError", "TooLargeError",
-    "NoSpaceError", "ReadOnlyError", "StorageError", "FatalError", "InvalidArgumentError",
-    "UnsupportedVersionError", "error_from_code", "check",
+    "CompactedError", "FutureRevisionError", "LeaseNotFoundError", "KeyNotFoundError",
+    "TooLargeError", "NoSpaceError", "ReadOnlyError", "StorageError", "FatalError",
+    "InvalidArgumentError", "UnsupportedVersionError", "error_from_code", "check",
 ]
 
 
@@ -88,6 +88,10 @@ class FutureRevisionError(KvtreesError):
 
 class LeaseNotFoundError(KvtreesError):
     """No lease with that id exists (never granted, revoked or expired)."""
+
+
+class KeyNotFoundError(KvtreesError):
+    """A put with ignore_value / ignore_lease on a key that does not exist."""
 
 
 _by_code: dict[int, type] | None = None

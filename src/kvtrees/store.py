@@ -21,7 +21,8 @@ from typing import Optional
 
 from . import mvcc
 from .errors import (ClosedError, CompactedError, CorruptionError, FutureRevisionError,
-                     KvtreesError, LeaseNotFoundError, NoSpaceError, TooLargeError)
+                     KeyNotFoundError, KvtreesError, LeaseNotFoundError,
+                     NoSpaceError, TooLargeError)
 from .lease import MIN_TTL, LeaseTable
 from .mvcc import Entry, KeyValue, RangeResult, PutResult, DeleteResult
 from .mvcc_core import PREV_UNKNOWN, open_core
@@ -442,12 +443,16 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
         return ok, responses
 
     def _run_txn(self, w: WriteSet, compare, success, failure):
-        ok = all(c.holds(w.current(c.key)) for c in compare)   # Entry reads as a KeyValue
+        ok = all(c.holds(w.current(c.key)) if c.range_end is None     # Entry reads as a
+                 else c.holds_all(w.live_range(c.key, c.range_end))   # KeyValue
+                 for c in compare)
         responses = [self._run_op(w, op) for op in (success if ok else failure)]
         return ok, responses
 
     def _run_op(self, w: WriteSet, op):
         if isinstance(op, Put):
+            if op.ignore_value or op.ignore_lease:
+                op = self._kept_put(w, op)
             self._check_lease(op.lease)
             prev = w.put(op.key, op.value, op.lease)
             return PutResult(w.rev, prev.to_kv() if prev and op.prev_kv else None)
@@ -458,6 +463,16 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
         if isinstance(op, Get):
             return self._txn_get(w, op)
         return self._run_txn(w, op.compare, op.success, op.failure)
+
+    @staticmethod
+    def _kept_put(w: WriteSet, op: Put) -> Put:
+        """A put with ignore_value / ignore_lease, given the key's current value / lease
+        (as etcd: the key must exist, else the whole txn fails and writes nothing)."""
+        cur = w.current(op.key)
+        if cur is None:
+            raise KeyNotFoundError("key not found: %r" % op.key)
+        return Put(op.key, cur.value if op.ignore_value else op.value,
+                   cur.lease if op.ignore_lease else op.lease, op.prev_kv)
 
     def _txn_get(self, w: WriteSet, op: Get) -> list:
         """A txn's range: at the txn's own state (its earlier writes included), or, with

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from . import mvcc
 from .errors import CorruptionError
@@ -74,6 +74,42 @@ class StoreMaintenance:
                 out.checkpoint()
             finally:
                 out.close()
+
+    def defragment(self, batch: int = 1000) -> int:
+        """Give back the file space that deleted and compacted data left free; returns
+        db_size afterwards. O(n).
+
+        On the B+tree every entry is written again with its own value, a batch at a
+        time under the writer lock (writes wait per batch, reads go on and see the same
+        data throughout), with a checkpoint after each: copy-on-write moves each page to
+        the lowest free page and the checkpoint trims the free tail off the file. The
+        fractal tree writes every node back as a fresh blob anyway and rewriting would
+        only add buffered messages, so there it is a checkpoint."""
+        self._check_open()
+        if self._engine_name == "btree":
+            start: Optional[bytes] = b""
+            while start is not None:
+                with self._writing():
+                    self._check_open()
+                    start = self._rewrite_from(start, batch)
+                    self._eng.checkpoint()
+        else:
+            with self._writing():
+                self._check_open()
+                self._eng.checkpoint()
+        return self.status().db_size
+
+    def _rewrite_from(self, start: bytes, n: int) -> Optional[bytes]:
+        """Write up to n entries from start again, unchanged; the key to go on from
+        (None: done). Caller holds the writer lock."""
+        items = []
+        for k, v in self._eng.items(start or None):
+            if len(items) == n:
+                _write_all(self._eng, items)
+                return bytes(k)
+            items.append((bytes(k), bytes(v)))
+        _write_all(self._eng, items)
+        return None
 
     def check(self) -> None:
         """Engine check plus the store's own invariants; raises CorruptionError."""

@@ -87,6 +87,7 @@ class Compare:
     key: bytes
     op: str = "=="
     operand: Any = None
+    range_end: Optional[bytes] = None   # set: every key in [key, range_end) must hold
 
     def _set(self, op, other):
         self.op = op
@@ -112,6 +113,13 @@ class Compare:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def holds_all(self, kvs: list) -> bool:
+        """A range compare against the live KeyValues in its range: every one must
+        hold; an empty range evaluates as one absent key (as etcd). O(len(kvs))."""
+        if not kvs:
+            return self.holds(None)
+        return all(self.holds(kv) for kv in kvs)
+
     def holds(self, kv) -> bool:
         """Evaluate against the key's current KeyValue (None: key absent)."""
         if self.operand is None:
@@ -132,6 +140,8 @@ class Put:
     value: bytes
     lease: int = 0
     prev_kv: bool = False
+    ignore_value: bool = False    # keep the key's current value (etcd's ignore_value)
+    ignore_lease: bool = False    # keep the key's current lease (etcd's ignore_lease)
 
 
 @dataclass
@@ -159,28 +169,36 @@ class Transactions:
     """The `db.transactions` namespace (python-etcd3 style)."""
 
     @staticmethod
-    def value(key) -> Compare:
-        return Compare("value", to_key(key))
+    def value(key, range_end=None) -> Compare:
+        return _compare("value", key, range_end)
 
     @staticmethod
-    def version(key) -> Compare:
-        return Compare("version", to_key(key))
+    def version(key, range_end=None) -> Compare:
+        return _compare("version", key, range_end)
 
     @staticmethod
-    def create(key) -> Compare:
-        return Compare("create", to_key(key))
+    def create(key, range_end=None) -> Compare:
+        return _compare("create", key, range_end)
 
     @staticmethod
-    def mod(key) -> Compare:
-        return Compare("mod", to_key(key))
+    def mod(key, range_end=None) -> Compare:
+        return _compare("mod", key, range_end)
 
     @staticmethod
-    def lease(key) -> Compare:
-        return Compare("lease", to_key(key))
+    def lease(key, range_end=None) -> Compare:
+        return _compare("lease", key, range_end)
 
     @staticmethod
-    def put(key, value, lease=None, prev_kv=False) -> Put:
-        return Put(to_key(key), to_value(value), to_lease_id(lease), prev_kv)
+    def put(key, value, lease=None, prev_kv=False, ignore_value=False,
+            ignore_lease=False) -> Put:
+        """ignore_value / ignore_lease: keep the key's current value / lease (the key
+        must exist when the txn runs, else the txn fails with KeyNotFoundError)."""
+        if ignore_value and value not in (b"", ""):
+            raise ValueError("value is provided")
+        if ignore_lease and lease:
+            raise ValueError("lease is provided")
+        return Put(to_key(key), to_value(value), to_lease_id(lease), prev_kv,
+                   bool(ignore_value), bool(ignore_lease))
 
     @staticmethod
     def get(key, range_end=None, **kwargs) -> Get:
@@ -212,6 +230,13 @@ class Transactions:
         return Txn(list(compare), list(success), list(failure))
 
 
+def _compare(target: str, key, range_end) -> Compare:
+    """A compare on key, or (range_end given; b"\\0": every key >= key) on every key
+    in [key, range_end), as etcd's Compare.range_end."""
+    return Compare(target, to_key(key), range_end=None if range_end is None
+                   else to_key(range_end))
+
+
 GET_OPTIONS = ("revision", "limit", "keys_only", "sort_order", "sort_target",
                "min_mod_revision", "max_mod_revision", "min_create_revision",
                "max_create_revision")
@@ -240,7 +265,8 @@ def validate_txn(compare, success, failure, max_ops: int = MAX_TXN_OPS) -> int:
     for c in compare:
         if not isinstance(c, Compare) or c.operand is None:
             raise TypeError("compare items must be transactions.<target>(key) <op> operand")
-        size += len(c.key) + (len(c.operand) if isinstance(c.operand, bytes) else 8)
+        size += (len(c.key) + len(c.range_end or b"")
+                 + (len(c.operand) if isinstance(c.operand, bytes) else 8))
     for branch in (success, failure):
         for op in branch:
             if not isinstance(op, (Put, Get, Delete, Txn)):

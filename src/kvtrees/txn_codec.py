@@ -35,6 +35,8 @@ def encode(compare: list, success: list, failure: list, want_prev: bool) -> Opti
     parts = [_u32(len(compare))]
     add = parts.append
     for c in compare:
+        if c.range_end is not None:
+            return None
         t = _TARGET[c.target]
         add(_hdr(t, _OP[c.op], len(c.key)))
         add(c.key)
@@ -50,6 +52,8 @@ def encode(compare: list, success: list, failure: list, want_prev: bool) -> Opti
         for op in branch:
             cls = type(op)
             if cls is Put:
+                if op.ignore_value or op.ignore_lease:
+                    return None
                 add(_hdr(_PUT, 1 if (op.prev_kv or want_prev) else 0, len(op.key)))
                 add(op.key)
                 add(_u32(len(op.value)))

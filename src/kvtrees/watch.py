@@ -26,6 +26,7 @@ _log = logging.getLogger("kvtrees.watch")
 NOPUT = "noput"
 NODELETE = "nodelete"
 REPLAY_CHUNK = 256          # revisions read from storage per step
+PROGRESS_POLL = 0.005       # seconds between looks while a progress request waits
 
 
 class Event:
@@ -50,6 +51,18 @@ class Event:
     def __repr__(self):
         return "%s(key=%r, value=%r, mod_revision=%d, version=%d)" % (
             type(self).__name__, self.key, self.value, self.mod_revision, self.version)
+
+
+class Progress:
+    """What Watcher.get() returns for a request_progress(revision): every event at or
+    below `revision` has been returned before it."""
+    __slots__ = ("revision",)
+
+    def __init__(self, revision: int):
+        self.revision = revision
+
+    def __repr__(self):
+        return "Progress(revision=%d)" % self.revision
 
 
 class PutEvent(Event):
@@ -96,6 +109,7 @@ class Watcher:
         self._spilled = False
         self._cancelled = False
         self._error: Optional[BaseException] = None
+        self._marks: deque = deque()          # revisions of request_progress() calls
         self.id: Optional[int] = None
 
     # ---- writer side (called by the watch hub, under its lock)
@@ -132,6 +146,26 @@ class Watcher:
             self._cond.notify_all()
 
     # ---- consumer side
+    def request_progress(self, revision: int) -> None:
+        """Have get() return Progress(revision) once every event at or below revision
+        has been returned (in order with the events; requests are answered in the order
+        made). Any thread. O(1)."""
+        with self._cond:
+            self._marks.append(revision)
+            self._cond.notify_all()
+
+    def _caught_up(self, revision: int) -> bool:
+        """No event at or below revision is left to return: none pending, queued or to
+        replay, and the hub has handed this watcher every revision up to it."""
+        if self._pending:
+            return False
+        with self._cond:
+            if self._spilled or (self._queue and self._queue[0][0] <= revision):
+                return False
+            if self._replay_next < self._live_from and self._replay_next <= revision:
+                return False
+        return self._hub.published() >= revision
+
     def cancel(self) -> None:
         with self._cond:
             if self._cancelled:
@@ -166,6 +200,8 @@ class Watcher:
                 err, self._error = self._error, None
                 self._cancel_quietly()
                 raise err
+            if self._marks and self._caught_up(self._marks[0]):
+                return Progress(self._marks.popleft())
             if self._replay_next < self._live_from:
                 self._replay_step()
                 continue
@@ -178,6 +214,12 @@ class Watcher:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
+                if self._marks:
+                    # a progress request waits for the hub to publish its revision,
+                    # which pushes nothing here unless an event matches: look again soon
+                    self._cond.wait(PROGRESS_POLL if left is None
+                                    else min(left, PROGRESS_POLL))
+                    return True
                 self._cond.wait(left)
             if self._queue:
                 # take every queued revision at once: one wake-up per burst of writes,

@@ -61,6 +61,11 @@ class WatchHub:
             self._pending[rev] = changes()
         self.publish()
 
+    def published(self) -> int:
+        """The newest revision handed to every watcher: events up to it are in their
+        queues (or, for a watcher that joined later, in its replay). O(1)."""
+        return self._next - 1
+
     def publish(self) -> None:
         """Deliver visible revisions in order, each once. O(revisions delivered)."""
         with self._lock:

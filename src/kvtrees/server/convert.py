@@ -73,3 +73,12 @@ def revision_filters(req) -> dict:
     return {name: getattr(req, name) for name in
             ("min_mod_revision", "max_mod_revision", "min_create_revision",
              "max_create_revision") if getattr(req, name)}
+
+
+def is_plain_get(req) -> bool:
+    """A RangeRequest with no option set (revision, limit, sorting, filters, keys_only,
+    count_only): the common read. O(1)."""
+    return not (req.revision or req.limit or req.sort_order or req.sort_target
+                or req.keys_only or req.count_only or req.min_mod_revision
+                or req.max_mod_revision or req.min_create_revision
+                or req.max_create_revision)

@@ -130,9 +130,11 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     @handler
     def Defragment(self, req, context):
-        """Both engines reuse freed pages in place; there is nothing to rewrite, so this
-        answers at once (kept so etcd tooling and runbooks work unchanged)."""
+        """Store.defragment(): the B+tree rewrites its pages into the lowest free ones
+        and trims the file (writes wait batch by batch, reads go on); Status's dbSize
+        drops afterwards. O(n)."""
         self.member.auth.check_admin(context)
+        self.store.defragment()
         return rpc_pb2.DefragmentResponse(header=self.member.header())
 
     @handler

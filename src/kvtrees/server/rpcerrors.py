@@ -87,6 +87,8 @@ def from_exception(exc: BaseException) -> RpcError:
         return FUTURE_REV
     if isinstance(exc, kerr.LeaseNotFoundError):
         return LEASE_NOT_FOUND
+    if isinstance(exc, kerr.KeyNotFoundError):
+        return KEY_NOT_FOUND
     if isinstance(exc, kerr.TooLargeError):
         return REQUEST_TOO_LARGE
     if isinstance(exc, kerr.NoSpaceError):

@@ -1,9 +1,8 @@
 """etcd's Txn: protobuf TxnRequest -> store transaction -> TxnResponse.
 
-A compare with range_end (every key in [key, range_end) must satisfy it, as etcd 3.3+)
-is expanded into one compare per key present when the request is translated; the store
-evaluates single-key compares only, so keys created in the range between that read
-and the commit are not seen by the guard (see docs/SERVER.md).
+Everything a txn decides is decided inside the store's txn, under its writer lock: a
+compare with range_end (every key in [key, range_end) must satisfy it, as etcd 3.3+)
+and a put with ignore_value / ignore_lease are passed to the store as such.
 """
 from __future__ import annotations
 
@@ -22,7 +21,10 @@ def run_txn(member: Member, req, context) -> rpc_pb2.TxnResponse:
     ok, responses = store.transaction(compare, _ops(store, req.success),
                                       _ops(store, req.failure))
     taken = req.success if ok else req.failure
-    rev = _revision(responses) or before
+    # a read-only txn: the revision read before it, raised to the newest version it
+    # read (a write between the two is then covered: a watch from the header's
+    # revision + 1 on the keys read neither misses nor repeats an event)
+    rev = _revision(responses) or max(before, _newest_read(responses))
     out = rpc_pb2.TxnResponse(header=member.header(rev), succeeded=ok)
     out.responses.extend(_responses(member, taken, responses, rev))
     return out
@@ -31,6 +33,8 @@ def run_txn(member: Member, req, context) -> rpc_pb2.TxnResponse:
 def _check_auth(member: Member, req, context) -> bool:
     """Permission for every compare (read) and op; True if any op may write."""
     auth = member.auth
+    if not auth.enabled:
+        return _has_puts(req)
     writes = False
     for c in req.compare:
         auth.check_range(context, c.key, convert.range_end(c.range_end), "read")
@@ -50,33 +54,31 @@ def _check_auth(member: Member, req, context) -> bool:
     return writes
 
 
+def _has_puts(req) -> bool:
+    for op in req.success:
+        if op.HasField("request_put") or (op.HasField("request_txn")
+                                          and _has_puts(op.request_txn)):
+            return True
+    for op in req.failure:
+        if op.HasField("request_put") or (op.HasField("request_txn")
+                                          and _has_puts(op.request_txn)):
+            return True
+    return False
+
+
 def _compares(store, compares) -> list:
-    out = []
-    for c in compares:
-        if not c.key:
-            raise rpcerrors.EMPTY_KEY
-        if c.range_end:
-            out.extend(_range_compares(store, c))
-        else:
-            out.append(_compare(store, c, c.key))
-    return out
+    return [_compare(store, c) for c in compares]
 
 
-def _range_compares(store, c) -> list:
-    """One compare per key now in [key, range_end); none there: the compare as etcd
-    evaluates it against an absent key (the range start, which is absent too)."""
-    res = store.range(c.key, c.range_end, keys_only=True)
-    keys = [kv.key for kv in res.kvs] or [c.key]
-    return [_compare(store, c, k) for k in keys]
-
-
-def _compare(store, c, key: bytes):
+def _compare(store, c):
+    if not c.key:
+        raise rpcerrors.EMPTY_KEY
     target, field = convert.CMP_TARGETS[c.target]
     op = convert.CMP_OPS.get(c.result)
     if op is None:
         raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
                                  "etcdserver: unknown compare result")
-    cmp = getattr(store.transactions, target)(key)
+    cmp = getattr(store.transactions, target)(c.key, c.range_end or None)
     operand = getattr(c, field)
     return {"==": cmp.__eq__, "!=": cmp.__ne__, "<": cmp.__lt__, ">": cmp.__gt__}[op](operand)
 
@@ -90,9 +92,13 @@ def _ops(store, ops) -> list:
             r = op.request_range
             if not r.key:
                 raise rpcerrors.EMPTY_KEY
-            order, target = convert.sort_args(r)
-            kw = dict(convert.revision_filters(r), keys_only=r.keys_only,
-                      sort_order=order, sort_target=target)
+            # only the options set: a plain one-key get keeps the txn on the store's
+            # native path
+            kw = convert.revision_filters(r)
+            if r.keys_only:
+                kw["keys_only"] = True
+            if r.sort_order or r.sort_target:
+                kw["sort_order"], kw["sort_target"] = convert.sort_args(r)
             if r.limit > 0:
                 kw["limit"] = r.limit
             if r.revision > 0:
@@ -102,11 +108,7 @@ def _ops(store, ops) -> list:
             p = op.request_put
             if not p.key:
                 raise rpcerrors.EMPTY_KEY
-            if p.ignore_value or p.ignore_lease:
-                raise rpcerrors.RpcError(rpcerrors.C.INVALID_ARGUMENT,
-                                         "etcdserver: ignore_value/ignore_lease are not "
-                                         "supported inside a txn by kvtrees")
-            out.append(t.put(p.key, p.value, lease=p.lease or None, prev_kv=p.prev_kv))
+            out.append(put_op(t, p))
         elif kind == "request_delete_range":
             d = op.request_delete_range
             if not d.key:
@@ -122,6 +124,16 @@ def _ops(store, ops) -> list:
     return out
 
 
+def put_op(t, p):
+    """A PutRequest as a store txn put (etcd's checkPutRequest first)."""
+    if p.ignore_value and p.value:
+        raise rpcerrors.VALUE_PROVIDED
+    if p.ignore_lease and p.lease:
+        raise rpcerrors.LEASE_PROVIDED
+    return t.put(p.key, p.value, lease=p.lease or None, prev_kv=p.prev_kv,
+                 ignore_value=p.ignore_value, ignore_lease=p.ignore_lease)
+
+
 def _revision(responses) -> int:
     """The txn's revision, from any write response in it (0: it wrote nothing)."""
     for r in responses:
@@ -133,6 +145,18 @@ def _revision(responses) -> int:
             if rev:
                 return rev
     return 0
+
+
+def _newest_read(responses) -> int:
+    """The highest mod_revision among the KeyValues the txn's ranges returned."""
+    rev = 0
+    for r in responses:
+        if type(r) is list:
+            for _, kv in r:
+                rev = max(rev, kv.mod_revision)
+        elif isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], bool):
+            rev = max(rev, _newest_read(r[1]))
+    return rev
 
 
 def _responses(member: Member, taken, responses, rev: int) -> list:
@@ -157,7 +181,8 @@ def _responses(member: Member, taken, responses, rev: int) -> list:
                 header=h, deleted=res.deleted, prev_kvs=convert.kvs(res.prev_kvs))))
         else:
             ok, inner = res
-            tr = rpc_pb2.TxnResponse(header=h, succeeded=ok)
+            # etcd: a nested txn's header is present but empty (its ops carry revisions)
+            tr = rpc_pb2.TxnResponse(header=rpc_pb2.ResponseHeader(), succeeded=ok)
             tr.responses.extend(_responses(member, (op.request_txn.success if ok
                                                     else op.request_txn.failure),
                                            inner, rev))

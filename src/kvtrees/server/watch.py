@@ -10,7 +10,8 @@ the queue length and the store's per-watcher queue limit.
 As etcd: watch ids count from 0 per stream (or are chosen by the client), the created
 response comes first, a start revision below the compacted one answers
 compact_revision and cancels the watch, a progress request is answered with watch_id
--1, and with fragment=true a revision's events larger than --max-request-bytes go out
+-1 and the store's revision R once every watch of the stream has sent its events up to
+R (each store watcher returns a Progress(R) mark after them), and with fragment=true a revision's events larger than --max-request-bytes go out
 in several responses.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import queue
 import threading
 
 from .. import errors as kerr
+from ..watch import Progress
 from . import convert, rpcerrors
 from .member import Member
 from .proto import rpc_pb2, rpc_pb2_grpc
@@ -59,7 +61,13 @@ class _Watch:
                     continue
                 if first is None:          # cancelled
                     return
-                self._send_events(self._drain(first))
+                if type(first) is Progress:
+                    self.stream.progress_reached(self.id, first.revision)
+                    continue
+                evs, mark = self._drain(first)
+                self._send_events(evs)
+                if mark is not None:       # after the events at or below it
+                    self.stream.progress_reached(self.id, mark.revision)
         except kerr.CompactedError as e:
             self.stream.send(rpc_pb2.WatchResponse(
                 header=self.stream.member.header(), watch_id=self.id,
@@ -72,19 +80,22 @@ class _Watch:
             _log.exception("watch %d failed", self.id)
             self.stream.finish()
 
-    def _drain(self, first) -> list:
-        """first plus every event already waiting, cut at a revision boundary."""
+    def _drain(self, first) -> tuple:
+        """(first plus every event already waiting, cut at a revision boundary; the
+        Progress mark that ended the batch, or None)."""
         evs = [first]
         while True:
             try:
                 ev = self.events.get(0)
             except TimeoutError:
-                return evs
+                return evs, None
             if ev is None:
-                return evs
+                return evs, None
+            if type(ev) is Progress:
+                return evs, ev
             evs.append(ev)
             if len(evs) >= EVENTS_PER_RESPONSE and ev.mod_revision != evs[-2].mod_revision:
-                return evs
+                return evs, None
 
     def _send_events(self, evs: list) -> None:
         rev = max(evs[-1].mod_revision, self.created_rev)
@@ -129,6 +140,7 @@ class _Stream:
         self._watches: dict = {}
         self._lock = threading.Lock()
         self._next_id = 0
+        self._progress: list = []      # [revision, watch ids not there yet], oldest first
 
     def send(self, resp) -> None:
         """Queue a response; blocks while the queue is full (backpressure)."""
@@ -150,8 +162,45 @@ class _Stream:
     def forget(self, wid: int) -> None:
         with self._lock:
             w = self._watches.pop(wid, None)
+            self._progress_drop(wid)
         if w is not None:
             w.stop()
+
+    # ---- progress requests: answered in order, each once every watch has sent its
+    # events up to the request's revision
+    def request_progress(self) -> None:
+        rev = self.member.store.revision
+        with self._lock:
+            watches = list(self._watches.values())
+            if watches:
+                self._progress.append([rev, {w.id for w in watches}])
+            else:
+                self._progress_send(rev)
+        for w in watches:
+            w.events.request_progress(rev)
+
+    def progress_reached(self, wid: int, rev: int) -> None:
+        """Watch wid has queued every event up to rev (its pump calls this)."""
+        with self._lock:
+            for entry in self._progress:
+                if entry[0] == rev and wid in entry[1]:
+                    entry[1].discard(wid)
+                    break
+            self._progress_flush()
+
+    def _progress_drop(self, wid: int) -> None:
+        """A watch went away: requests no longer wait for it (caller holds _lock)."""
+        for entry in self._progress:
+            entry[1].discard(wid)
+        self._progress_flush()
+
+    def _progress_flush(self) -> None:
+        # under _lock, so the answers go out in request order
+        while self._progress and not self._progress[0][1]:
+            self._progress_send(self._progress.pop(0)[0])
+
+    def _progress_send(self, rev: int) -> None:
+        self.send(rpc_pb2.WatchResponse(header=self.member.header(rev), watch_id=-1))
 
     def read_requests(self, requests) -> None:
         try:
@@ -164,8 +213,7 @@ class _Stream:
                 elif kind == "cancel_request":
                     self._cancel(req.cancel_request.watch_id)
                 elif kind == "progress_request":
-                    self.send(rpc_pb2.WatchResponse(header=self.member.header(),
-                                                    watch_id=-1))
+                    self.request_progress()
         except Exception as exc:        # the client went away or sent garbage
             _log.debug("watch stream reader ended: %r", exc)
             self.finish()
@@ -211,6 +259,7 @@ class _Stream:
     def _cancel(self, wid: int) -> None:
         with self._lock:
             w = self._watches.pop(wid, None)
+            self._progress_drop(wid)
         if w is None:
             return
         w.stop()

@@ -54,9 +54,11 @@ def open_cluster_store(path: str, engine: Optional[str] = None, request_timeout:
         raise
 
 
-def member_context(name: str, peer_urls: Sequence[str]) -> bytes:
-    """A conf change's context: who the member is and where its peers reach it."""
-    return json.dumps({"name": name, "peer_urls": list(peer_urls)}).encode()
+def member_context(name: str, peer_urls: Sequence[str], cluster_id: int = 0) -> bytes:
+    """A conf change's context: who the member is, where its peers reach it, and the
+    cluster's id (recorded by the first change that carries one)."""
+    return json.dumps({"name": name, "peer_urls": list(peer_urls),
+                       "cluster_id": cluster_id}).encode()
 
 
 class ClusterDriver(NodeDriver):
@@ -142,9 +144,10 @@ class ClusterMember:
                              % ",".join(self.peer_urls))
         if len(set(ids)) != len(ids):
             raise ValueError("--initial-cluster lists the same peer URLs twice")
+        cid = peers.cluster_id(self.token, ids)
         ents = [Entry(term=1, index=k + 1, type=EntryType.CONF_CHANGE,
                       data=ConfChange(ConfChangeType.ADD_NODE, i,
-                                      member_context(n, u)).encode())
+                                      member_context(n, u, cid)).encode())
                 for k, (n, u, i) in enumerate(sorted(initial, key=lambda m: m[2]))]
         self.storage.append(ents)
         self.storage.set_hard_state(HardState(term=1, vote=0, commit=len(ents)))
@@ -187,6 +190,7 @@ class ClusterMember:
 
     def _conf_change(self, index: int, cc: ConfChange, cs) -> None:
         key = "%x" % cc.node_id
+        ctx = json.loads(cc.context.decode() or "{}") if cc.context else {}
 
         def change(members: dict) -> None:
             if cc.type == ConfChangeType.REMOVE_NODE:
@@ -194,16 +198,15 @@ class ClusterMember:
                 return
             m = members.get(key)
             if m is None:
-                ctx = json.loads(cc.context.decode() or "{}")
                 m = members[key] = {"name": ctx.get("name", ""),
                                     "peer_urls": ctx.get("peer_urls", []),
                                     "client_urls": []}
             m["learner"] = cc.type == ConfChangeType.ADD_LEARNER
-        self.store.apply_conf_change(index, change)
+        self.store.apply_conf_change(index, change, int(ctx.get("cluster_id", 0)))
         if cc.type == ConfChangeType.REMOVE_NODE:
             self._drop_peer(cc.node_id)
-        elif cc.node_id != self.id and cc.context:
-            urls = json.loads(cc.context.decode()).get("peer_urls") or []
+        elif cc.node_id != self.id:
+            urls = ctx.get("peer_urls") or []
             if urls:
                 self._set_peer(cc.node_id, urls[0])
 

@@ -15,6 +15,7 @@ their clocks, and a new leader restarts every lease's countdown (etcd's Promote)
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -177,12 +178,21 @@ class ClusterStore(Store):
                     b.put(k, v)
             self._applied = index
 
-    def apply_conf_change(self, index: int, members_change) -> None:
+    def cluster_id(self) -> int:
+        """The cluster's id, as its founding conf changes recorded it (0: not known
+        yet, a member that has not caught up). O(1)."""
+        return self._cluster_id
+
+    def apply_conf_change(self, index: int, members_change, cluster_id: int = 0) -> None:
         """A membership change applied by Raft at index: change the member table and
         record it (with the applied index), unless this index was applied before a
         restart (the table loaded from the engine has it already)."""
         if index > self._applied:
-            members_change(self.members)
+            table = copy.deepcopy(self.members)     # copy on write: readers iterate it
+            members_change(table)
+            self.members = table
+            if cluster_id and not self._cluster_id:
+                self._cluster_id = cluster_id
             self._save_members(index)
         cb = self.on_members_changed
         if cb is not None:
@@ -191,24 +201,34 @@ class ClusterStore(Store):
     def _save_members(self, index: Optional[int]) -> None:
         with self._writing():
             with self._eng.batch() as b:
-                b.put(META_MEMBERS, json.dumps(self.members, sort_keys=True).encode())
+                b.put(META_MEMBERS, self._members_blob())
                 if index is not None:
                     b.put(mvcc.META_APPLIED, mvcc.be64(index))
             if index is not None:
                 self._applied = index
 
+    def _members_blob(self) -> bytes:
+        return json.dumps({"cluster_id": self._cluster_id, "members": self.members},
+                          sort_keys=True).encode()
+
     def _load_members(self) -> dict:
+        """The member table (hex id -> name, peer_urls, client_urls, learner) and the
+        cluster id, from the engine."""
         raw = self._eng.get(META_MEMBERS)
-        return json.loads(bytes(raw)) if raw is not None else {}
+        saved = json.loads(bytes(raw)) if raw is not None else {}
+        self._cluster_id = int(saved.get("cluster_id", 0))
+        return saved.get("members", {})
 
     def _apply_member_attr(self, req: MemberAttrRequest) -> None:
         with self._writing():
-            m = self.members.get("%x" % req.member_id)
+            table = copy.deepcopy(self.members)
+            m = table.get("%x" % req.member_id)
             if m is None:
                 raise ValueError("member %x not found" % req.member_id)
             m["name"], m["client_urls"] = req.name, list(req.client_urls)
+            self.members = table
             with self._eng.batch() as b:
-                b.put(META_MEMBERS, json.dumps(self.members, sort_keys=True).encode())
+                b.put(META_MEMBERS, self._members_blob())
                 self._stamp_batch(b)
         cb = self.on_members_changed
         if cb is not None:

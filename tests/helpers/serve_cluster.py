@@ -88,7 +88,7 @@ class ServeCluster:
         p = self.procs.pop(name)
         try:
             os.killpg(p.pid, sig)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
         try:
             p.wait(15)
@@ -133,6 +133,8 @@ class ServeCluster:
     def check_stores(self) -> None:
         """Stop every member (SIGTERM) and check() each store left on disk."""
         from kvtrees.cluster import open_cluster_store
+        for name, p in self.procs.items():       # all at once: each takes a moment
+            os.killpg(p.pid, signal.SIGTERM)
         for name in list(self.procs):
             self.stop(name)
         for name in sorted(os.listdir(self.base)):

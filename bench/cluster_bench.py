@@ -137,6 +137,16 @@ class Cluster:
             time.sleep(0.1)
         raise RuntimeError("%s: not healthy in %ss" % (self.system, timeout))
 
+    def cpu_seconds(self) -> dict:
+        """CPU time (user + system) each running member has used so far."""
+        out = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for n, p in self.procs.items():
+            with open("/proc/%d/stat" % p.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[n] = (int(fields[11]) + int(fields[12])) / tick
+        return out
+
     def close(self) -> None:
         for n in list(self.procs):
             self.kill(n)
@@ -325,11 +335,18 @@ def main(argv=None) -> int:
                 for c in clusters:
                     lead = c.leader()
                     n = lead if via == "leader" else next(x for x in c.names if x != lead)
+                    cpu0 = c.cpu_seconds()
                     r = asyncio.run(put_rate(c.client[n], args.ops, args.inflight, value,
                                              args.keys))
+                    cpu1 = c.cpu_seconds()
+                    r["cpu_ms"] = {m: 1000 * (cpu1[m] - cpu0[m]) / args.ops for m in cpu0}
+                    r["cpu_lead_ms"] = r["cpu_ms"][lead]
+                    r["cpu_all_ms"] = sum(r["cpu_ms"].values())
                     res[("put", via, c.label)] = r
-                    log("put via %-8s %-14s %7.0f ops/s  p50 %6.1f ms  p99 %6.1f ms"
-                        % (via, c.label, r["ops_s"], r["p50_ms"], r["p99_ms"]))
+                    log("put via %-8s %-14s %7.0f ops/s  p50 %6.1f ms  p99 %6.1f ms  "
+                        "CPU per put: leader %.2f ms, all members %.2f ms"
+                        % (via, c.label, r["ops_s"], r["p50_ms"], r["p99_ms"],
+                           r["cpu_lead_ms"], r["cpu_all_ms"]))
         if "failover" in parts:
             for c in clusters:
                 c.healthy()
@@ -368,14 +385,16 @@ def render(res: dict, labels: list, args, load0, load1, lines) -> str:
         out += ["## Put throughput", "",
                 "grpc.aio client, %d in flight, %d puts of %d-byte values over %d keys."
                 % (args.inflight, args.ops, args.value_size, args.keys), "",
-                "| sent to | cluster | puts/s | x etcd | p50 ms | p99 ms |",
-                "| --- | --- | ---: | ---: | ---: | ---: |"]
+                "| sent to | cluster | puts/s | x etcd | p50 ms | p99 ms | CPU ms/put leader "
+                "| CPU ms/put 3 members |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for via in ("leader", "follower"):
             base = res[("put", via, etcd)]["ops_s"]
             for lab in labels:
                 r = res[("put", via, lab)]
-                out.append("| %s | %s | %.0f | %.2f | %.1f | %.1f |" % (
-                    via, lab, r["ops_s"], r["ops_s"] / base, r["p50_ms"], r["p99_ms"]))
+                out.append("| %s | %s | %.0f | %.2f | %.1f | %.1f | %.2f | %.2f |" % (
+                    via, lab, r["ops_s"], r["ops_s"] / base, r["p50_ms"], r["p99_ms"],
+                    r["cpu_lead_ms"], r["cpu_all_ms"]))
         out.append("")
     if any(k[0] == "failover" for k in res):
         out += ["## Failover", "",

@@ -4,6 +4,7 @@ error (never a different request)."""
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from kvtrees.cluster import codec
 from kvtrees.cluster.codec import CodecError, decode_entry, encode_entry
 from kvtrees.cluster.requests import LeaseRefreshRequest, MemberAttrRequest
 from kvtrees.requests import (CompactRequest, DeleteRangeRequest, LeaseGrantRequest,
@@ -32,6 +33,10 @@ def roundtrip(req, pid=(3, 7)):
 def test_put_roundtrip(k, v, lease, prev, proposer, seq):
     req = PutRequest(k, v, lease, prev)
     assert roundtrip(req, (proposer, seq)) == req
+    generic = bytearray()
+    codec._encode(req, generic)             # the put fast paths speak the same format
+    assert encode_entry(proposer, seq, req)[17:] == bytes(generic)
+    assert codec._decode(bytes(generic), 0)[0] == req
 
 
 @pytest.mark.parametrize("req", [
@@ -71,8 +76,11 @@ def test_values_roundtrip(value):
     assert roundtrip(req).lease_id == value
 
 
-def test_every_truncation_and_trailing_byte_is_an_error():
-    data = encode_entry(1, 2, TxnRequest([t.value("a") == "b"], [t.put("a", "c")], []))
+@pytest.mark.parametrize("req", [
+    TxnRequest([t.value("a") == "b"], [t.put("a", "c")], []),
+    PutRequest(b"key", b"value", 300, True)])
+def test_every_truncation_and_trailing_byte_is_an_error(req):
+    data = encode_entry(1, 2, req)
     for n in range(len(data)):
         with pytest.raises(CodecError):
             decode_entry(data[:n])
@@ -86,8 +94,10 @@ def test_every_truncation_and_trailing_byte_is_an_error():
     lambda d: d[:18] + b"\xee" + d[19:],       # unknown record type
     lambda d: d[:19] + b"\x09" + d[20:],       # wrong field count
 ])
-def test_malformed_entries_are_errors(mutate):
-    data = encode_entry(1, 2, PutRequest(b"k", b"v", 0, False))
+@pytest.mark.parametrize("req", [PutRequest(b"k", b"v", 0, False),
+                                 DeleteRangeRequest(b"k", b"z")])
+def test_malformed_entries_are_errors(mutate, req):
+    data = encode_entry(1, 2, req)
     with pytest.raises(CodecError):
         decode_entry(mutate(data))
 

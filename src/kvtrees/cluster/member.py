@@ -66,11 +66,33 @@ class ClusterDriver(NodeDriver):
     reports leadership changes."""
 
     def __init__(self, *args, on_conf_change_at: Callable = None,
-                 on_leadership: Callable[[bool], None] = None, **kwargs) -> None:
+                 on_leadership: Callable[[bool], None] = None,
+                 apply_many: Callable = None, on_lead_change: Callable = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.apply_many = apply_many or (lambda es: [self.apply(e) for e in es])
+        self.on_lead_change = on_lead_change
+        self._lead = 0
         self.on_conf_change_at = on_conf_change_at
         self.on_leadership = on_leadership
         self._leader = False
+
+    def _apply_entries(self, entries) -> None:
+        """Runs of data entries go to the store together (it applies runs of plain puts
+        as one batch); conf changes and empty entries one by one, in order."""
+        run = []
+        for e in entries:
+            if e.type == EntryType.NORMAL and e.data:
+                run.append(e)
+                continue
+            if run:
+                self.apply_many(run)
+                self.applied = run[-1].index
+                run = []
+            self._apply_entry(e)
+        if run:
+            self.apply_many(run)
+            self.applied = run[-1].index
 
     def _apply_entry(self, e: Entry) -> None:
         if e.type != EntryType.CONF_CHANGE:
@@ -87,6 +109,10 @@ class ClusterDriver(NodeDriver):
 
     def _publish_status(self) -> None:
         super()._publish_status()
+        if self._status.lead != self._lead:
+            self._lead = self._status.lead
+            if self.on_lead_change is not None:
+                self.on_lead_change(self._lead)
         leader = self._status.state == StateType.LEADER
         if leader != self._leader:
             self._leader = leader
@@ -176,7 +202,8 @@ class ClusterMember:
             on_snapshot=lambda s: store.install_snapshot(s.data, s.metadata.index),
             snapshot_data=store.snapshot_data, snapshot_every=snapshot_every,
             snapshot_keep=snapshot_keep, on_conf_change_at=self._conf_change,
-            on_leadership=store.leadership_changed)
+            on_leadership=store.leadership_changed, apply_many=store.apply_entries,
+            on_lead_change=store.lead_changed)
         store.attach(self.driver, self.id, self.election)
         self._stop = threading.Event()
         self.driver.start()

@@ -32,6 +32,7 @@ from ..requests import CompactStepRequest, LeaseGrantRequest, LeaseRevokeRequest
 from ..store import Store
 from ..txn import to_lease_id
 from . import snapshot
+from .apply_group import apply_puts, groupable
 from .codec import decode_entry, encode_entry
 from .dedup import Dedup
 from .reads import ReadIndexer
@@ -115,19 +116,17 @@ class ClusterStore(Store):
         deadline = time.monotonic() + (timeout or self.request_timeout)
         try:
             while True:
-                lead = self._wait_leader(deadline)
+                self._wait_leader(deadline)
                 driver.propose(data)
-                sent = time.monotonic()
-                while True:
-                    if w.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-                        return w.result()
-                    now = time.monotonic()
-                    if now >= deadline:
-                        raise RequestTimeoutError()
-                    if self._closed:
-                        raise ClosedError("store is closed")
-                    if self.leader_id() != lead or now - sent >= self._retry:
-                        break           # maybe lost with its leader: propose it again
+                if w.wait(min(self._retry, max(0.0, deadline - time.monotonic()))):
+                    return w.result()
+                if time.monotonic() >= deadline:
+                    raise RequestTimeoutError()
+                if self._closed:
+                    raise ClosedError("store is closed")
+                # not applied after a retry period, or the leader changed: the proposal
+                # may have been lost (dropped, or with the old leader); the dedup ring
+                # applies it once if both copies commit
         finally:
             self._waiters.forget(pid)
 
@@ -150,6 +149,46 @@ class ClusterStore(Store):
 
     # ---- applying (the driver thread) ----------------------------------------------
 
+    def lead_changed(self, lead: int) -> None:
+        """Driver thread: the known leader changed; waiting proposers propose again."""
+        self._waiters.nudge_all()
+
+    def apply_entries(self, entries) -> None:
+        """The driver's apply for a run of data entries, in log order: runs of plain
+        puts on distinct keys are applied as one engine batch (apply_group), anything
+        else entry by entry."""
+        run: list = []          # (index, pid, request)
+        keys: set = set()
+        pids: set = set()
+        for e in entries:
+            if e.index <= self._applied:
+                continue
+            pid, req = decode_entry(e.data)
+            if groupable(req) and req.key not in keys and pid not in pids and \
+                    not self._dedup.seen(pid):
+                run.append((e.index, pid, req))
+                keys.add(req.key)
+                pids.add(pid)
+                continue
+            self._apply_run(run)
+            run, keys, pids = [], set(), set()
+            self._apply_decoded(e.index, pid, req)
+        self._apply_run(run)
+
+    def _apply_run(self, run: list) -> None:
+        if not run:
+            return
+        if len(run) == 1:
+            self._apply_decoded(*run[0])
+            return
+        dedup = self._dedup
+        results = apply_puts(self, [(i, req, dedup.ops(i, pid)) for i, pid, req in run])
+        me = self.member_id
+        for (i, pid, _), res in zip(run, results):
+            dedup.record(i, pid)
+            if pid[0] == me:
+                self._waiters.wake(pid, res, None)
+
     def apply_entry(self, e) -> None:
         """The NodeDriver's apply callback: one committed entry, in log order. Entries
         at or below applied_index were applied before a restart and are skipped; a
@@ -157,16 +196,20 @@ class ClusterStore(Store):
         if e.index <= self._applied:
             return
         pid, req = decode_entry(e.data)
-        extra = self._dedup.ops(e.index, pid)
+        self._apply_decoded(e.index, pid, req)
+
+    def _apply_decoded(self, index: int, pid, req) -> None:
+        """One entry: applied once (dedup ring), its waiter woken with the outcome."""
+        extra = self._dedup.ops(index, pid)
         result, error = None, None
         if self._dedup.seen(pid):
-            self._stamp_only(e.index, extra)
+            self._stamp_only(index, extra)
         else:
             try:
-                result = self.apply_at(e.index, req, extra)
+                result = self.apply_at(index, req, extra)
             except REQUEST_ERRORS as exc:
                 error = exc
-        self._dedup.record(e.index, pid)
+        self._dedup.record(index, pid)
         if pid[0] == self.member_id:
             self._waiters.wake(pid, result, error)
 

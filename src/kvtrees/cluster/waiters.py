@@ -6,26 +6,39 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Optional, Tuple
 
-_PENDING = object()
-
-
 class Waiter:
-    """One caller's wait for one proposal."""
+    """One caller's wait for one proposal: woken by its apply (done) or nudged (the
+    leader changed: the proposal may have been lost with the old one)."""
 
-    __slots__ = ("_event", "_result", "_error")
+    __slots__ = ("_event", "_lock", "_result", "_error", "done", "_nudged")
 
     def __init__(self) -> None:
         self._event = threading.Event()
-        self._result: Any = _PENDING
+        self._lock = threading.Lock()
+        self._result: Any = None
         self._error: Optional[BaseException] = None
+        self.done = False
+        self._nudged = False
 
     def set(self, result: Any, error: Optional[BaseException]) -> None:
-        self._result, self._error = result, error
+        with self._lock:
+            self._result, self._error, self.done = result, error, True
         self._event.set()
 
+    def nudge(self) -> None:
+        with self._lock:
+            if not self.done:
+                self._nudged = True
+                self._event.set()
+
     def wait(self, timeout: float) -> bool:
-        """True once woken (then result() answers), False on timeout."""
-        return self._event.wait(timeout)
+        """Block until done, nudged or timeout; True when done."""
+        self._event.wait(timeout)
+        with self._lock:
+            if not self.done and self._nudged:
+                self._nudged = False
+                self._event.clear()
+            return self.done
 
     def result(self) -> Any:
         """The apply's result, or raise its error."""
@@ -58,6 +71,13 @@ class Waiters:
             w = self._waiting.pop(pid, None)
         if w is not None:
             w.set(result, error)
+
+    def nudge_all(self) -> None:
+        """Wake every waiter to propose again (the leader changed). O(waiters)."""
+        with self._lock:
+            waiting = list(self._waiting.values())
+        for w in waiting:
+            w.nudge()
 
     def fail_all(self, error: BaseException) -> None:
         """Wake every waiter with error (the member is stopping). O(waiters)."""

@@ -11,7 +11,8 @@ __all__ = [
     "KvtreesError", "CorruptionError", "LockedError", "ClosedError", "EngineMismatchError",
     "CompactedError", "FutureRevisionError", "LeaseNotFoundError", "KeyNotFoundError",
     "TooLargeError", "NoSpaceError", "ReadOnlyError", "StorageError", "FatalError",
-    "InvalidArgumentError", "UnsupportedVersionError", "error_from_code", "check",
+    "InvalidArgumentError", "UnsupportedVersionError", "ClusterError", "NoLeaderError",
+    "RequestTimeoutError", "error_from_code", "check",
 ]
 
 
@@ -92,6 +93,26 @@ class LeaseNotFoundError(KvtreesError):
 
 class KeyNotFoundError(KvtreesError):
     """A put with ignore_value / ignore_lease on a key that does not exist."""
+
+
+class ClusterError(KvtreesError):
+    """A replicated store (kvtrees.cluster) cannot serve the request now."""
+
+
+class NoLeaderError(ClusterError):
+    """No leader is known: the member can neither commit nor confirm anything now
+    (etcd's "etcdserver: no leader"; a client retries another member)."""
+
+    def __init__(self, message: str = "no leader") -> None:
+        super().__init__(message)
+
+
+class RequestTimeoutError(ClusterError):
+    """The request was not applied (or confirmed) in time; it may still be applied
+    later (etcd's "etcdserver: request timed out")."""
+
+    def __init__(self, message: str = "request timed out") -> None:
+        super().__init__(message)
 
 
 _by_code: dict[int, type] | None = None

@@ -124,6 +124,15 @@ class LeaseTable:
         d = self._deadline.get(lid)
         return d is not None and d <= time.monotonic()
 
+    def postpone(self, lid: Optional[int] = None) -> None:
+        """Restart the countdown of lid (None: of every lease) from its full TTL, as
+        etcd's lessor does when a member becomes leader (Promote) and while it is not
+        (a follower never expires a lease: the leader decides). O(leases)."""
+        with self._cond:
+            for i in ([lid] if lid is not None else list(self._ttl)):
+                if i in self._ttl:
+                    self._touch(i)
+
     def _touch(self, lid: int) -> None:
         d = time.monotonic() + self._ttl[lid]
         self._deadline[lid] = d

@@ -31,6 +31,7 @@ ATTACH = b"a"
 META_REVISION = META + b"revision"
 META_COMPACT = META + b"compact"            # scheduled compaction revision (reads below fail)
 META_COMPACT_DONE = META + b"compact_done"  # physically finished up to here
+META_APPLIED = META + b"applied"            # the Raft index applied last (replicated stores)
 
 KEY_TERM = b"\x00\x01"
 from .limits import MAX_KEY as MAX_ENGINE_KEY  # noqa: E402  (kvt_limits.h)

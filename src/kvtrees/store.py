@@ -172,6 +172,15 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
         self._hub = WatchHub(self._core.visible, self._replay, self._live, head + 1,
                              self._queue_limit, PREV_UNKNOWN)
         self._compact_rev = self._meta_int(mvcc.META_COMPACT, 0)
+        # replicated stores (kvtrees.cluster): the Raft index of the last applied entry,
+        # written in the same engine batch as that entry's effects (apply_at), and the
+        # id of the thread applying one (0: none; it bypasses the native write paths,
+        # which commit their own batch)
+        self._applied = self._meta_int(mvcc.META_APPLIED, 0)
+        self._applying = 0
+        self._stamp: Optional[int] = None
+        self._stamp_extra: Optional[dict] = None
+        self._stamped = False
         self._leases = LeaseTable(self._expire_lease, min_lease_ttl)
         self._load_leases()
         if not read_only:
@@ -250,6 +259,8 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
         ops = dict(w.ops)
         if extra:
             ops.update(extra)
+        if self._stamp is not None:
+            self._stamp_ops(ops)
         # (no META_REVISION write: the newest revision-log entry is the revision, see
         # _load_revision)
         if not ops:
@@ -266,6 +277,53 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
             for k in w.overlay:
                 core.note(k, w.rev)
             core.set_head(w.rev)
+
+    def _stamp_ops(self, ops: dict) -> None:
+        """Add the applied Raft index to an engine batch being built by apply_at (the
+        index and the entry's effects land in one atomic batch). Writer lock held."""
+        ops[mvcc.META_APPLIED] = mvcc.be64(self._stamp)
+        extra = self._stamp_extra
+        if extra:
+            ops.update(extra)
+        self._stamped = True
+
+    def _stamp_batch(self, b) -> None:
+        """As _stamp_ops, for handlers that fill an engine batch themselves."""
+        if self._stamp is not None:
+            ops: dict = {}
+            self._stamp_ops(ops)
+            for k, v in ops.items():
+                b.delete(k) if v is None else b.put(k, v)
+
+    @property
+    def applied_index(self) -> int:
+        """The Raft index applied last (0 for a store that is not replicated). O(1)."""
+        return self._applied
+
+    def apply_at(self, index: int, req, extra: Optional[dict] = None):
+        """Apply one write request as the Raft log entry at index: its effects and the
+        index (plus the engine ops in extra) are written in one atomic engine batch, so
+        after a crash the store has applied exactly the entries up to applied_index. A
+        request that fails (a missing lease, a compacted revision, ...) fails the same way
+        on every member; the index is recorded anyway. Entries at or below applied_index
+        are the caller's to skip. Runs the Python write paths: the native ones commit a
+        batch of their own. O(the request's own apply)."""
+        if index <= self._applied:
+            raise ValueError("entry %d is already applied (applied index %d)"
+                             % (index, self._applied))
+        with self._writing():
+            self._check_open()
+            self._applying = threading.get_ident()
+            self._stamp, self._stamp_extra, self._stamped = index, extra, False
+            try:
+                return Store.apply(self, req)
+            finally:
+                if not self._stamped:       # failed, or wrote nothing: stamp alone
+                    with self._eng.batch() as b:
+                        self._stamp_batch(b)
+                self._stamp, self._stamp_extra = None, None
+                self._applying = 0
+                self._applied = index
 
     def _writing(self) -> "_Writing":
         """The writer lock around assigning a revision and committing its batch; on exit,
@@ -327,7 +385,7 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
 
     def _apply_put(self, req: PutRequest) -> PutResult:
         k, v, lid, prev_kv = req
-        if self._native:
+        if self._native and not self._applying:
             return self._put_native(k, v, lid, prev_kv)
         with self._writing():
             self._check_open()
@@ -380,7 +438,7 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
         """prev_kvs only when asked, as etcd's DeleteRange (prev_kv=true). One key on a
         native engine: a one-op native txn."""
         start, end, prev_kv = req
-        if end is None and self._native:
+        if end is None and self._native and not self._applying:
             op = Delete(start, None, prev_kv)
             _, (res,) = self._txn_native(
                 txn_codec.encode([], [op], [], self._hub.watched()), [op], [])
@@ -419,7 +477,7 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
 
     def _apply_txn(self, req: TxnRequest):
         compare, success, failure = req
-        if self._native and not self._quota:
+        if self._native and not self._quota and not self._applying:
             req = txn_codec.encode(compare, success, failure, self._hub.watched())
             if req is not None:
                 return self._txn_native(req, success, failure)
@@ -528,6 +586,7 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
     def _apply_save_revision(self, req: SaveRevisionRequest) -> None:
         with self._eng.batch() as b:
             b.put(mvcc.META_REVISION, mvcc.be64(self._head))
+            self._stamp_batch(b)
 
     def __enter__(self):
         return self

@@ -37,6 +37,7 @@ class StoreCompaction:
                                           % revision)
             with self._eng.batch() as b:    # persist the target first: resumable
                 b.put(mvcc.META_COMPACT, mvcc.be64(revision))
+                self._stamp_batch(b)
             self._compact_rev = revision
 
     def _finish_compaction(self) -> None:
@@ -66,6 +67,8 @@ class StoreCompaction:
                 self._compact_key(bytes(key), rev, target, ops)
             if final:
                 ops[mvcc.META_COMPACT_DONE] = mvcc.be64(target)
+            if self._stamp is not None:
+                self._stamp_ops(ops)
             if ops:
                 with self._eng.batch() as b:
                     for k, v in ops.items():

@@ -42,6 +42,7 @@ class StoreLeases:
                 raise ValueError("lease %#x already exists" % lease_id)
             with self._eng.batch() as b:
                 b.put(mvcc.LEASE + mvcc.be64(lease_id), mvcc.be64(granted))
+                self._stamp_batch(b)
             self._leases.add(lease_id, granted)
             self._core.lease_add(lease_id)
         return Lease(self, lease_id, granted)

@@ -40,8 +40,10 @@ class StoreReads:
     def range(self, key, range_end=None, revision=None, limit=0, count_only=False,
               keys_only=False, sort_order=None, sort_target="key", min_mod_revision=None,
               max_mod_revision=None, min_create_revision=None,
-              max_create_revision=None) -> RangeResult:
-        """etcd's Range: range_end None = the single key, b"\\0" = every key >= key."""
+              max_create_revision=None, serializable=False) -> RangeResult:
+        """etcd's Range: range_end None = the single key, b"\\0" = every key >= key.
+        serializable: etcd's serializable read (a local read on a replicated store; every
+        read of a single store is both)."""
         start = to_key(key)
         end = None if range_end is None else to_key(range_end)
         self._check_open()

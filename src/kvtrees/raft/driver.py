@@ -184,8 +184,7 @@ class NodeDriver:
                     self.on_snapshot(rd.snapshot)
                 self.snapshots_installed += 1
                 self.applied = rd.snapshot.metadata.index
-            for e in rd.committed_entries:
-                self._apply_entry(e)
+            self._apply_entries(rd.committed_entries)
             for rs in rd.read_states:
                 cb = self._reads.pop(rs.request_ctx, None)
                 if cb is not None:
@@ -209,6 +208,11 @@ class NodeDriver:
         compact_to = self.applied - self.snapshot_keep
         if compact_to >= self.storage.first_index():
             self.storage.compact(compact_to)
+
+    def _apply_entries(self, entries: List[Entry]) -> None:
+        """Apply one Ready's committed entries in order (a subclass may group them)."""
+        for e in entries:
+            self._apply_entry(e)
 
     def _apply_entry(self, e: Entry) -> None:
         if e.type == EntryType.CONF_CHANGE:

@@ -46,7 +46,40 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cache-size", type=parse_size, default=None, help="page/node cache, e.g. 256MiB")
     a("--sync", choices=("commit", "interval", "none"), default=None)
     a("--log-level", default="info", choices=("debug", "info", "warn", "error"))
+    # a Raft member (docs/RAFT.md): etcd's clustering flags
+    a("--initial-cluster", default=None,
+      help="NAME=PEER_URL,... of the founding members (with it: a Raft member)")
+    a("--initial-cluster-state", choices=("new", "existing"), default="new",
+      help="new: found the cluster; existing: join one (after MemberAdd)")
+    a("--initial-cluster-token", default="etcd-cluster",
+      help="the cluster's token (member ids derive from it; a joining member needs the "
+           "cluster's)")
+    a("--listen-peer-urls", default=None, help="URL to listen on for peers")
+    a("--initial-advertise-peer-urls", default=None,
+      help="this member's peer URLs (default: --listen-peer-urls)")
+    a("--heartbeat-interval", type=int, default=100, help="milliseconds (etcd's default)")
+    a("--election-timeout", type=int, default=1000, help="milliseconds (etcd's default)")
+    a("--snapshot-count", type=int, default=10000,
+      help="applied entries between Raft snapshots (the log is compacted after one)")
     return p
+
+
+def cluster_options(args) -> "dict | None":
+    """ClusterMember settings from the clustering flags; None without --initial-cluster
+    (a single-member server)."""
+    if not args.initial_cluster:
+        return None
+    peer = args.initial_advertise_peer_urls or args.listen_peer_urls
+    if not peer:
+        raise ValueError("--initial-cluster needs --listen-peer-urls or "
+                         "--initial-advertise-peer-urls")
+    peer_urls = [u.strip() for u in peer.split(",") if u.strip()]
+    listen = (args.listen_peer_urls or peer_urls[0]).split(",")[0].strip()
+    return dict(initial_cluster=args.initial_cluster, peer_urls=peer_urls,
+                listen_peer_url=listen, state=args.initial_cluster_state,
+                token=args.initial_cluster_token, heartbeat_ms=args.heartbeat_interval,
+                election_ms=args.election_timeout, snapshot_every=args.snapshot_count,
+                snapshot_keep=max(1, min(5000, args.snapshot_count // 2)))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -66,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     cert_file=args.cert_file, key_file=args.key_file,
                     trusted_ca_file=args.trusted_ca_file,
                     client_cert_auth=args.client_cert_auth, cache_size=args.cache_size,
-                    sync=args.sync)
+                    sync=args.sync, cluster=cluster_options(args))
     except (kerr.LockedError, kerr.CorruptionError, kerr.EngineMismatchError,
             kerr.StorageError, OSError, ValueError) as e:
         print("kvtrees serve: %s" % e, file=sys.stderr)

@@ -34,7 +34,8 @@ class KVService(rpc_pb2_grpc.KVServicer):
         res = self.store.range(key, end, revision=_rev(req.revision),
                                limit=max(0, req.limit), count_only=req.count_only,
                                keys_only=req.keys_only, sort_order=order,
-                               sort_target=target, **convert.revision_filters(req))
+                               sort_target=target, serializable=req.serializable,
+                               **convert.revision_filters(req))
         return rpc_pb2.RangeResponse(header=self.member.header(res.revision),
                                      kvs=convert.kvs(res.kvs), more=res.more,
                                      count=res.count)

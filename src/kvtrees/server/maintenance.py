@@ -47,6 +47,16 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     def Status(self, req, context):
         st = self.store.status()
         ident = self.member.ident
+        cluster = getattr(self.member, "cluster", None)
+        if cluster is not None:
+            from ..cluster.serving import raft_status
+            r = raft_status(cluster)
+            return rpc_pb2.StatusResponse(
+                header=self.member.header(st.revision), version=SERVER_VERSION,
+                dbSize=st.db_size, dbSizeInUse=st.db_size, leader=r["leader"],
+                raftIndex=r["raft_index"], raftAppliedIndex=r["raft_applied_index"],
+                raftTerm=r["raft_term"], isLearner=r["is_learner"],
+                errors=[alarm_text(m, a) for m, a in self.member.alarms()])
         return rpc_pb2.StatusResponse(
             header=self.member.header(st.revision), version=SERVER_VERSION,
             dbSize=st.db_size, dbSizeInUse=st.db_size, leader=ident.member_id,
@@ -164,8 +174,14 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     @handler
     def MoveLeader(self, req, context):
-        """One member: it is the leader already; any other target is not a member."""
+        """One member: it is the leader already; any other target is not a member.
+        A Raft member: asked of the leader, answers once the target leads."""
         self.member.auth.check_admin(context)
+        cluster = getattr(self.member, "cluster", None)
+        if cluster is not None:
+            from ..cluster.serving import move_leader
+            move_leader(cluster, req.targetID)
+            return rpc_pb2.MoveLeaderResponse(header=self.member.header())
         if req.targetID != self.member.ident.member_id:
             raise rpcerrors.BAD_LEADER_TRANSFEREE
         return rpc_pb2.MoveLeaderResponse(header=self.member.header())

@@ -65,6 +65,26 @@ NOT_CAPABLE = _e(C.UNAVAILABLE, "etcdserver: not capable")
 STOPPED = _e(C.UNAVAILABLE, "etcdserver: server stopped")
 CORRUPT = _e(C.DATA_LOSS, "etcdserver: corrupt cluster")
 BAD_LEADER_TRANSFEREE = _e(C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
+NO_LEADER = _e(C.UNAVAILABLE, "etcdserver: no leader")
+TIMEOUT = _e(C.UNAVAILABLE, "etcdserver: request timed out")
+NOT_LEADER = _e(C.FAILED_PRECONDITION, "etcdserver: not leader")
+TIMEOUT_LEADER_TRANSFER = _e(C.DEADLINE_EXCEEDED,
+                             "etcdserver: request timed out, leader transfer took too long")
+PEER_URL_EXIST = _e(C.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists")
+MEMBER_NOT_LEARNER = _e(C.FAILED_PRECONDITION,
+                        "etcdserver: can only promote a learner member")
+LEARNER_NOT_READY = _e(C.FAILED_PRECONDITION, "etcdserver: can only promote a learner "
+                                              "member which is in sync with leader")
+# a replicated store's errors (kvtrees.cluster), by their message
+_CLUSTER_ERRORS = {"no leader": NO_LEADER, "request timed out": TIMEOUT,
+                   "not leader": NOT_LEADER, "bad leader transferee": BAD_LEADER_TRANSFEREE,
+                   "request timed out, leader transfer took too long":
+                       TIMEOUT_LEADER_TRANSFER,
+                   "Peer URLs already exists": PEER_URL_EXIST,
+                   "member not found": MEMBER_NOT_FOUND,
+                   "can only promote a learner member": MEMBER_NOT_LEARNER,
+                   "can only promote a learner member which is in sync with leader":
+                       LEARNER_NOT_READY}
 # the election recipe's errors are plain Go errors in etcd: code Unknown
 ELECTION_NOT_LEADER = _e(C.UNKNOWN, "election: not leader")
 ELECTION_NO_LEADER = _e(C.UNKNOWN, "election: no leader")
@@ -81,6 +101,8 @@ def from_exception(exc: BaseException) -> RpcError:
     """The etcd error for an exception raised by the store (or the server itself)."""
     if isinstance(exc, RpcError):
         return exc
+    if isinstance(exc, kerr.ClusterError):
+        return _CLUSTER_ERRORS.get(str(exc)) or _e(C.UNAVAILABLE, "etcdserver: %s" % exc)
     if isinstance(exc, kerr.CompactedError):
         return COMPACTED
     if isinstance(exc, kerr.FutureRevisionError):

@@ -72,7 +72,8 @@ class Server:
                  cache_size: Optional[int] = None, sync: Optional[str] = None,
                  bcrypt_cost: int = 10,
                  progress_notify_interval: float = PROGRESS_NOTIFY_INTERVAL,
-                 limits: Optional[Limits] = None, **store_options):
+                 limits: Optional[Limits] = None, cluster: Optional[dict] = None,
+                 **store_options):
         self.data_dir = os.fspath(data_dir)
         self.limits = limits or Limits()
         self.limits.max_request_bytes = max_request_bytes
@@ -87,13 +88,23 @@ class Server:
         if sync is not None:
             opts["sync"] = sync
         self._quota = quota_backend_bytes    # enforced by Member.check_writable
-        self.store = kstore.open(self.data_dir, engine, **opts)
+        # cluster: ClusterMember's settings (kvtrees.cluster.member) for a Raft member;
+        # None: a single-member server over a plain store
+        self.cluster = None
+        if cluster is not None:
+            from ..cluster.member import ClusterMember
+            opts.pop("sync", None)            # the Raft log is the durable record
+            self.cluster = ClusterMember(self.data_dir, name, engine=engine,
+                                         **cluster, **opts)
+            self.store = self.cluster.store
+        else:
+            self.store = kstore.open(self.data_dir, engine, **opts)
         try:
             self._start(name, advertise_client_urls, retention, auto_compaction_mode,
                         cert_file, key_file, trusted_ca_file, client_cert_auth,
                         bcrypt_cost, progress_notify_interval)
         except BaseException:
-            self.store.close()
+            self._close_store()
             raise
 
     def _start(self, name, advertise, retention, mode, cert_file, key_file, ca_file,
@@ -123,9 +134,15 @@ class Server:
         self.addresses = bound
         scheme = "https" if creds else "http"
         client_urls = list(advertise or ["%s://%s" % (scheme, a) for a in bound])
-        ident = identity.load(self.data_dir, name, client_urls, [])
+        if self.cluster is not None:
+            from ..cluster.serving import ClusterIdentity
+            ident = ClusterIdentity(self.cluster, client_urls)
+            self.cluster.publish(client_urls)
+        else:
+            ident = identity.load(self.data_dir, name, client_urls, [])
         auth = AuthStore(self.data_dir, bcrypt_cost, client_cert_auth)
         self.member = Member(self.store, ident, self.limits, auth, self._quota)
+        self.member.cluster = self.cluster
         self.watch = WatchService(self.member, progress_interval)
         m = self.member
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(m), self._grpc)
@@ -160,8 +177,14 @@ class Server:
             self.watch.close_all()
             self._grpc.stop(grace if grace is not None else 5).wait()
             self._compactor.stop()
-            self.store.close()
+            self._close_store()
             self._stopped.set()
+
+    def _close_store(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()          # Raft, its transport, then the store
+        else:
+            self.store.close()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until stop() has finished; False on timeout."""

@@ -23,6 +23,11 @@ class StoreReads:
         e = self._core.get(key, rev)
         return None if e is None or e.tombstone else e
 
+    def read_barrier(self) -> None:
+        """The point after which a read is linearizable: a single store has nothing to
+        wait for (a replicated one waits for ReadIndex). O(1)."""
+        self._check_open()
+
     def get(self, key, revision=None, serializable=False):
         """(value, KeyValue) of key at revision (default: current), (None, None) if absent.
         O(log n): one native call (one engine seek) on a native engine."""

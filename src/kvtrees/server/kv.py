@@ -29,7 +29,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
         end = convert.range_end(req.range_end)
         self.member.auth.check_range(context, key, end, "read")
         if end is None and convert.is_plain_get(req):
-            return self._get(key)
+            return self._get(key, req.serializable)
         order, target = convert.sort_args(req)
         res = self.store.range(key, end, revision=_rev(req.revision),
                                limit=max(0, req.limit), count_only=req.count_only,
@@ -40,11 +40,16 @@ class KVService(rpc_pb2_grpc.KVServicer):
                                      kvs=convert.kvs(res.kvs), more=res.more,
                                      count=res.count)
 
-    def _get(self, key: bytes):
+    def _get(self, key: bytes, serializable: bool):
         """One key at the current revision, no options (most Range requests): one
-        native read at the revision the header names. O(log n)."""
-        rev = self.store.revision
-        _, kv = self.store.get(key, rev)
+        native read at the revision the header names. A linearizable read first passes
+        the store's read barrier (a replicated store waits for ReadIndex there), then
+        takes the revision. O(log n)."""
+        store = self.store
+        if not serializable:
+            store.read_barrier()
+        rev = store.revision
+        _, kv = store.get(key, rev, serializable=True)
         out = rpc_pb2.RangeResponse(header=self.member.header(rev))
         if kv is not None:
             out.kvs.append(convert.kv(kv))

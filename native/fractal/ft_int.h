@@ -169,6 +169,7 @@ int  ft_rec_value(kvt_engine *e, const frec *r, kvt_buf *out);  /* appends r's v
 int  ft_fold(kvt_engine *e, const frec *old, frec *up);
 
 /* ft_node.c - (de)serialization */
+extern int ft_test_no_index;        /* test hook: write blobs as before the record index */
 int  ft_encode(const fnode *n, kvt_buf *out);
 int  ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out);
 fnode *ft_node_alloc(uint8_t kind, uint32_t height);

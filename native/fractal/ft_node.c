@@ -22,6 +22,8 @@
 
 #define NODE_HDR 24u
 
+int ft_test_no_index;
+
 fnode *ft_node_alloc(uint8_t kind, uint32_t height) {
     fnode *n = calloc(1, sizeof *n);
     if (!n) { kvt_seterr(KVT_ENOMEM, "fractal: no memory for a node"); return NULL; }
@@ -194,14 +196,15 @@ static int enc_index(kvt_buf *b, const fvec *v, size_t start) {
 int ft_encode(const fnode *n, kvt_buf *b) {
     b->len = 0;
     KVT_TRY(put_u32(b, FT_NODE_MAGIC));
-    uint8_t kind[4] = { n->kind, ft_is_records(n) ? FT_HAS_INDEX : 0, 0, 0 };
+    int index = ft_is_records(n) && !ft_test_no_index;
+    uint8_t kind[4] = { n->kind, index ? FT_HAS_INDEX : 0, 0, 0 };
     KVT_TRY(kvt_buf_append(b, kind, 4));
     KVT_TRY(put_u32(b, n->height));
     KVT_TRY(put_u32(b, ft_is_records(n) ? 0 : n->n));
     KVT_TRY(put_u64(b, n->id));
     if (ft_is_records(n)) {
         KVT_TRY(enc_vec(b, &n->ents));
-        return enc_index(b, &n->ents, NODE_HDR);
+        return index ? enc_index(b, &n->ents, NODE_HDR) : KVT_OK;
     }
     for (uint32_t i = 0; i < n->n; i++) {
         KVT_TRY(put_u64(b, n->child[i]));

@@ -32,13 +32,10 @@ def load(path: str, engine: str, keys, val: bytes):
                               cache_size=64 << 20, sync="none")
     env = lmdb.open(os.path.join(path, "lmdb"), map_size=1 << 36, sync=False, metasync=False)
     for s in range(0, len(keys), 1000):
-        part = keys[s:s + 1000]
-        with eng.batch() as b:
-            for k in part:
-                b.put(k, val)
+        part = [(k, val) for k in keys[s:s + 1000]]
+        eng.put_many(part)
         with env.begin(write=True) as t:
-            for k in part:
-                t.put(k, val)
+            t.cursor().putmulti(part)
     eng.checkpoint()
     env.sync(True)
     return eng, env

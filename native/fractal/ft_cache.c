@@ -161,6 +161,31 @@ int ft_get_kind(kvt_engine *e, uint64_t id, uint8_t kind, fnode **out) {
                       (unsigned long long)id, got, kind);
 }
 
+int ft_peek(kvt_engine *e, uint64_t id, fnode **out) {
+    pthread_mutex_lock(&e->mu);
+    fnode *n = map_find(e, id);
+    if (n) {
+        n->pins++;
+        lru_unlink(n);
+        lru_front(e, n);
+        e->hits++;
+    } else {
+        e->misses++;
+    }
+    pthread_mutex_unlock(&e->mu);
+    *out = n;
+    return n ? KVT_OK : KVT_NOTFOUND;
+}
+
+int ft_blob_loc(kvt_engine *e, uint64_t id, uint64_t *pgno, uint64_t *len) {
+    if (id == 0 || id >= e->ntab || !e->live[id] || e->tab[id].pgno == 0)
+        return kvt_seterr(KVT_ECORRUPT, "fractal: %s: reference to unknown node %llu",
+                          kvt_pager_path(e->p), (unsigned long long)id);
+    *pgno = e->tab[id].pgno;
+    *len = e->tab[id].len;
+    return KVT_OK;
+}
+
 int ft_get(kvt_engine *e, uint64_t id, fnode **out) {
     pthread_mutex_lock(&e->mu);
     fnode *n = map_find(e, id);

@@ -65,6 +65,7 @@ enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4, FT_SEGME
 #define FT_MAX_RUNS 16u              /* format limit: runs chained in one child's buffer */
 #define FT_DEF_RUNS 4u               /* policy: runs before a batch merges into the newest */
 #define FT_SEG_BLOOM 256u            /* bytes of Bloom filter per buffer segment */
+#define FT_HAS_INDEX 1u             /* node header byte 5: a record offset index follows */
 #define FT_REC_HDR 17u               /* serialized: u8 type, u64 msn, u32 kl, u32 vl */
 #define FT_BLOBREF 16u               /* PUTBLOB value: u64 pgno, u64 len */
 
@@ -168,6 +169,7 @@ int  ft_rec_value(kvt_engine *e, const frec *r, kvt_buf *out);  /* appends r's v
 int  ft_fold(kvt_engine *e, const frec *old, frec *up);
 
 /* ft_node.c - (de)serialization */
+extern int ft_test_no_index;        /* test hook: write blobs as before the record index */
 int  ft_encode(const fnode *n, kvt_buf *out);
 int  ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out);
 fnode *ft_node_alloc(uint8_t kind, uint32_t height);
@@ -186,6 +188,11 @@ int  ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl);
 int  ft_cache_init(kvt_engine *e);
 void ft_cache_destroy(kvt_engine *e);
 int  ft_get(kvt_engine *e, uint64_t id, fnode **out);   /* pinned */
+/* The cached node id pinned in *out (a hit), or KVT_NOTFOUND with *out NULL (counted as
+ * a miss): nothing is loaded. */
+int  ft_peek(kvt_engine *e, uint64_t id, fnode **out);
+/* Where node id's blob is (KVT_ECORRUPT for an unknown id). */
+int  ft_blob_loc(kvt_engine *e, uint64_t id, uint64_t *pgno, uint64_t *len);
 /* ft_get of a node that must be of that kind (else KVT_ECORRUPT, nothing pinned). */
 int  ft_get_kind(kvt_engine *e, uint64_t id, uint8_t kind, fnode **out);
 /* Load the nodes of ids that are not cached, in parallel (one thread each beyond the

@@ -7,7 +7,10 @@
  *              PARTITION then: n x FT_SEG_BLOOM bytes (per-segment Bloom filters),
  *              u64 older run's partition id, u32 runs (absent in files before runs:
  *              read as 0 and 1)
- *   BASEMENT, SEGMENT: one buffer of records
+ *   BASEMENT, SEGMENT: one buffer of records, then (when header byte 5, FT_HAS_INDEX,
+ *              is set; files written before it have 0 there) count x u32: the blob
+ *              offset of each record, so a point query binary-searches the blob in
+ *              place (ft_read.c) instead of decoding it
  *   pivot:  u32 kl, key
  *   buffer: u32 count, count x record (u8 type, u64 msn, u32 kl, u32 vl, key, value)
  * A decoded basement or segment keeps the blob as its arena: its records point into
@@ -18,6 +21,8 @@
 #include "ft_int.h"
 
 #define NODE_HDR 24u
+
+int ft_test_no_index;
 
 fnode *ft_node_alloc(uint8_t kind, uint32_t height) {
     fnode *n = calloc(1, sizeof *n);
@@ -177,15 +182,30 @@ static int enc_pivots(kvt_buf *b, const fnode *n) {
     return KVT_OK;
 }
 
+/* The record offsets after a buffer that starts at byte start of the blob. */
+static int enc_index(kvt_buf *b, const fvec *v, size_t start) {
+    KVT_TRY(kvt_buf_reserve(b, b->len + 4u * (size_t)v->n));
+    size_t off = start + 4;
+    for (uint32_t i = 0; i < v->n; i++) {
+        KVT_TRY(put_u32(b, (uint32_t)off));
+        off += frec_size(&v->r[i]);
+    }
+    return KVT_OK;
+}
+
 int ft_encode(const fnode *n, kvt_buf *b) {
     b->len = 0;
     KVT_TRY(put_u32(b, FT_NODE_MAGIC));
-    uint8_t kind[4] = { n->kind, 0, 0, 0 };
+    int index = ft_is_records(n) && !ft_test_no_index;
+    uint8_t kind[4] = { n->kind, index ? FT_HAS_INDEX : 0, 0, 0 };
     KVT_TRY(kvt_buf_append(b, kind, 4));
     KVT_TRY(put_u32(b, n->height));
     KVT_TRY(put_u32(b, ft_is_records(n) ? 0 : n->n));
     KVT_TRY(put_u64(b, n->id));
-    if (ft_is_records(n)) return enc_vec(b, &n->ents);
+    if (ft_is_records(n)) {
+        KVT_TRY(enc_vec(b, &n->ents));
+        return index ? enc_index(b, &n->ents, NODE_HDR) : KVT_OK;
+    }
     for (uint32_t i = 0; i < n->n; i++) {
         KVT_TRY(put_u64(b, n->child[i]));
         if (n->kind == FT_INTERNAL) KVT_TRY(put_u64(b, n->part[i]));
@@ -304,6 +324,10 @@ int ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out
     if (!n) return KVT_ENOMEM;
     n->id = id;
     int rc = dec_body(&r, n, cnt);
+    if (rc == KVT_OK && ft_is_records(n) && data[5] == FT_HAS_INDEX) {
+        rc = rd_need(&r, 4u * (size_t)n->ents.n, "record index");   /* used in place only */
+        r.off += rc == KVT_OK ? 4u * (size_t)n->ents.n : 0;
+    }
     if (rc == KVT_OK && r.off != len) rc = rd_err(&r, "trailing bytes");
     if (rc < 0) {
         ft_node_destroy(n);        /* records point into data (not owned): kept */

@@ -22,6 +22,138 @@ static int find_in(const fvec *v, const uint8_t *k, size_t kl) {
     return pos < v->n && kvt_keycmp(v->r[pos].k, v->r[pos].kl, k, kl) == 0 ? (int)pos : -1;
 }
 
+/* ---- the record for a key in one basement or segment ---------------------------- */
+
+/* A record found for a point query, in a cached node (pinned) or read in place from the
+ * node's blob in the read map (view open; key and value bytes copied to tmp when they
+ * straddle two pages). A basement or segment not in the cache is not loaded and
+ * decoded whole for a get: its records are walked in place up to the key (they are
+ * sorted), which costs a few cache lines instead of a 32 KiB copy, a decode and an
+ * eviction, and leaves the node cache to the nodes writes and scans need. */
+typedef struct hit {
+    fnode *node;
+    kvt_blob_view view;
+    kvt_buf tmp;
+    frec rec;
+    int have;
+} hit;
+
+static int hit_done(kvt_engine *e, hit *h, int rc) {
+    if (h->node) ft_unpin(e, h->node);
+    h->node = NULL;
+    rc = kvt_blob_view_close(&h->view, rc);
+    kvt_buf_free(&h->tmp);
+    return rc;
+}
+
+static int view_corrupt(kvt_engine *e, uint64_t id, const char *what) {
+    return kvt_seterr(KVT_ECORRUPT, "fractal: %s: node %llu (read in place): bad %s",
+                      kvt_pager_path(e->p), (unsigned long long)id, what);
+}
+
+/* The record at blob offset off: header fields in *r, its key compared with k. */
+static int view_rec(kvt_engine *e, uint64_t id, kvt_blob_view *v, size_t off,
+                    const uint8_t *k, size_t kl, uint8_t *keybuf, frec *r, int *cmp) {
+    uint8_t small[FT_REC_HDR];
+    const uint8_t *p;
+    KVT_TRY(kvt_blob_view_read(v, off, FT_REC_HDR, small, &p));
+    *r = (frec){ .type = p[0], .msn = kvt_get64(p + 1), .kl = kvt_get32(p + 9),
+                 .vl = kvt_get32(p + 13) };
+    if (r->type < FT_PUT || r->type > FT_UPSERT || r->kl == 0 || r->kl > KVT_MAX_KEY ||
+        (r->type == FT_PUTBLOB && r->vl != FT_BLOBREF) || r->vl > v->len)
+        return view_corrupt(e, id, "record header");
+    KVT_TRY(kvt_blob_view_read(v, off + FT_REC_HDR, r->kl, keybuf, &r->k));
+    *cmp = kvt_keycmp(r->k, r->kl, k, kl);
+    return KVT_OK;
+}
+
+/* Offset of the first record with key >= k (cnt records, index at idx; *at cnt: none). */
+static int view_lower(kvt_engine *e, uint64_t id, kvt_blob_view *v, uint32_t cnt, size_t idx,
+                      const uint8_t *k, size_t kl, uint8_t *keybuf, uint32_t *at, size_t *off) {
+    uint32_t lo = 0, hi = cnt;
+    uint8_t small[4];
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const uint8_t *p;
+        frec r;
+        int c;
+        KVT_TRY(kvt_blob_view_read(v, idx + 4u * (size_t)mid, 4, small, &p));
+        KVT_TRY(view_rec(e, id, v, kvt_get32(p), k, kl, keybuf, &r, &c));
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    *at = lo;
+    if (lo < cnt) {
+        const uint8_t *p;
+        KVT_TRY(kvt_blob_view_read(v, idx + 4u * (size_t)lo, 4, small, &p));
+        *off = kvt_get32(p);
+    }
+    return KVT_OK;
+}
+
+/* Find k in node id's blob (view open). Layout: ft_node.c; with the record index a
+ * binary search, in a blob written before it a walk up to k (records are sorted). */
+static int view_walk(kvt_engine *e, uint64_t id, uint8_t kind, const uint8_t *k, size_t kl,
+                     hit *h) {
+    kvt_blob_view *v = &h->view;
+    uint8_t small[28], key[KVT_MAX_KEY];
+    const uint8_t *p;
+    KVT_TRY(kvt_blob_view_read(v, 0, 28, small, &p));
+    if (kvt_get32(p) != FT_NODE_MAGIC || p[4] != kind || kvt_get64(p + 16) != id)
+        return view_corrupt(e, id, "header");
+    uint32_t cnt = kvt_get32(p + 24);
+    frec r;
+    int c = 1;
+    size_t off = 28;
+    if (p[5] == FT_HAS_INDEX) {
+        if (cnt > (v->len - 28) / (4 + FT_REC_HDR)) return view_corrupt(e, id, "record count");
+        uint32_t at;
+        KVT_TRY(view_lower(e, id, v, cnt, v->len - 4u * (size_t)cnt, k, kl, key, &at, &off));
+        if (at == cnt) return KVT_OK;
+        KVT_TRY(view_rec(e, id, v, off, k, kl, key, &r, &c));
+    } else {
+        for (uint32_t i = 0; i < cnt; i++, off += FT_REC_HDR + (size_t)r.kl + r.vl) {
+            KVT_TRY(view_rec(e, id, v, off, k, kl, key, &r, &c));
+            if (c >= 0) break;
+        }
+    }
+    if (c != 0) return KVT_OK;                     /* not here */
+    KVT_TRY(kvt_buf_reserve(&h->tmp, r.vl ? r.vl : 1));
+    KVT_TRY(kvt_blob_view_read(v, off + FT_REC_HDR + r.kl, r.vl, h->tmp.data, &r.v));
+    r.k = k;                                       /* the key bytes may be on the stack */
+    h->rec = r;
+    h->have = 1;
+    return KVT_OK;
+}
+
+/* The record for k in node id of the given kind (a basement or segment): h->have and
+ * h->rec; hit_done must follow. */
+static int find_rec(kvt_engine *e, uint64_t id, uint8_t kind, const uint8_t *k, size_t kl,
+                    hit *h) {
+    memset(h, 0, sizeof *h);
+    fnode *n;
+    int rc = ft_peek(e, id, &n);
+    if (rc == KVT_NOTFOUND) {
+        uint64_t pg, len;
+        KVT_TRY(ft_blob_loc(e, id, &pg, &len));
+        rc = kvt_blob_view_open(e->p, pg, len, &h->view);
+        if (rc == KVT_OK) return view_walk(e, id, kind, k, kl, h);
+        if (rc != KVT_NOTFOUND) return rc;
+        KVT_TRY(ft_get(e, id, &n));                /* no view: load and cache it */
+    }
+    KVT_TRY(rc);
+    h->node = n;
+    if (n->kind != kind)
+        return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is of kind %u, expected kind %u",
+                          (unsigned long long)id, n->kind, kind);
+    int pos = find_in(&n->ents, k, kl);
+    if (pos >= 0) {
+        h->rec = n->ents.r[pos];
+        h->have = 1;
+    }
+    return KVT_OK;
+}
+
 /* Pin partition id (a run of some buffer; id 0: *out NULL, the buffer is empty). */
 static int get_part_id(kvt_engine *e, uint64_t id, fnode **out) {
     *out = NULL;
@@ -64,15 +196,15 @@ static int answer(kvt_engine *e, const frec *r, int nups, const kvt_buf *ups, kv
  * only if its filter says so. */
 static int lookup_run(kvt_engine *e, const fnode *pn, const uint8_t *k, size_t kl,
                       int *nups, kvt_buf *ups, kvt_buf *out) {
-    fnode *sg;
+    hit h;
     uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
     if (!pn->n || !ft_bloom_maybe(pn, j, k, kl)) return NO_MSG;
-    KVT_TRY(ft_get_kind(e, pn->child[j], FT_SEGMENT, &sg));
-    int rc, pos = find_in(&sg->ents, k, kl);
-    if (pos < 0) rc = NO_MSG;
-    else if (sg->ents.r[pos].type != FT_UPSERT) rc = answer(e, &sg->ents.r[pos], *nups, ups, out);
-    else if ((rc = prepend(ups, &sg->ents.r[pos])) == KVT_OK) { rc = UPS_MSG; (*nups)++; }
-    ft_unpin(e, sg);
+    int rc = find_rec(e, pn->child[j], FT_SEGMENT, k, kl, &h);
+    if (rc < 0) return hit_done(e, &h, rc);
+    if (!h.have) rc = NO_MSG;
+    else if (h.rec.type != FT_UPSERT) rc = answer(e, &h.rec, *nups, ups, out);
+    else if ((rc = prepend(ups, &h.rec)) == KVT_OK) { rc = UPS_MSG; (*nups)++; }
+    rc = hit_done(e, &h, rc);
     return rc;
 }
 
@@ -116,13 +248,12 @@ static int lookup_walk(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *ups,
         ft_unpin(e, n);
         return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a leaf", (unsigned long long)n->id);
     }
-    int rc = ft_get(e, n->child[fpiv_child(n->piv, n->n - 1, k, kl)], &c);
+    uint64_t bid = n->child[fpiv_child(n->piv, n->n - 1, k, kl)];
     ft_unpin(e, n);
-    if (rc < 0) return rc;
-    int pos = find_in(&c->ents, k, kl);
-    rc = answer(e, pos >= 0 ? &c->ents.r[pos] : NULL, nups, ups, out);
-    ft_unpin(e, c);
-    return rc;
+    hit h;
+    int rc = find_rec(e, bid, FT_BASEMENT, k, kl, &h);
+    if (rc == KVT_OK) rc = answer(e, h.have ? &h.rec : NULL, nups, ups, out);
+    return hit_done(e, &h, rc);
 }
 
 int ft_lookup(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *out) {

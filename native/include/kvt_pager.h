@@ -136,6 +136,28 @@ int  kvt_blob_write(kvt_pager *p, const void *data, size_t len, kvt_pgno *first)
 int  kvt_blob_read(kvt_pager *p, kvt_pgno first, size_t len, kvt_buf *out);
 int  kvt_blob_free(kvt_pager *p, kvt_pgno first);
 int  kvt_blob_check(kvt_pager *p, kvt_pgno first, size_t len);   /* refs its pages */
+/* A blob read in place in the read map, without copying it whole (a reader that needs
+ * a few bytes of a large blob: the fractal tree's point query in one basement). Open
+ * gives KVT_NOTFOUND when the blob cannot be viewed (no map, direct_io, a chain, in
+ * the pool, beyond the mapping, over 64 pages): read it with kvt_blob_read instead.
+ * view_read gives bytes [off, off+n) of the blob: in place when they lie in one page,
+ * else copied into tmp (n bytes); every page is checksummed on its first touch since it
+ * was written (KVT_ECORRUPT), and a read past the blob's length is KVT_ECORRUPT. The
+ * pointers stay valid until close, which must follow every successful open (it
+ * records the verified pages and turns rc into KVT_EIO when a map fault was caught
+ * meanwhile, see guarded access). Readers only, within one engine call: the mapping
+ * is replaced only by the writer. */
+typedef struct kvt_blob_view {
+    kvt_pager *p;
+    const uint8_t *base;         /* the blob's first page in the map; NULL: closed */
+    kvt_pgno first;
+    size_t len;
+    uint64_t npages, seen, verified, touched, faults;   /* page bit masks */
+} kvt_blob_view;
+int  kvt_blob_view_open(kvt_pager *p, kvt_pgno first, size_t len, kvt_blob_view *v);
+int  kvt_blob_view_read(kvt_blob_view *v, size_t off, size_t n, uint8_t *tmp,
+                        const uint8_t **out);
+int  kvt_blob_view_close(kvt_blob_view *v, int rc);
 
 /* Consistency walk. Between begin and end the engine calls check_ref for every page its
  * state references (each exactly once); end verifies that referenced, free, deferred-free

@@ -271,6 +271,89 @@ int kvt_blob_read(kvt_pager *p, kvt_pgno first, size_t len, kvt_buf *out) {
     return kvt_pager_map_guard(p, faults, rc);       /* zeros copied from a faulted map */
 }
 
+/* ---- views: a blob read in place in the read map ----------------------------------- */
+
+/* Page i of the view, verified on its first touch since written. */
+static int view_page(kvt_blob_view *v, uint64_t i, const uint8_t **pg) {
+    *pg = v->base + i * v->p->page_size;
+    v->touched |= 1ull << i;
+    if ((v->seen | v->verified) >> i & 1) return KVT_OK;
+    KVT_TRY(page_verify(v->p, *pg, v->first + i));
+    if ((*pg)[HDR_TYPE] != KVT_PT_OVERFLOW)
+        return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 ": not overflow", v->p->path,
+                          v->first + i);
+    v->verified |= 1ull << i;
+    return KVT_OK;
+}
+
+int kvt_blob_view_open(kvt_pager *p, kvt_pgno first, size_t len, kvt_blob_view *v) {
+    memset(v, 0, sizeof *v);
+    uint64_t n = ov_pages(p, len);
+    if (!len || n > MAP_RUN_MAX) return KVT_NOTFOUND;
+    pthread_mutex_lock(&p->mu);
+    int rc = pager_check_usable(p);
+    const uint8_t *base = NULL;
+    if (rc == KVT_OK && (first < 2 || first >= p->npages))
+        rc = kvt_seterr(KVT_ECORRUPT, "%s: blob page %" PRIu64 " out of range (%" PRIu64
+                        " pages)", p->path, first, p->npages);
+    if (rc == KVT_OK && !pool_lookup(p, first)) base = map_span_locked(p, first, n);
+    for (uint64_t i = 0; base && i < n; i++)
+        if (bm_get(&p->verb, first + i)) v->seen |= 1ull << i;
+    pthread_mutex_unlock(&p->mu);
+    KVT_TRY(rc);
+    if (!base) return KVT_NOTFOUND;
+    v->p = p;
+    v->base = base;
+    v->first = first;
+    v->len = len;
+    v->npages = n;
+    v->faults = kvt_pager_map_faults(p);
+    const uint8_t *pg0;
+    rc = view_page(v, 0, &pg0);
+    if (rc == KVT_OK) rc = check_first(p, base, first, len);
+    if (rc == KVT_OK && kvt_get64(base + OV_RUN) != n) rc = KVT_NOTFOUND;  /* a chain */
+    if (rc != KVT_OK) v->base = NULL;
+    return rc;
+}
+
+int kvt_blob_view_read(kvt_blob_view *v, size_t off, size_t n, uint8_t *tmp,
+                       const uint8_t **out) {
+    if (off > v->len || n > v->len - off)
+        return kvt_seterr(KVT_ECORRUPT, "%s: blob at page %" PRIu64 ": read of %zu bytes at "
+                          "%zu past its %zu bytes", v->p->path, v->first, n, off, v->len);
+    size_t cap = ov_cap(v->p);
+    uint64_t i = off / cap;
+    size_t in = off % cap;
+    const uint8_t *pg;
+    KVT_TRY(view_page(v, i, &pg));
+    if (in + n <= cap) {                     /* within one page: in place */
+        *out = pg + OV_DATA + in;
+        return KVT_OK;
+    }
+    for (size_t done = 0; done < n; i++, in = 0) {   /* across pages: copied */
+        if (done) KVT_TRY(view_page(v, i, &pg));
+        size_t k = cap - in < n - done ? cap - in : n - done;
+        memcpy(tmp + done, pg + OV_DATA + in, k);
+        done += k;
+    }
+    *out = tmp;
+    return KVT_OK;
+}
+
+int kvt_blob_view_close(kvt_blob_view *v, int rc) {
+    if (!v->base) return rc;
+    kvt_pager *p = v->p;
+    uint64_t fresh = v->verified;
+    pthread_mutex_lock(&p->mu);
+    for (uint64_t i = 0; i < v->npages; i++)
+        if (fresh >> i & 1) bm_set(&p->verb, v->first + i);
+    p->st.map_reads += (uint64_t)__builtin_popcountll(v->touched);
+    p->st.map_verifies += (uint64_t)__builtin_popcountll(fresh);
+    pthread_mutex_unlock(&p->mu);
+    v->base = NULL;
+    return kvt_pager_map_guard(p, v->faults, rc);    /* zeros read from a faulted map */
+}
+
 /* Page numbers of a blob, in order, from its first page (caller holds mu). */
 static int blob_pages_locked(kvt_pager *p, kvt_pgno first, kvt_pgno **out, uint64_t *count,
                              const size_t *expect_len) {

@@ -9,8 +9,11 @@ throughput and p50/p99 latency; optionally `etcdctl check perf --load=l` against
 Every server is a separate process on 127.0.0.1 (free ports, temporary data dirs, the
 same fsync-per-commit durability: etcd always fsyncs, kvtrees runs --sync commit) and is
 killed at the end. Targets run interleaved, one workload at a time, so load changes on
-this shared machine hit all of them alike. The client is one Python process (grpc.aio);
-its own cost is part of every number, equally for every target.
+this shared machine hit all of them alike. The client is grpc.aio in 1 and 2 processes
+(--procs); the processes connect and warm up first, then start together, and only
+their requests are timed (ops/s: all requests over the union of the processes' timed
+intervals). With --noop, two do-nothing Python gRPC servers (grpcio's thread-pool
+server and grpc.aio) show the ceiling of the Python serving path.
 """
 from __future__ import annotations
 
@@ -441,8 +444,9 @@ def report(results: dict, names: list, perf: dict, args) -> str:
                 lines.append("| %s | %d | %s | %.0f | %.2f | %.2f | %.2f |" % (
                     kind, procs, n, r["ops_s"], ratio, r["p50_ms"], r["p99_ms"]))
     if args.fan:
-        lines += ["", "Watch fan-out: %d watches on one prefix (10 streams), %d puts:" % (
-            args.fanout, args.fanout_writes), "",
+        lines += ["", "Watch fan-out: %d watches on one prefix (10 streams), %d puts, "
+                  "client grpc.aio in one process (the same for etcd):" % (
+                      args.fanout, args.fanout_writes), "",
             "| target | events delivered | expected | out of order | events/s | x etcd |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for n, r in args.fan.items():
@@ -450,7 +454,8 @@ def report(results: dict, names: list, perf: dict, args) -> str:
                 n, r["events"], r["expected"], r["out_of_order"], r["events_s"],
                 r["events_s"] / args.fan[base]["events_s"]))
     if perf:
-        lines += ["", "`etcdctl check perf --load=l`:", ""]
+        lines += ["", "`etcdctl check perf --load=l` (client: etcdctl 3.4, the same for "
+                  "etcd):", ""]
         lines += ["- %s: %s" % (n, v) for n, v in perf.items()]
     return "\n".join(lines) + "\n"
 

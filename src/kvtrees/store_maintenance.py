@@ -102,14 +102,16 @@ class StoreMaintenance:
     def _rewrite_from(self, start: bytes, n: int) -> Optional[bytes]:
         """Write up to n entries from start again, unchanged; the key to go on from
         (None: done). Caller holds the writer lock."""
-        items = []
-        for k, v in self._eng.items(start or None):
-            if len(items) == n:
-                _write_all(self._eng, items)
-                return bytes(k)
-            items.append((bytes(k), bytes(v)))
+        items: list = []
+        nxt = None
+        with self._eng.items(start or None) as it:     # closed before the batch
+            for k, v in it:
+                if len(items) == n:
+                    nxt = bytes(k)
+                    break
+                items.append((bytes(k), bytes(v)))
         _write_all(self._eng, items)
-        return None
+        return nxt
 
     def check(self) -> None:
         """Engine check plus the store's own invariants; raises CorruptionError."""

@@ -99,7 +99,7 @@ class _Watch:
 
     def _send_events(self, evs: list) -> None:
         rev = max(evs[-1].mod_revision, self.created_rev)
-        pb = [convert.event(e, self.req.prev_kv) for e in evs]
+        pb = [_converted(e, self.req.prev_kv) for e in evs]
         header = self.stream.member.header(rev)
         resp = rpc_pb2.WatchResponse(header=header, watch_id=self.id, events=pb)
         limit = self.stream.member.limits.max_request_bytes
@@ -112,6 +112,26 @@ class _Watch:
 
     def stop(self) -> None:
         self.cancel_store()
+
+
+_CONVERTED: dict = {}          # id(store event) -> (event, with_prev, mvccpb.Event)
+_CONVERTED_MAX = 8192
+
+
+def _converted(ev, with_prev: bool):
+    """convert.event(ev, with_prev), once per store event: the store hands the same
+    event object to every watch it matches, so 1,000 watches on one prefix convert
+    each event once, not 1,000 times. The entry holds ev, so its id is not reused
+    while cached. O(1) amortized."""
+    key = id(ev)
+    hit = _CONVERTED.get(key)
+    if hit is not None and hit[0] is ev and hit[1] == with_prev:
+        return hit[2]
+    out = convert.event(ev, with_prev)
+    if len(_CONVERTED) >= _CONVERTED_MAX:
+        _CONVERTED.clear()
+    _CONVERTED[key] = (ev, with_prev, out)
+    return out
 
 
 def _fragments(events: list, limit: int):

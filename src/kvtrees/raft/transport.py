@@ -123,6 +123,8 @@ class Transport:
         self.on_message = on_message
         self.on_unreachable: Optional[Callable[[int], None]] = None
         self.on_snapshot_status: Optional[Callable[[int, bool], None]] = None
+        # a connection we received messages from closed (the peer may have crashed)
+        self.on_peer_closed: Optional[Callable[[int], None]] = None
         self.max_queue = max_queue
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
@@ -201,6 +203,7 @@ class Transport:
                              name=f"raft-recv-{self.id}").start()
 
     def _read_loop(self, conn: socket.socket) -> None:
+        peer = 0
         try:
             while not self._closed.is_set():
                 head = _recv_exact(conn, FRAME_HEADER)
@@ -212,6 +215,7 @@ class Transport:
                     return
                 m = decode_message(check_frame(payload, crc))
                 self.stats.received += 1
+                peer = m.frm
                 self.on_message(m)
         except WireError as e:
             self.stats.bad_frames += 1
@@ -226,6 +230,9 @@ class Transport:
             with self._lock:
                 if conn in self._conns:
                     self._conns.remove(conn)
+            cb = self.on_peer_closed
+            if peer and cb is not None and not self._closed.is_set():
+                cb(peer)
 
     def close(self) -> None:
         """Stop every thread and close every socket. Idempotent."""

@@ -84,9 +84,9 @@ class Cluster:
         if self.system == "etcd":
             return [shutil.which("etcd") or "/usr/bin/etcd", *common,
                     "--advertise-client-urls", "http://" + self.client[n],
-                    "--log-level", "error", "--logger", "zap"]
+                    "--log-level", "info", "--logger", "zap"]
         return [sys.executable, "-m", "kvtrees", "serve", *common, "--engine", self.engine,
-                "--log-level", "warn"]
+                "--log-level", "info"]
 
     def start(self, n: str) -> None:
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
@@ -153,11 +153,17 @@ class Cluster:
 
 
 def wait_ready(addr: str, timeout: float = 60) -> None:
-    ch = grpc.insecure_channel(addr)
-    try:
-        grpc.channel_ready_future(ch).result(timeout=timeout)
-    finally:
-        ch.close()
+    """Until addr accepts TCP connections (a started member is serving)."""
+    host, port = addr.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, int(port)), 0.5).close()
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise RuntimeError("%s not serving after %ss" % (addr, timeout))
+            time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- throughput
@@ -291,9 +297,21 @@ def recovery(c: Cluster, keys: int, value: bytes, log) -> dict:
             raise RuntimeError("%s: member did not catch up in 900 s" % c.system)
         time.sleep(0.05)
     catch_s = time.monotonic() - t0
+    snap = received_snapshot(c, victim)
     log("  %s: %d keys written in %.1f s; restarted member caught up to index %d in "
-        "%.2f s" % (c.label, keys, load_s, target, catch_s))
-    return {"keys": keys, "load_s": load_s, "catch_up_s": catch_s, "index": target}
+        "%.2f s (%s)" % (c.label, keys, load_s, target, catch_s,
+                         "with a snapshot" if snap else "from the log alone"))
+    return {"keys": keys, "load_s": load_s, "catch_up_s": catch_s, "index": target,
+            "snapshot": snap}
+
+
+def received_snapshot(c: Cluster, name: str) -> bool:
+    """Did the member install a snapshot sent by the leader (its log says so)?"""
+    with open(os.path.join(c.workdir, name + ".log"), errors="replace") as f:
+        text = f.read()
+    if c.system == "kvtrees":
+        return "installed a snapshot" in text
+    return "incoming Raft snapshot" in text or "received and saved database snapshot" in text
 
 
 # ---------------------------------------------------------------- main
@@ -308,6 +326,10 @@ def main(argv=None) -> int:
     ap.add_argument("--heartbeat-interval", type=int, default=100)
     ap.add_argument("--election-timeout", type=int, default=1000)
     ap.add_argument("--engine", default="btree")
+    ap.add_argument("--snapshot-count", type=int, default=10000,
+                    help="--snapshot-count of both clusters for put and failover")
+    ap.add_argument("--recovery-snapshot-count", type=int, default=1000,
+                    help="--snapshot-count of both clusters for recovery")
     ap.add_argument("--parts", default="put,failover,recovery")
     ap.add_argument("--out", help="also write the markdown report here")
     args = ap.parse_args(argv)
@@ -325,9 +347,9 @@ def main(argv=None) -> int:
     clusters = []
     try:
         for system in ("etcd", "kvtrees"):
-            snap = 1000 if "recovery" in parts else 10000
             clusters.append(Cluster(system, workdir, args.heartbeat_interval,
-                                    args.election_timeout, args.engine, snap))
+                                    args.election_timeout, args.engine,
+                                    args.snapshot_count))
         for c in clusters:
             c.healthy()
         if "put" in parts:
@@ -356,6 +378,14 @@ def main(argv=None) -> int:
                     "%d lost" % (c.label, r["median_s"], r["max_s"], r["kills"],
                                  r["acked"], r["lost"]))
         if "recovery" in parts:
+            # fresh clusters with frequent snapshots: the restarted member is far
+            # enough behind that the leader has compacted what it lacks
+            for c in clusters:
+                c.close()
+            clusters = [Cluster(system, os.path.join(workdir, "recovery"),
+                                args.heartbeat_interval, args.election_timeout,
+                                args.engine, args.recovery_snapshot_count)
+                        for system in ("etcd", "kvtrees")]
             for c in clusters:
                 c.healthy()
                 res[("recovery", c.label)] = recovery(c, args.recovery_keys, value, log)
@@ -379,8 +409,10 @@ def render(res: dict, labels: list, args, load0, load1, lines) -> str:
            "(2 cores, shared with other work)." % (*load0, *load1), "",
            "Both clusters run 3 members on 127.0.0.1 with the same timeouts: "
            "--heartbeat-interval %d ms, --election-timeout %d ms (etcd's defaults unless "
-           "the command says otherwise). kvtrees: `kvtrees serve --engine %s`."
-           % (args.heartbeat_interval, args.election_timeout, args.engine), ""]
+           "the command says otherwise), and --snapshot-count %d for put and failover. "
+           "kvtrees: `kvtrees serve --engine %s`."
+           % (args.heartbeat_interval, args.election_timeout, args.snapshot_count,
+              args.engine), ""]
     if any(k[0] == "put" for k in res):
         out += ["## Put throughput", "",
                 "grpc.aio client, %d in flight, %d puts of %d-byte values over %d keys."
@@ -412,14 +444,18 @@ def render(res: dict, labels: list, args, load0, load1, lines) -> str:
         out += ["## Recovery", "",
                 "A follower stopped (SIGTERM), N keys written as txns of 100 puts through "
                 "the leader, the follower restarted; time from its start until it applied "
-                "the leader's commit index (--snapshot-count 1000 for both: it catches up "
-                "from a snapshot and the log after it).", "",
-                "| cluster | keys | write time s | catch-up s | index |",
-                "| --- | ---: | ---: | ---: | ---: |"]
+                "the leader's commit index. Fresh clusters with --snapshot-count %d: a "
+                "kvtrees leader keeps half that many entries after a snapshot, so the "
+                "member needs the snapshot; etcd keeps 5,000 (its catch-up entries) and "
+                "may serve it from the log (the last column says which happened, from "
+                "the member's log)." % args.recovery_snapshot_count, "",
+                "| cluster | keys | write time s | catch-up s | index | snapshot sent |",
+                "| --- | ---: | ---: | ---: | ---: | --- |"]
         for lab in labels:
             r = res[("recovery", lab)]
-            out.append("| %s | %d | %.1f | %.2f | %d |" % (
-                lab, r["keys"], r["load_s"], r["catch_up_s"], r["index"]))
+            out.append("| %s | %d | %.1f | %.2f | %d | %s |" % (
+                lab, r["keys"], r["load_s"], r["catch_up_s"], r["index"],
+                "yes" if r["snapshot"] else "no"))
         out.append("")
     out += ["## Log", "", "```"] + lines + ["```", ""]
     return "\n".join(out)

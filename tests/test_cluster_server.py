@@ -97,6 +97,8 @@ def test_member_add_promote_remove(cluster):
     ml = members(c)["members"]
     assert not any(m.get("isLearner") for m in ml)
     ok(etcdctl(c.endpoints(), "member", "remove", "%x" % new["ID"]))
+    c.procs["n4"].wait(15)                 # a removed member stops by itself, as etcd's
+    assert "removed from the cluster" in c.log("n4")
     c.kill("n4")
     assert len(members(c)["members"]) == 3
     ok(etcdctl(c.endpoints(), "put", "after-remove", "1"))

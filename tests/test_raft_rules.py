@@ -928,3 +928,36 @@ def test_demoting_a_voter_to_learner():
     with pytest.raises(ConfChangeError):
         # Demoting every voter would leave no one to elect a leader.
         Net([1]).nodes[1].apply_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 1))
+
+
+# ---- a leader's connection closed (the transport's hint) -------------------------------
+
+def test_leader_lost_elects_within_the_random_part_of_the_timeout():
+    """Both followers saw the crashed leader's connections close: they drop the lease
+    and one of them leads before a plain election timeout (10 ticks) has passed."""
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.isolate(1)
+    for i in (2, 3):
+        net.nodes[i].report_leader_lost(1)
+        assert net.raft(i).lead == 0
+    ticks = 0
+    while not any(net.raft(i).state == L for i in (2, 3)):
+        for i in (2, 3):
+            net.nodes[i].tick()
+        net.pump()
+        ticks += 1
+        assert ticks <= 10, "no leader within one election timeout"
+    assert {net.raft(i).term for i in (2, 3)} == {2}
+
+
+def test_leader_lost_is_ignored_for_a_non_leader_and_cannot_disrupt():
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.nodes[2].report_leader_lost(3)           # not its leader: nothing changes
+    assert net.raft(2).lead == 1 and net.raft(2).election_elapsed == 0
+    net.nodes[2].report_leader_lost(1)           # a spurious hint: 1 is alive
+    net.tick(2, 10)                              # 2 pre-votes; 3 is in lease, 1 leads
+    net.tick_all(3)
+    assert net.raft(1).state == L and net.raft(1).term == 1
+    assert net.raft(2).lead == 1 and net.raft(3).lead == 1

@@ -306,3 +306,16 @@ def test_lagging_member_catches_up_by_snapshot_over_tcp(tmp_path):
     finally:
         c.close()
     c.check_no_errors()
+
+
+def test_only_a_snapshot_frame_may_exceed_the_message_limit():
+    """A length past MAX_MESSAGE is accepted only when the payload starts as a MsgSnap
+    (snapshots travel as one frame); any other such length is corruption."""
+    from kvtrees.raft.codec import MAX_FRAME, MAX_MESSAGE, check_big_frame
+    from kvtrees.raft.types import MsgType
+    check_big_frame(MAX_MESSAGE, bytes([int(MsgType.APP)]))         # at the limit: fine
+    check_big_frame(MAX_MESSAGE + 1, bytes([int(MsgType.SNAP)]))
+    with pytest.raises(WireError):
+        check_big_frame(MAX_MESSAGE + 1, bytes([int(MsgType.APP)]))
+    with pytest.raises(WireError):
+        parse_frame_header((MAX_FRAME + 1).to_bytes(4, "big") + b"\0\0\0\0")

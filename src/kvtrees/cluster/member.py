@@ -144,6 +144,8 @@ class ClusterMember:
         self.heartbeat = heartbeat_ms / 1000.0
         self.election = election_ms / 1000.0
         self.client_urls: List[str] = []
+        # set once this member applied its own removal (kvtrees serve then exits)
+        self.removed = threading.Event()
         raft_dir = os.path.join(self.data_dir, RAFT_DIR)
         fresh = not os.path.exists(os.path.join(raft_dir, "raft.log"))
         os.makedirs(self.data_dir, exist_ok=True)
@@ -232,6 +234,9 @@ class ClusterMember:
         self.store.apply_conf_change(index, change, int(ctx.get("cluster_id", 0)))
         if cc.type == ConfChangeType.REMOVE_NODE:
             self._drop_peer(cc.node_id)
+            if cc.node_id == self.id:
+                log.warning("member %x: removed from the cluster", self.id)
+                self.removed.set()
         elif cc.node_id != self.id:
             urls = ctx.get("peer_urls") or []
             if urls:

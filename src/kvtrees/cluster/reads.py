@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import List, Optional
+from typing import Optional
 
 from ..errors import NoLeaderError, RequestTimeoutError
 

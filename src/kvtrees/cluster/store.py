@@ -311,6 +311,7 @@ class ClusterStore(Store):
             self._core.close()
             snapshot.install(self, data, index)
             self._reload()
+        log.info("installed a snapshot at index %d (%d bytes)", index, len(data))
 
     def _reload(self) -> None:
         """Rebuild every in-memory structure from the engine (after an install)."""

@@ -23,7 +23,12 @@ from .errors import RaftError
 from .types import (ConfState, Entry, EntryType, Message, MsgType, Snapshot,
                     SnapshotMetadata)
 
-MAX_FRAME = 64 << 20
+# a snapshot travels as one message, so its frame may be as large as a store snapshot;
+# every other message is far smaller. The limits stop a corrupt length from making the
+# reader allocate (and wait) without bound: a frame longer than MAX_MESSAGE must say
+# MsgSnap in its first byte (check_big_frame).
+MAX_FRAME = 1 << 30
+MAX_MESSAGE = 64 << 20
 
 _FRAME = struct.Struct(">II")
 _HEAD = struct.Struct(">BQQQQQQBQ")   # type to from term log_term index commit reject hint
@@ -121,6 +126,13 @@ def parse_frame_header(h: bytes) -> Tuple[int, int]:
     if length > MAX_FRAME:
         raise WireError(f"frame of {length} bytes exceeds the {MAX_FRAME} limit")
     return length, crc
+
+
+def check_big_frame(length: int, first: bytes) -> None:
+    """A frame longer than MAX_MESSAGE is a snapshot or corrupt (WireError)."""
+    if length > MAX_MESSAGE and first != bytes([int(MsgType.SNAP)]):
+        raise WireError(f"frame of {length} bytes exceeds the {MAX_MESSAGE}-byte limit "
+                        f"of a message other than a snapshot")
 
 
 def check_frame(payload: bytes, crc: int) -> bytes:

@@ -65,6 +65,7 @@ class NodeDriver:
         self.error: Optional[BaseException] = None
         transport.on_unreachable = lambda peer: self._inbox.put(("unreachable", peer))
         transport.on_snapshot_status = lambda peer, ok: self._inbox.put(("snap", peer, ok))
+        transport.on_peer_closed = lambda peer: self._inbox.put(("closed", peer))
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"raft-node-{node.id}")
 
@@ -169,6 +170,8 @@ class NodeDriver:
                 n.report_unreachable(item[1])
             elif kind == "snap":
                 n.report_snapshot(item[1], item[2])
+            elif kind == "closed":
+                n.report_leader_lost(item[1])
         except (ProposalDroppedError, StepPeerNotFoundError) as e:
             log.debug("raft node %d: %s", n.id, e)
 

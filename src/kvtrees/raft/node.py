@@ -283,6 +283,18 @@ class Raft:
             self.heartbeat_elapsed = 0
             self.step(Message(MsgType.BEAT, frm=self.id))
 
+    def leader_lost(self, peer: int) -> None:
+        """The transport saw the connection from ``peer`` close. If it is our leader
+        (a crashed process closes its sockets at once), stop waiting out the full
+        election timeout: forget the leader, which also ends the check-quorum lease,
+        and campaign within the random part of the timeout. Safe for Raft (an election
+        may start at any time); pre-vote keeps it from disturbing a leader the others
+        still hear. O(1)."""
+        if self.state != StateType.FOLLOWER or self.lead != peer or peer == NONE:
+            return
+        self.lead = NONE
+        self.election_elapsed = max(self.election_elapsed, self.election_timeout)
+
     # ---- elections -------------------------------------------------------------------
 
     def _has_unapplied_conf_change(self) -> bool:

@@ -137,6 +137,10 @@ class RawNode:
         """The transport failed to deliver to node_id."""
         self.raft.step(Message(MsgType.UNREACHABLE, frm=node_id))
 
+    def report_leader_lost(self, node_id: int) -> None:
+        """The transport saw node_id's connection close (see Raft.leader_lost)."""
+        self.raft.leader_lost(node_id)
+
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         """The transport delivered (or failed to deliver) a snapshot to node_id."""
         self.raft.step(Message(MsgType.SNAP_STATUS, frm=node_id, reject=not ok))

@@ -16,8 +16,8 @@ import socket
 import threading
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .codec import (FRAME_HEADER, WireError, check_frame, decode_message, encode_message,
-                    frame, parse_frame_header)
+from .codec import (FRAME_HEADER, MAX_FRAME, MAX_MESSAGE, WireError, check_big_frame,
+                    check_frame, decode_message, encode_message, frame, parse_frame_header)
 from .types import Message, MsgType
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,19 @@ class _PeerSender(threading.Thread):
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.sock.settimeout(self.t.send_timeout)
                 self.t.stats.connects += 1
-            self.sock.sendall(frame(encode_message(m)))
+            payload = encode_message(m)
+            if len(payload) > MAX_FRAME:
+                log.warning("raft %d -> %d: %s of %d bytes exceeds the %d-byte frame "
+                            "limit: dropped", self.t.id, self.peer, m.type.name,
+                            len(payload), MAX_FRAME)
+                self.t._dropped(m)
+                return
+            if m.type == MsgType.SNAP:     # a big frame: allow ~20 MB/s beyond the usual
+                self.sock.settimeout(self.t.send_timeout + len(payload) / (20 << 20))
+            self.sock.sendall(frame(payload))
             self.t.stats.sent += 1
             if m.type == MsgType.SNAP:
+                self.sock.settimeout(self.t.send_timeout)
                 self.t._report_snapshot(self.peer, True)
         except OSError as e:
             log.debug("raft %d -> %d: %s", self.t.id, self.peer, e)
@@ -123,6 +133,8 @@ class Transport:
         self.on_message = on_message
         self.on_unreachable: Optional[Callable[[int], None]] = None
         self.on_snapshot_status: Optional[Callable[[int, bool], None]] = None
+        # a connection we received messages from closed (the peer may have crashed)
+        self.on_peer_closed: Optional[Callable[[int], None]] = None
         self.max_queue = max_queue
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
@@ -201,17 +213,29 @@ class Transport:
                              name=f"raft-recv-{self.id}").start()
 
     def _read_loop(self, conn: socket.socket) -> None:
+        peer = 0
         try:
             while not self._closed.is_set():
                 head = _recv_exact(conn, FRAME_HEADER)
                 if head is None:
                     return
                 length, crc = parse_frame_header(head)
-                payload = _recv_exact(conn, length)
+                if length > MAX_MESSAGE:          # read the type first: only a snapshot
+                    first = _recv_exact(conn, 1)
+                    if first is None:
+                        return
+                    check_big_frame(length, first)
+                    rest = _recv_exact(conn, length - 1)
+                    if rest is None:
+                        return
+                    payload = first + rest
+                else:
+                    payload = _recv_exact(conn, length)
                 if payload is None:
                     return
                 m = decode_message(check_frame(payload, crc))
                 self.stats.received += 1
+                peer = m.frm
                 self.on_message(m)
         except WireError as e:
             self.stats.bad_frames += 1
@@ -226,6 +250,9 @@ class Transport:
             with self._lock:
                 if conn in self._conns:
                     self._conns.remove(conn)
+            cb = self.on_peer_closed
+            if peer and cb is not None and not self._closed.is_set():
+                cb(peer)
 
     def close(self) -> None:
         """Stop every thread and close every socket. Idempotent."""

@@ -113,8 +113,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     print("kvtrees serve: listening on %s (%s engine, data dir %s)"
           % (", ".join(srv.addresses), srv.store.status().engine, args.data_dir), flush=True)
+    removed = srv.cluster.removed if srv.cluster is not None else threading.Event()
     while not done.wait(0.5):
-        pass
+        if removed.is_set():
+            print("kvtrees serve: this member was removed from the cluster", flush=True)
+            break
     srv.stop()
     print("kvtrees serve: stopped", flush=True)
     return 0

@@ -93,6 +93,10 @@ class Compactor:
     def _compact(self, rev: int) -> None:
         if rev <= max(self.last, self.store.compact_revision):
             return
+        is_leader = getattr(self.store, "is_leader", None)
+        if is_leader is not None and not is_leader():
+            return              # a Raft member: the leader's compactor decides, as etcd's
+
         try:
             self.store.compact(rev)
             self.last = rev

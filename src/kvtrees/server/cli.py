@@ -10,6 +10,7 @@ import threading
 from typing import List, Optional
 
 from .. import errors as kerr
+from ..limits import ENGINES
 
 _SIZE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Serve etcd's v3 gRPC API over a kvtrees store.")
     a = p.add_argument
     a("--data-dir", required=True, help="store directory (created if missing)")
-    a("--engine", choices=("btree", "fractal"), default=None,
+    a("--engine", choices=ENGINES, default=None,
       help="engine for a new directory (default: the directory's own, else btree)")
     a("--name", default="default", help="member name")
     a("--listen-client-urls", default="http://127.0.0.1:2379",

@@ -12,6 +12,9 @@ from .proto import rpc_pb2
 
 
 def run_txn(member: Member, req, context) -> rpc_pb2.TxnResponse:
+    """A TxnRequest through the store's transaction: auth, quota, then one atomic store
+    txn (one native call for the one-key shape). O(size of the compares and of the
+    taken branch)."""
     store = member.store
     writes = _check_auth(member, req, context)
     if writes:
@@ -55,14 +58,13 @@ def _check_auth(member: Member, req, context) -> bool:
 
 
 def _has_puts(req) -> bool:
-    for op in req.success:
-        if op.HasField("request_put") or (op.HasField("request_txn")
-                                          and _has_puts(op.request_txn)):
-            return True
-    for op in req.failure:
-        if op.HasField("request_put") or (op.HasField("request_txn")
-                                          and _has_puts(op.request_txn)):
-            return True
+    """Whether either branch (nested txns included) has a put: what the quota guards.
+    O(ops)."""
+    for branch in (req.success, req.failure):
+        for op in branch:
+            if op.HasField("request_put") or (op.HasField("request_txn")
+                                              and _has_puts(op.request_txn)):
+                return True
     return False
 
 

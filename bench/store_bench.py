@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import random
 import shutil
@@ -36,7 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
 import kvtrees  # noqa: E402
-from server_bench import make_request, run_workload, start_etcd  # noqa: E402
+from server_bench import make_request, run_procs, start_etcd  # noqa: E402
 
 ENGINES = ("btree", "fractal")
 OVERHEAD_ROUNDS = 5
@@ -71,37 +70,17 @@ def store_puts(path: str, engine: str, threads: int, seconds: float,
     return {"ops_s": n / wall, "puts": n, "puts_per_fsync": n / max(1, fsyncs)}
 
 
-def _etcd_client(addr: str, kind: str, ops: int, nkeys: int, value: bytes, seed: int,
-                 out, ready) -> None:
-    ready.wait(120)                 # every client imported: start together
-    res = asyncio.run(run_workload(addr, kind, ops, 64, nkeys, value, seed))
-    end = time.monotonic()          # CLOCK_MONOTONIC: one clock for every process
-    res["interval"] = (end - ops / res["ops_s"], end)
-    out.put(res)
-
-
 def etcd_puts(addr: str, ops: int, procs: int, seed: int) -> dict:
-    """etcd's put rate with `procs` client processes of 64 puts in flight each."""
+    """etcd's put rate with `procs` client processes of `ops` puts each, 64 in flight."""
     return _etcd_procs(addr, "put", ops, procs, 1 << 30, VALUE, seed)
 
 
 def _etcd_procs(addr: str, kind: str, ops: int, procs: int, nkeys: int, value: bytes,
                 seed: int) -> dict:
-    """ops/s of `procs` client processes, each `ops` requests with 64 in flight, over the
-    span of the clients' own timed intervals (process start-up, imports and request
-    building are not etcd's time)."""
-    ctx = multiprocessing.get_context("spawn")     # no grpc state inherited by fork
-    q, ready = ctx.Queue(), ctx.Barrier(procs)
-    ps = [ctx.Process(target=_etcd_client,
-                      args=(addr, kind, ops, nkeys, value, seed + i, q, ready))
-          for i in range(procs)]
-    for p in ps:
-        p.start()
-    res = [q.get(timeout=600) for _ in ps]
-    for p in ps:
-        p.join(60)
-    wall = max(r["interval"][1] for r in res) - min(r["interval"][0] for r in res)
-    return {"ops_s": procs * ops / wall, "p99_ms": max(r["p99_ms"] for r in res)}
+    """ops/s of `procs` client processes, each `ops` requests with 64 in flight, over
+    the clients' own timed intervals (server_bench.run_procs: started together once
+    connected and warm; process start-up is not etcd's time)."""
+    return run_procs(addr, kind, ops * procs, 64, nkeys, value, seed, procs)
 
 
 # ---------------------------------------------------------------- 2. overhead

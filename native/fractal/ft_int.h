@@ -65,7 +65,16 @@ enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4, FT_SEGME
 #define FT_MAX_RUNS 16u              /* format limit: runs chained in one child's buffer */
 #define FT_DEF_RUNS 4u               /* policy: runs before a batch merges into the newest */
 #define FT_SEG_BLOOM 256u            /* bytes of Bloom filter per buffer segment */
-#define FT_HAS_INDEX 1u             /* node header byte 5: a record offset index follows */
+#define FT_HAS_INDEX 1u             /* node header byte 5: a record index follows (ft_node.c) */
+#define FT_IDX_ENTRY 12u            /* index entry: u32 record offset, u64 key word */
+
+/* 8 key bytes from p (n of them, zero-padded) as a big-endian word: words that differ
+ * order their keys like memcmp; equal words leave it to a full comparison. */
+static inline uint64_t ft_key_word(const uint8_t *p, size_t n) {
+    uint64_t w = 0;
+    for (size_t i = 0; i < 8; i++) w = w << 8 | (i < n ? p[i] : 0);
+    return w;
+}
 #define FT_REC_HDR 17u               /* serialized: u8 type, u64 msn, u32 kl, u32 vl */
 #define FT_BLOBREF 16u               /* PUTBLOB value: u64 pgno, u64 len */
 

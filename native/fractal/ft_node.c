@@ -8,9 +8,12 @@
  *              u64 older run's partition id, u32 runs (absent in files before runs:
  *              read as 0 and 1)
  *   BASEMENT, SEGMENT: one buffer of records, then (when header byte 5, FT_HAS_INDEX,
- *              is set; files written before it have 0 there) count x u32: the blob
- *              offset of each record, so a point query binary-searches the blob in
- *              place (ft_read.c) instead of decoding it
+ *              is set; files written before it have 0 there) the record index:
+ *              count x (u32 blob offset of the record, u64 key word), u32 L, where L
+ *              is the length of the prefix all the node's keys share and the key word
+ *              is the 8 key bytes after it, big-endian, zero-padded (ft_key_word). A
+ *              point query binary-searches the words (one or two pages) and reads one
+ *              record, in place in the read map (ft_read.c), instead of decoding it
  *   pivot:  u32 kl, key
  *   buffer: u32 count, count x record (u8 type, u64 msn, u32 kl, u32 vl, key, value)
  * A decoded basement or segment keeps the blob as its arena: its records point into
@@ -182,15 +185,23 @@ static int enc_pivots(kvt_buf *b, const fnode *n) {
     return KVT_OK;
 }
 
-/* The record offsets after a buffer that starts at byte start of the blob. */
+/* The record index after a buffer that starts at byte start of the blob. */
 static int enc_index(kvt_buf *b, const fvec *v, size_t start) {
-    KVT_TRY(kvt_buf_reserve(b, b->len + 4u * (size_t)v->n));
+    KVT_TRY(kvt_buf_reserve(b, b->len + FT_IDX_ENTRY * (size_t)v->n + 4));
+    uint32_t common = 0;              /* keys are sorted: first and last share the most */
+    if (v->n) {
+        const frec *a = &v->r[0], *z = &v->r[v->n - 1];
+        uint32_t lim = a->kl < z->kl ? a->kl : z->kl;
+        while (common < lim && a->k[common] == z->k[common]) common++;
+    }
     size_t off = start + 4;
     for (uint32_t i = 0; i < v->n; i++) {
+        const frec *r = &v->r[i];
         KVT_TRY(put_u32(b, (uint32_t)off));
-        off += frec_size(&v->r[i]);
+        KVT_TRY(put_u64(b, ft_key_word(r->k + common, r->kl - common)));
+        off += frec_size(r);
     }
-    return KVT_OK;
+    return put_u32(b, common);
 }
 
 int ft_encode(const fnode *n, kvt_buf *b) {
@@ -325,8 +336,9 @@ int ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out
     n->id = id;
     int rc = dec_body(&r, n, cnt);
     if (rc == KVT_OK && ft_is_records(n) && data[5] == FT_HAS_INDEX) {
-        rc = rd_need(&r, 4u * (size_t)n->ents.n, "record index");   /* used in place only */
-        r.off += rc == KVT_OK ? 4u * (size_t)n->ents.n : 0;
+        size_t ix = FT_IDX_ENTRY * (size_t)n->ents.n + 4;         /* used in place only */
+        rc = rd_need(&r, ix, "record index");
+        r.off += rc == KVT_OK ? ix : 0;
     }
     if (rc == KVT_OK && r.off != len) rc = rd_err(&r, "trailing bytes");
     if (rc < 0) {

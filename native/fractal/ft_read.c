@@ -67,27 +67,50 @@ static int view_rec(kvt_engine *e, uint64_t id, kvt_blob_view *v, size_t off,
     return KVT_OK;
 }
 
-/* Offset of the first record with key >= k (cnt records, index at idx; *at cnt: none). */
-static int view_lower(kvt_engine *e, uint64_t id, kvt_blob_view *v, uint32_t cnt, size_t idx,
-                      const uint8_t *k, size_t kl, uint8_t *keybuf, uint32_t *at, size_t *off) {
-    uint32_t lo = 0, hi = cnt;
+/* Index entry i (idx: where the index starts): the record's offset and key word. */
+static int view_entry(kvt_blob_view *v, size_t idx, uint32_t i, uint32_t *off, uint64_t *word) {
+    uint8_t small[FT_IDX_ENTRY];
+    const uint8_t *p;
+    KVT_TRY(kvt_blob_view_read(v, idx + FT_IDX_ENTRY * (size_t)i, FT_IDX_ENTRY, small, &p));
+    *off = kvt_get32(p);
+    *word = kvt_get64(p + 4);
+    return KVT_OK;
+}
+
+/* With the record index: the record for k, if any, in *r at *off (*c 0: found). The
+ * words after the shared prefix decide almost every step of the binary search inside
+ * the index (a page or two); only the record(s) with k's word are read. */
+static int view_search(kvt_engine *e, uint64_t id, kvt_blob_view *v, uint32_t cnt,
+                       const uint8_t *k, size_t kl, uint8_t *keybuf, frec *r, size_t *off,
+                       int *c) {
+    size_t idx = v->len - 4 - FT_IDX_ENTRY * (size_t)cnt;
     uint8_t small[4];
+    const uint8_t *p;
+    *c = 1;
+    if (cnt == 0) return KVT_OK;
+    KVT_TRY(kvt_blob_view_read(v, v->len - 4, 4, small, &p));
+    uint32_t common = kvt_get32(p), o;
+    uint64_t w;
+    KVT_TRY(view_entry(v, idx, 0, &o, &w));
+    KVT_TRY(view_rec(e, id, v, o, k, kl, keybuf, r, c));       /* the first key */
+    if (common > r->kl) return view_corrupt(e, id, "record index prefix");
+    if (*c >= 0) { *off = o; return KVT_OK; }                   /* k is at or before it */
+    if (kl < common || memcmp(k, r->k, common) != 0) return KVT_OK;   /* outside: absent */
+    uint64_t want = ft_key_word(k + common, kl - common);
+    uint32_t lo = 1, hi = cnt;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        const uint8_t *p;
-        frec r;
-        int c;
-        KVT_TRY(kvt_blob_view_read(v, idx + 4u * (size_t)mid, 4, small, &p));
-        KVT_TRY(view_rec(e, id, v, kvt_get32(p), k, kl, keybuf, &r, &c));
-        if (c < 0) lo = mid + 1;
+        KVT_TRY(view_entry(v, idx, mid, &o, &w));
+        if (w < want) lo = mid + 1;
         else hi = mid;
     }
-    *at = lo;
-    if (lo < cnt) {
-        const uint8_t *p;
-        KVT_TRY(kvt_blob_view_read(v, idx + 4u * (size_t)lo, 4, small, &p));
-        *off = kvt_get32(p);
+    for (; lo < cnt; lo++) {                     /* the records with k's word, in order */
+        KVT_TRY(view_entry(v, idx, lo, &o, &w));
+        if (w != want) break;
+        KVT_TRY(view_rec(e, id, v, o, k, kl, keybuf, r, c));
+        if (*c >= 0) { *off = o; return KVT_OK; }
     }
+    *c = 1;
     return KVT_OK;
 }
 
@@ -106,11 +129,9 @@ static int view_walk(kvt_engine *e, uint64_t id, uint8_t kind, const uint8_t *k,
     int c = 1;
     size_t off = 28;
     if (p[5] == FT_HAS_INDEX) {
-        if (cnt > (v->len - 28) / (4 + FT_REC_HDR)) return view_corrupt(e, id, "record count");
-        uint32_t at;
-        KVT_TRY(view_lower(e, id, v, cnt, v->len - 4u * (size_t)cnt, k, kl, key, &at, &off));
-        if (at == cnt) return KVT_OK;
-        KVT_TRY(view_rec(e, id, v, off, k, kl, key, &r, &c));
+        if (cnt > (v->len - 32) / (FT_IDX_ENTRY + FT_REC_HDR))
+            return view_corrupt(e, id, "record count");
+        KVT_TRY(view_search(e, id, v, cnt, k, kl, key, &r, &off, &c));
     } else {
         for (uint32_t i = 0; i < cnt; i++, off += FT_REC_HDR + (size_t)r.kl + r.vl) {
             KVT_TRY(view_rec(e, id, v, off, k, kl, key, &r, &c));

@@ -296,6 +296,7 @@ int kvt_blob_view_open(kvt_pager *p, kvt_pgno first, size_t len, kvt_blob_view *
     if (rc == KVT_OK && (first < 2 || first >= p->npages))
         rc = kvt_seterr(KVT_ECORRUPT, "%s: blob page %" PRIu64 " out of range (%" PRIu64
                         " pages)", p->path, first, p->npages);
+    /* a blob built in the pool (read-only replay, or a full disk) is not in the file */
     if (rc == KVT_OK && !pool_lookup(p, first)) base = map_span_locked(p, first, n);
     for (uint64_t i = 0; base && i < n; i++)
         if (bm_get(&p->verb, first + i)) v->seen |= 1ull << i;

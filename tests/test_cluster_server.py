@@ -71,6 +71,14 @@ def test_etcdctl_against_a_three_member_cluster(cluster):
     assert "Leadership transferred" in out
     assert c.leader() == fol[1]
     check_same_data(c, list(c.procs))
+    # SIGKILL the leader: once the others elected a new one, etcdctl given every
+    # endpoint (the dead one included) reads and writes without being told which died
+    every = c.endpoints()
+    c.kill(fol[1])
+    c.leader()
+    ok(etcdctl(every, "put", "after-kill", "v"))
+    assert ok(etcdctl(every, "get", "after-kill", "--print-value-only")) == "v\n"
+    check_same_data(c, list(c.procs))
 
 
 def test_member_add_promote_remove(cluster):

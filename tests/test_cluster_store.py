@@ -236,3 +236,78 @@ def test_a_run_of_puts_applied_as_one_batch_equals_entry_by_entry(engine, tmp_pa
     for s in (grouped, single):
         s.check()
         s.close()
+
+
+def test_a_partitioned_leader_acknowledges_nothing_and_history_is_linearizable(
+        engine, tmp_path):
+    """Every member-to-member link through its own FaultProxy; clients write and read
+    two keys through all three members while the leader is cut off (both directions)
+    and healed. The history (kvtrees.lincheck) is linearizable: the old leader neither
+    acknowledges a write nor serves a stale read while the others elect a new one."""
+    import random
+    import threading
+    import time
+    from helpers.faultproxy import FaultProxy
+    from kvtrees.lincheck import History, check_kv
+    c = Members(tmp_path, engine, request_timeout=1.0)
+    proxies = {}
+    try:
+        for a, ma in c.m.items():
+            for b, mb in c.m.items():
+                if a != b:
+                    proxies[(a, b)] = p = FaultProxy(mb.transport.addr)
+                    ma.transport.add_peer(mb.id, p.addr)
+        old = c.leader()
+        old_name = next(n for n, m in c.m.items() if m is old)
+        h, stop = History(), threading.Event()
+        done = {n: 0 for n in c.m}
+        fails = {n: 0 for n in c.m}
+
+        def client(cid, name):
+            rng, store = random.Random(cid), c.m[name].store
+            n = 0
+            while not stop.is_set():
+                n += 1
+                key = rng.choice([b"x", b"y"])
+                try:
+                    if rng.random() < 0.5:
+                        op = h.invoke(cid, "put", key, b"%d-%d" % (cid, n))
+                        store.put(key, b"%d-%d" % (cid, n))
+                        h.complete(op, None)
+                    else:
+                        op = h.invoke(cid, "get", key)
+                        h.complete(op, store.get(key)[0])
+                    done[name] += 1
+                except (NoLeaderError, RequestTimeoutError):
+                    fails[name] += 1          # outcome unknown: left incomplete
+                    time.sleep(0.02)
+        threads = [threading.Thread(target=client, args=(i, n))
+                   for i, n in enumerate(list(c.m) * 2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.4)
+        for (a, b), p in proxies.items():
+            if old_name in (a, b):
+                p.blackhole = True
+                p.reset()
+        others = [m for n, m in c.m.items() if n != old_name]
+        wait_for(lambda: any(m.store.is_leader() for m in others), 10, "a new leader")
+        before = dict(done)
+        time.sleep(1.5)
+        assert sum(done[n] - before[n] for n in c.m if n != old_name) > 5
+        for p in proxies.values():
+            p.blackhole = False
+        time.sleep(0.8)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert fails[old_name] >= 1
+        c.wait_converged(15)
+        res = check_kv(h.operations(), max_steps=2_000_000)
+        assert res.ok, res
+    finally:
+        for st in c.stores():
+            st.check()
+        c.close()
+        for p in proxies.values():
+            p.close()

@@ -311,3 +311,22 @@ def test_a_partitioned_leader_acknowledges_nothing_and_history_is_linearizable(
         c.close()
         for p in proxies.values():
             p.close()
+
+
+def test_a_first_start_refused_by_its_flags_can_be_started_again(engine, tmp_path):
+    """Bad --initial-cluster flags leave an empty Raft log; the next start with good
+    flags bootstraps from them (it is not taken for a restart)."""
+    from kvtrees.cluster import ClusterMember
+    from helpers.cluster_members import free_port
+    url = "http://127.0.0.1:%d" % free_port()
+    with pytest.raises(ValueError):
+        ClusterMember(str(tmp_path / "m"), "n1", "n1=http://127.0.0.1:1", [url],
+                      engine=engine, heartbeat_ms=20, election_ms=200)
+    m = ClusterMember(str(tmp_path / "m"), "n1", "n1=" + url, [url], engine=engine,
+                      heartbeat_ms=20, election_ms=200)
+    try:
+        wait_for(m.store.is_leader, 10, "the single member to lead")
+        assert m.store.put("k", "v").revision == 2
+        m.store.check()
+    finally:
+        m.close()

@@ -147,14 +147,20 @@ class ClusterMember:
         # set once this member applied its own removal (kvtrees serve then exits)
         self.removed = threading.Event()
         raft_dir = os.path.join(self.data_dir, RAFT_DIR)
-        fresh = not os.path.exists(os.path.join(raft_dir, "raft.log"))
         os.makedirs(self.data_dir, exist_ok=True)
         self.storage = FileLogStorage(raft_dir)
+        # an empty log (a first start, or one that failed before bootstrapping) starts
+        # from the flags; anything else is a restart
+        fresh = self.storage.last_index() == 0 and self.storage.snapshot().is_empty()
         initial = [(n, list(u), peers.member_id(token, u)) for n, u in initial_cluster]
-        if fresh and state == "new":
-            self._bootstrap(initial)
-        self.store = open_cluster_store(self.data_dir, engine, request_timeout,
-                                        **store_options)
+        try:
+            if fresh and state == "new":
+                self._bootstrap(initial)
+            self.store = open_cluster_store(self.data_dir, engine, request_timeout,
+                                            **store_options)
+        except BaseException:
+            self.storage.close()
+            raise
         try:
             self._start(initial, listen_peer_url or self.peer_urls[0], snapshot_every,
                         snapshot_keep)

@@ -330,3 +330,36 @@ def test_a_first_start_refused_by_its_flags_can_be_started_again(engine, tmp_pat
         m.store.check()
     finally:
         m.close()
+
+
+def test_messages_from_a_removed_member_are_dropped(engine, tmp_path):
+    """A removed member that missed its own removal may still forward proposals to the
+    leader it remembers; they must not be applied behind its back (it would wait for
+    them in vain). Its peers drop every message from a node not in the member table,
+    as etcd's peers refuse a removed member."""
+    from kvtrees.cluster import serving
+    from kvtrees.raft import Entry, Message, MsgType
+    c = Members(tmp_path, engine)
+    try:
+        lead = c.leader()
+        victim = next(n for n, m in c.m.items() if m is not lead)
+        gone_id = c.m[victim].id
+        serving.remove(lead, gone_id)
+        c.stop(victim)
+        ghost = encode_entry(gone_id, 1, PutRequest(b"ghost", b"1", 0, False))
+        lead._deliver(Message(MsgType.PROP, to=lead.id, frm=gone_id,
+                              entries=[Entry(data=ghost)]))
+        lead.store.put("after", "1")
+        c.wait_converged()
+        assert lead.store.get("ghost")[0] is None
+        # a member's own forwarded proposal still gets through
+        other = next(m for m in c.m.values() if m is not lead)
+        mine = encode_entry(other.id, 1, PutRequest(b"mine", b"1", 0, False))
+        lead._deliver(Message(MsgType.PROP, to=lead.id, frm=other.id,
+                              entries=[Entry(data=mine)]))
+        wait_for(lambda: lead.store.get("mine", serializable=True)[0] == b"1", 5, "mine")
+        check_all(c)
+    finally:
+        for st in c.stores():
+            st.check()
+        c.close()

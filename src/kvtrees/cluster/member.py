@@ -196,6 +196,7 @@ class ClusterMember:
                      self.id, store.applied_index, snap.metadata.index)
             store.install_snapshot(snap.data, snap.metadata.index)
         self._peer_addrs: Dict[int, Tuple[str, int]] = {}
+        self._member_ids: frozenset = frozenset()
         self.transport = Transport(self.id, on_message=self._deliver,
                                    listen=peers.parse_peer_url(listen_url))
         self._initial = {i: u for _, u, i in initial}
@@ -217,8 +218,14 @@ class ClusterMember:
         self.driver.start()
 
     def _deliver(self, m) -> None:
+        """A message from a peer (receiver thread). One from a node that is not in the
+        member table (removed, or never added) is dropped, as etcd's peers refuse a
+        removed member: a removed member that missed its own removal then finds no
+        leader (its clients hear "no leader" and go elsewhere) instead of having its
+        proposals forwarded and applied while it waits for them in vain."""
         d = getattr(self, "driver", None)
-        if d is not None:
+        ids = self._member_ids
+        if d is not None and (not ids or m.frm in ids):
             d.deliver(m)
 
     # ---- membership ----------------------------------------------------------------
@@ -251,6 +258,7 @@ class ClusterMember:
     def _members_changed(self, members: dict) -> None:
         """Point the transport at every member's first peer URL."""
         known = {int(k, 16): m.get("peer_urls") or [] for k, m in members.items()}
+        self._member_ids = frozenset(known)
         for i, urls in list(self._initial.items()) + list(known.items()):
             if i != self.id and urls:
                 self._set_peer(i, urls[0])

@@ -311,3 +311,55 @@ def test_a_partitioned_leader_acknowledges_nothing_and_history_is_linearizable(
         c.close()
         for p in proxies.values():
             p.close()
+
+
+def test_a_first_start_refused_by_its_flags_can_be_started_again(engine, tmp_path):
+    """Bad --initial-cluster flags leave an empty Raft log; the next start with good
+    flags bootstraps from them (it is not taken for a restart)."""
+    from kvtrees.cluster import ClusterMember
+    from helpers.cluster_members import free_port
+    url = "http://127.0.0.1:%d" % free_port()
+    with pytest.raises(ValueError):
+        ClusterMember(str(tmp_path / "m"), "n1", "n1=http://127.0.0.1:1", [url],
+                      engine=engine, heartbeat_ms=20, election_ms=200)
+    m = ClusterMember(str(tmp_path / "m"), "n1", "n1=" + url, [url], engine=engine,
+                      heartbeat_ms=20, election_ms=200)
+    try:
+        wait_for(m.store.is_leader, 10, "the single member to lead")
+        assert m.store.put("k", "v").revision == 2
+        m.store.check()
+    finally:
+        m.close()
+
+
+def test_messages_from_a_removed_member_are_dropped(engine, tmp_path):
+    """A removed member that missed its own removal may still forward proposals to the
+    leader it remembers; they must not be applied behind its back (it would wait for
+    them in vain). Its peers drop every message from a node not in the member table,
+    as etcd's peers refuse a removed member."""
+    from kvtrees.cluster import serving
+    from kvtrees.raft import Entry, Message, MsgType
+    c = Members(tmp_path, engine)
+    try:
+        lead = c.leader()
+        victim = next(n for n, m in c.m.items() if m is not lead)
+        gone_id = c.m[victim].id
+        serving.remove(lead, gone_id)
+        c.stop(victim)
+        ghost = encode_entry(gone_id, 1, PutRequest(b"ghost", b"1", 0, False))
+        lead._deliver(Message(MsgType.PROP, to=lead.id, frm=gone_id,
+                              entries=[Entry(data=ghost)]))
+        lead.store.put("after", "1")
+        c.wait_converged()
+        assert lead.store.get("ghost")[0] is None
+        # a member's own forwarded proposal still gets through
+        other = next(m for m in c.m.values() if m is not lead)
+        mine = encode_entry(other.id, 1, PutRequest(b"mine", b"1", 0, False))
+        lead._deliver(Message(MsgType.PROP, to=lead.id, frm=other.id,
+                              entries=[Entry(data=mine)]))
+        wait_for(lambda: lead.store.get("mine", serializable=True)[0] == b"1", 5, "mine")
+        check_all(c)
+    finally:
+        for st in c.stores():
+            st.check()
+        c.close()

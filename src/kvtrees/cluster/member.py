@@ -147,14 +147,20 @@ class ClusterMember:
         # set once this member applied its own removal (kvtrees serve then exits)
         self.removed = threading.Event()
         raft_dir = os.path.join(self.data_dir, RAFT_DIR)
-        fresh = not os.path.exists(os.path.join(raft_dir, "raft.log"))
         os.makedirs(self.data_dir, exist_ok=True)
         self.storage = FileLogStorage(raft_dir)
+        # an empty log (a first start, or one that failed before bootstrapping) starts
+        # from the flags; anything else is a restart
+        fresh = self.storage.last_index() == 0 and self.storage.snapshot().is_empty()
         initial = [(n, list(u), peers.member_id(token, u)) for n, u in initial_cluster]
-        if fresh and state == "new":
-            self._bootstrap(initial)
-        self.store = open_cluster_store(self.data_dir, engine, request_timeout,
-                                        **store_options)
+        try:
+            if fresh and state == "new":
+                self._bootstrap(initial)
+            self.store = open_cluster_store(self.data_dir, engine, request_timeout,
+                                            **store_options)
+        except BaseException:
+            self.storage.close()
+            raise
         try:
             self._start(initial, listen_peer_url or self.peer_urls[0], snapshot_every,
                         snapshot_keep)
@@ -190,6 +196,7 @@ class ClusterMember:
                      self.id, store.applied_index, snap.metadata.index)
             store.install_snapshot(snap.data, snap.metadata.index)
         self._peer_addrs: Dict[int, Tuple[str, int]] = {}
+        self._member_ids: frozenset = frozenset()
         self.transport = Transport(self.id, on_message=self._deliver,
                                    listen=peers.parse_peer_url(listen_url))
         self._initial = {i: u for _, u, i in initial}
@@ -211,8 +218,14 @@ class ClusterMember:
         self.driver.start()
 
     def _deliver(self, m) -> None:
+        """A message from a peer (receiver thread). One from a node that is not in the
+        member table (removed, or never added) is dropped, as etcd's peers refuse a
+        removed member: a removed member that missed its own removal then finds no
+        leader (its clients hear "no leader" and go elsewhere) instead of having its
+        proposals forwarded and applied while it waits for them in vain."""
         d = getattr(self, "driver", None)
-        if d is not None:
+        ids = self._member_ids
+        if d is not None and (not ids or m.frm in ids):
             d.deliver(m)
 
     # ---- membership ----------------------------------------------------------------
@@ -245,6 +258,7 @@ class ClusterMember:
     def _members_changed(self, members: dict) -> None:
         """Point the transport at every member's first peer URL."""
         known = {int(k, 16): m.get("peer_urls") or [] for k, m in members.items()}
+        self._member_ids = frozenset(known)
         for i, urls in list(self._initial.items()) + list(known.items()):
             if i != self.id and urls:
                 self._set_peer(i, urls[0])

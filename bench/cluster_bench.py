@@ -40,12 +40,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 import grpc  # noqa: E402
 
 from kvtrees.server.proto import rpc_pb2 as pb, rpc_pb2_grpc  # noqa: E402
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from server_bench import free_port  # noqa: E402
 
 
 class Cluster:

@@ -4,8 +4,6 @@
 Every server fixture runs the store's check() before stopping the server."""
 from __future__ import annotations
 
-import contextlib
-import socket
 from types import SimpleNamespace
 
 import pytest
@@ -13,14 +11,9 @@ import pytest
 grpc = pytest.importorskip("grpc")
 
 from conftest import ENGINES, require_engine  # noqa: E402
+from helpers.ports import free_port  # noqa: E402,F401  (the server tests take it from here)
 
 FAST_BCRYPT = 4        # bcrypt's minimum cost: auth tests stay fast
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stubs(channel) -> SimpleNamespace:

@@ -3,22 +3,15 @@ short Raft timeouts, one data directory each, 127.0.0.1 only; ``close()`` stops 
 
 from __future__ import annotations
 
-import socket
 import time
 
 from kvtrees.cluster import ClusterMember
 
+from helpers.ports import free_port
 from helpers.raft_cluster import wait_for
 
 FAST = dict(heartbeat_ms=20, election_ms=200)
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Members:

@@ -7,9 +7,8 @@
  *              PARTITION then: n x FT_SEG_BLOOM bytes (per-segment Bloom filters),
  *              u64 older run's partition id, u32 runs (absent in files before runs:
  *              read as 0 and 1)
- *   BASEMENT, SEGMENT: one buffer of records, then (basements only, when header byte
- *              5, FT_HAS_INDEX, is set; files written before it have 0 there) the
- *              record index:
+ *   BASEMENT, SEGMENT: one buffer of records, then (when header byte 5, FT_HAS_INDEX,
+ *              is set; files written before it have 0 there) the record index:
  *              count x (u32 blob offset of the record, u64 key word), u32 L, where L
  *              is the length of the prefix all the node's keys share and the key word
  *              is the 8 key bytes after it, big-endian, zero-padded (ft_key_word). A
@@ -208,9 +207,7 @@ static int enc_index(kvt_buf *b, const fvec *v, size_t start) {
 int ft_encode(const fnode *n, kvt_buf *b) {
     b->len = 0;
     KVT_TRY(put_u32(b, FT_NODE_MAGIC));
-    /* basements only: a segment is written once per level a message passes (most of
-     * the bytes a fill writes) and a get reads one only where its Bloom filter says so */
-    int index = n->kind == FT_BASEMENT && !ft_test_no_index;
+    int index = ft_is_records(n) && !ft_test_no_index;
     uint8_t kind[4] = { n->kind, index ? FT_HAS_INDEX : 0, 0, 0 };
     KVT_TRY(kvt_buf_append(b, kind, 4));
     KVT_TRY(put_u32(b, n->height));

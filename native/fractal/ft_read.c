@@ -26,11 +26,10 @@ static int find_in(const fvec *v, const uint8_t *k, size_t kl) {
 
 /* A record found for a point query, in a cached node (pinned) or read in place from the
  * node's blob in the read map (view open; key and value bytes copied to tmp when they
- * straddle two pages). A basement not in the cache is not loaded and decoded whole for
- * a get: its record index is binary-searched in place and one record read, which costs
- * a few cache lines instead of a 32 KiB copy, a decode and an eviction, and leaves the
- * node cache to the nodes writes and scans need. Segments (read only where a Bloom
- * filter says so) have no index and are loaded and cached. */
+ * straddle two pages). A basement or segment not in the cache is not loaded and
+ * decoded whole for a get: its records are walked in place up to the key (they are
+ * sorted), which costs a few cache lines instead of a 32 KiB copy, a decode and an
+ * eviction, and leaves the node cache to the nodes writes and scans need. */
 typedef struct hit {
     fnode *node;
     kvt_blob_view view;
@@ -154,8 +153,7 @@ static int find_rec(kvt_engine *e, uint64_t id, uint8_t kind, const uint8_t *k, 
                     hit *h) {
     memset(h, 0, sizeof *h);
     fnode *n;
-    /* Segments carry no record index (ft_node.c): load and cache them as before. */
-    int rc = kind == FT_BASEMENT ? ft_peek(e, id, &n) : ft_get(e, id, &n);
+    int rc = ft_peek(e, id, &n);
     if (rc == KVT_NOTFOUND) {
         uint64_t pg, len;
         KVT_TRY(ft_blob_loc(e, id, &pg, &len));

@@ -161,17 +161,24 @@ int ft_get_kind(kvt_engine *e, uint64_t id, uint8_t kind, fnode **out) {
                       (unsigned long long)id, got, kind);
 }
 
+/* The cached node id pinned and made most recent, counted as a hit or a miss; NULL if
+ * it is not cached. Caller holds e->mu. */
+static fnode *pin_cached(kvt_engine *e, uint64_t id) {
+    fnode *n = map_find(e, id);
+    if (!n) {
+        e->misses++;
+        return NULL;
+    }
+    n->pins++;
+    lru_unlink(n);
+    lru_front(e, n);
+    e->hits++;
+    return n;
+}
+
 int ft_peek(kvt_engine *e, uint64_t id, fnode **out) {
     pthread_mutex_lock(&e->mu);
-    fnode *n = map_find(e, id);
-    if (n) {
-        n->pins++;
-        lru_unlink(n);
-        lru_front(e, n);
-        e->hits++;
-    } else {
-        e->misses++;
-    }
+    fnode *n = pin_cached(e, id);
     pthread_mutex_unlock(&e->mu);
     *out = n;
     return n ? KVT_OK : KVT_NOTFOUND;
@@ -188,18 +195,12 @@ int ft_blob_loc(kvt_engine *e, uint64_t id, uint64_t *pgno, uint64_t *len) {
 
 int ft_get(kvt_engine *e, uint64_t id, fnode **out) {
     pthread_mutex_lock(&e->mu);
-    fnode *n = map_find(e, id);
+    fnode *n = pin_cached(e, id);
+    pthread_mutex_unlock(&e->mu);
     if (n) {
-        n->pins++;
-        lru_unlink(n);
-        lru_front(e, n);
-        e->hits++;
-        pthread_mutex_unlock(&e->mu);
         *out = n;
         return KVT_OK;
     }
-    e->misses++;
-    pthread_mutex_unlock(&e->mu);
     fnode *fresh;
     KVT_TRY(load(e, id, &fresh));            /* I/O outside the lock */
     return cache_insert(e, id, fresh, out);

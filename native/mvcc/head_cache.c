@@ -60,10 +60,12 @@ static head_ent **slot_of(const head_cache *c, const uint8_t *k, size_t kl, uint
     return pp;
 }
 
-int hc_lookup(const head_cache *c, const uint8_t *k, size_t kl, uint64_t *mod) {
+int hc_lookup(const head_cache *c, const uint8_t *k, size_t kl, uint64_t *mod,
+              int *has_hdr) {
     head_ent *e = *slot_of(c, k, kl, hash_key(k, kl));
     if (!e) return 0;
     *mod = e->mod;
+    if (has_hdr) *has_hdr = e->has_hdr;
     return 1;
 }
 

@@ -255,7 +255,7 @@ static void learn(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev,
     pthread_mutex_lock(&m->heads_mu);
     uint64_t cur;
     if (atomic_load(&m->head) == rev && !m->writing &&
-        (!hc_lookup(&m->heads, k, kl, &cur) || (stale && cur == stale)))
+        (!hc_lookup(&m->heads, k, kl, &cur, NULL) || (stale && cur == stale)))
         hc_set(&m->heads, k, kl, hdr->mod, hdr);
     pthread_mutex_unlock(&m->heads_mu);
 }
@@ -265,7 +265,7 @@ static void learn(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev,
 static void learn_header(kvt_mvcc *m, const uint8_t *k, size_t kl, const kvt_mvcc_kv *hdr) {
     pthread_mutex_lock(&m->heads_mu);
     uint64_t cur;
-    if (hc_lookup(&m->heads, k, kl, &cur) && cur == hdr->mod)
+    if (hc_lookup(&m->heads, k, kl, &cur, NULL) && cur == hdr->mod)
         hc_set(&m->heads, k, kl, hdr->mod, hdr);
     pthread_mutex_unlock(&m->heads_mu);
 }
@@ -277,13 +277,14 @@ int mvcc_read_version(kvt_mvcc *m, const uint8_t *k, size_t kl, kvt_buf *key,
                         size_t prefix_len, uint64_t rev, kvt_mvcc_kv *out, kvt_buf *value) {
     uint64_t head_mod = 0;
     pthread_mutex_lock(&m->heads_mu);
-    int known = hc_lookup(&m->heads, k, kl, &head_mod);
+    int has_hdr = 0;
+    int known = hc_lookup(&m->heads, k, kl, &head_mod, &has_hdr);
     pthread_mutex_unlock(&m->heads_mu);
     uint64_t stale = 0;
     if (known && head_mod <= rev) {
         if (head_mod == 0) return KVT_NOTFOUND;
         int rc = get_version(m, key, prefix_len, head_mod, out, value);
-        if (rc == KVT_OK) learn_header(m, k, kl, out);
+        if (rc == KVT_OK && !has_hdr) learn_header(m, k, kl, out);   /* (once per version) */
         if (rc != KVT_NOTFOUND) return rc;
         stale = head_mod;               /* gone: a tombstone compaction removed */
     }

@@ -65,7 +65,10 @@ int  mvcc_lease_live(const kvt_mvcc *m, uint64_t id);
 /* head_cache.c (caller holds heads_mu) */
 int  hc_init(head_cache *c, size_t max_entries);
 void hc_free(head_cache *c);
-int  hc_lookup(const head_cache *c, const uint8_t *k, size_t kl, uint64_t *mod);
+/* 1 and the key's newest mod (0: no version) if cached; *has_hdr (if not NULL): whether
+ * that version's header is cached too */
+int  hc_lookup(const head_cache *c, const uint8_t *k, size_t kl, uint64_t *mod,
+               int *has_hdr);
 /* 1 and the header of the key's newest version (mod 0: no version) when known */
 int  hc_lookup_header(const head_cache *c, const uint8_t *k, size_t kl, kvt_mvcc_kv *hdr);
 void hc_set(head_cache *c, const uint8_t *k, size_t kl, uint64_t mod, const kvt_mvcc_kv *hdr);

@@ -18,7 +18,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import kvtrees
 from ..raft import Config, RawNode, StateType
 from ..raft.driver import NodeDriver
-from ..raft.errors import RaftError
 from ..raft.filelog import FileLogStorage
 from ..raft.transport import Transport
 from ..raft.types import ConfChange, ConfChangeType, Entry, EntryType, HardState
@@ -94,18 +93,9 @@ class ClusterDriver(NodeDriver):
             self.apply_many(run)
             self.applied = run[-1].index
 
-    def _apply_entry(self, e: Entry) -> None:
-        if e.type != EntryType.CONF_CHANGE:
-            return super()._apply_entry(e)
-        cc = ConfChange.decode(e.data)
-        try:
-            cs = self.node.apply_conf_change(cc)
-        except RaftError as err:
-            log.warning("raft node %x: conf change %s ignored: %s", self.node.id, cc, err)
-        else:
-            if self.on_conf_change_at is not None:
-                self.on_conf_change_at(e.index, cc, cs)
-        self.applied = e.index
+    def _conf_changed(self, e: Entry, cc, cs) -> None:
+        if self.on_conf_change_at is not None:
+            self.on_conf_change_at(e.index, cc, cs)
 
     def _publish_status(self) -> None:
         super()._publish_status()

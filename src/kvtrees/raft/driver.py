@@ -225,11 +225,15 @@ class NodeDriver:
             except RaftError as err:
                 log.warning("raft node %d: conf change %s ignored: %s", self.node.id, cc, err)
             else:
-                if self.on_conf_change is not None:
-                    self.on_conf_change(cc, cs)
+                self._conf_changed(e, cc, cs)
         elif e.data:
             self.apply(e)
         self.applied = e.index
+
+    def _conf_changed(self, e: Entry, cc: ConfChange, cs: ConfState) -> None:
+        """A conf change entry was applied to Raft (a subclass may want its index)."""
+        if self.on_conf_change is not None:
+            self.on_conf_change(cc, cs)
 
     def _release_reads(self) -> None:
         if not self._waiting_reads:

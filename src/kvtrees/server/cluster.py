@@ -30,6 +30,14 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return [rpc_pb2.Member(ID=ident.member_id, name=ident.name,
                                peerURLs=ident.peer_urls, clientURLs=ident.client_urls)]
 
+    def _require_cluster(self, member_id: int) -> None:
+        """A change naming member_id needs a Raft cluster: a single member answers as
+        etcd would for an unknown id, else that it cannot change membership."""
+        if self.cluster is None:
+            if member_id != self.member.ident.member_id:
+                raise rpcerrors.MEMBER_NOT_FOUND
+            raise NO_MEMBERSHIP_CHANGES
+
     @handler
     def MemberList(self, req, context):
         self.member.auth.check_authenticated(context)
@@ -49,10 +57,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     @handler
     def MemberRemove(self, req, context):
-        if self.cluster is None:
-            if req.ID != self.member.ident.member_id:
-                raise rpcerrors.MEMBER_NOT_FOUND
-            raise NO_MEMBERSHIP_CHANGES
+        self._require_cluster(req.ID)
         from ..cluster import serving
         self.member.auth.check_admin(context)
         serving.remove(self.cluster, req.ID)
@@ -67,10 +72,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     @handler
     def MemberPromote(self, req, context):
-        if self.cluster is None:
-            if req.ID != self.member.ident.member_id:
-                raise rpcerrors.MEMBER_NOT_FOUND
-            raise NO_MEMBERSHIP_CHANGES
+        self._require_cluster(req.ID)
         from ..cluster import serving
         self.member.auth.check_admin(context)
         serving.promote(self.cluster, req.ID)

@@ -1,5 +1,6 @@
 """Build of kvtrees: metadata lives in pyproject.toml; this adds the cffi extension and
-kvtrees._pack (a small CPython extension that packs pairs for Engine.put_many)."""
+kvtrees._pack (a small CPython extension that packs pairs for Engine.put_many) and
+kvtrees._direct (the store's put called without cffi, see its header)."""
 import os
 
 from setuptools import Extension, find_packages, setup
@@ -21,6 +22,9 @@ setup(
     packages=find_packages("src"),
     cffi_modules=["src/kvtrees/_build_ffi.py:ffibuilder"],
     ext_modules=[Extension("kvtrees._pack", ["src/kvtrees/_pack.c"],
+                           extra_compile_args=_cflags, extra_link_args=_ldflags),
+                 Extension("kvtrees._direct", ["src/kvtrees/_direct.c"],
+                           include_dirs=["native/include"],
                            extra_compile_args=_cflags, extra_link_args=_ldflags)],
     zip_safe=False,
 )

@@ -150,13 +150,19 @@ static uint64_t mono_ns(void) {
  * few thousand writes on a tree larger than the cache; relative to the file, the
  * deferred pages (at most the last checkpoint's) keep the file under about twice its
  * live size, and dirty pages are bounded by the cache anyway. */
-static int need_checkpoint(kvt_db *db) {
-    if (kvt_wal_bytes(db->wal) > db->opt.wal_limit) return 1;
+static int need_checkpoint_after(kvt_db *db, size_t more) {
+    if (kvt_wal_bytes(db->wal) + more > db->opt.wal_limit) return 1;
     uint64_t pending = kvt_pager_pending_free(db->pager);
     if (pending <= db->opt.wal_limit) return 0;
     kvt_pager_stats ps;
     kvt_pager_get_stats(db->pager, &ps);
     return pending > ps.pages_total * kvt_pager_page_size(db->pager);
+}
+
+static int need_checkpoint(kvt_db *db) { return need_checkpoint_after(db, 0); }
+
+int kvt_db_checkpoint_due(kvt_db *db, size_t len) {
+    return need_checkpoint_after(db, len + 64);   /* + the record's framing, roughly */
 }
 
 /* Under the writer mutex: log, apply, maybe checkpoint. */

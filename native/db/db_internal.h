@@ -69,5 +69,7 @@ int kvt_db_record_add(kvt_buf *rec, uint8_t op, const uint8_t *k, size_t kl,
                       const uint8_t *v, size_t vl);
 int kvt_db_commit_logged(kvt_db *db, const uint8_t *rec, size_t len, uint64_t *lsn);
 int kvt_db_sync_upto(kvt_db *db, uint64_t lsn);
+/* would committing a record of about len bytes now run a checkpoint? (writer lock) */
+int kvt_db_checkpoint_due(kvt_db *db, size_t len);
 
 #endif

@@ -14,8 +14,9 @@
  *             revision only after the fsync covering that revision's log record
  *             returned, so no reader observes a write a crash could still lose.
  * Every store write assigns its revision and commits under the handle's writer lock, so
- * log order is revision order. kvt_mvcc_put does all of it in one call (the GIL is
- * released for the whole call, fsync wait included); writes built elsewhere (the
+ * log order is revision order. kvt_mvcc_put does all of it in one call, fsync wait
+ * included (kvt_mvcc_put_begin/_end split it for a caller that keeps the GIL for the
+ * in-memory half); writes built elsewhere (the
  * Python txn, delete, lease and compaction paths) hold the same lock through
  * kvt_mvcc_lock()/kvt_mvcc_unlock() and report their keys and revision with
  * kvt_mvcc_note() and kvt_mvcc_set_head() and, once durable, kvt_mvcc_publish().
@@ -35,6 +36,7 @@
 #define KVT_MVCC_TOMBSTONE 1       /* flags bit */
 #define KVT_MVCC_RANGE_KEYS_ONLY 1 /* kvt_mvcc_range flags */
 #define KVT_MVCC_RANGE_COUNT_ONLY 2
+#define KVT_MVCC_BUSY 2            /* kvt_mvcc_put_begin: would wait; nothing done */
 
 /* CDEF BEGIN */
 typedef struct kvt_mvcc kvt_mvcc;
@@ -93,6 +95,17 @@ int  kvt_mvcc_get(kvt_mvcc *m, const uint8_t *k, size_t kl, uint64_t rev, uint8_
 int  kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
                   uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
                   kvt_mvcc_put_result *res);
+/* kvt_mvcc_put in two halves, for a caller that holds a lock of its own (Python's GIL)
+ * and gives it up only to wait: _begin commits the put (not yet durable) only if it can
+ * do so without waiting for another writer or running a checkpoint, and returns
+ * KVT_MVCC_BUSY with nothing done otherwise (then call kvt_mvcc_put, which waits).
+ * After KVT_OK, kvt_mvcc_put_end must follow: it waits for the fsync (durable handle),
+ * publishes the revision and returns the put's final code. A negative code from
+ * _begin: the put failed, nothing written, no _end. */
+int  kvt_mvcc_put_begin(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v,
+                        size_t vl, uint64_t lease, int want_prev, uint8_t *prev_buf,
+                        size_t prev_cap, kvt_mvcc_put_result *res, uint64_t *lsn);
+int  kvt_mvcc_put_end(kvt_mvcc *m, uint64_t lsn, kvt_mvcc_put_result *res);
 /* A txn whose compares and ops each name one key: compares on version, create, mod,
  * value or lease; ops put (no lease), delete, get (plain). Request (little-endian):
  *   u32 ncompare, per compare: u8 target (0 version 1 create 2 mod 3 value 4 lease),

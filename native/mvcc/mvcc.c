@@ -28,7 +28,7 @@ int kvt_mvcc_open(kvt_db *db, uint64_t head, int durable, kvt_mvcc **out) {
         free(m);
         return rc;
     }
-    if (pthread_mutex_init(&m->q_mu, NULL) != 0 || pthread_cond_init(&m->q_cv, NULL) != 0) {
+    if (pthread_mutex_init(&m->q_mu, NULL) != 0) {
         hc_free(&m->heads);
         pthread_mutex_destroy(&m->heads_mu);
         pthread_mutex_destroy(&m->lock);
@@ -71,7 +71,6 @@ void kvt_mvcc_free(kvt_mvcc *m) {
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->heads_mu);
     pthread_mutex_destroy(&m->q_mu);
-    pthread_cond_destroy(&m->q_cv);
     hc_free(&m->heads);
     kvt_buf_free(&m->rec);
     kvt_buf_free(&m->key);

@@ -33,7 +33,6 @@ struct kvt_mvcc {
     size_t nleases, capleases;
     /* write groups (mvcc_put.c): puts queue here; one leader commits a group */
     pthread_mutex_t q_mu;
-    pthread_cond_t q_cv;
     struct mvcc_put_req *q_head, *q_tail;
     int q_leading;
 };

@@ -29,7 +29,6 @@ __all__ = ["open_core", "NativeCore", "PythonCore", "PREV_UNKNOWN"]
 # wants prev_kv has it read from the engine at delivery.
 PREV_UNKNOWN = object()
 
-_new_kv = tuple.__new__     # a KeyValue without its generated __new__
 _BUF = 4096                 # initial per-thread value buffer; grows on demand
 _BUF_KEEP = 1 << 20         # larger buffers are dropped after use
 
@@ -114,6 +113,17 @@ class _Scratch(threading.local):
         self.resp_len = ffi.new("size_t *")
 
 
+def _direct_calls(ffi, lib, m, durable: bool):
+    """kvtrees._direct.Calls over handle m (kept alive by the caller)."""
+    from ._direct import Calls
+
+    def addr(name: str) -> int:
+        return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+    fns = tuple(addr(n) for n in ("kvt_mvcc_put_begin", "kvt_mvcc_put_end", "kvt_mvcc_put",
+                                  "kvt_mvcc_get", "kvt_mvcc_txn", "kvt_mvcc_release"))
+    return Calls(int(ffi.cast("uintptr_t", m)), fns, error_from_code, durable, KeyValue)
+
+
 class NativeCore:
     """kvt_mvcc over the engine's kvt_db (see kvt_mvcc.h)."""
     native = True
@@ -132,7 +142,14 @@ class NativeCore:
         self._visible_word = lib.kvt_mvcc_visible_word(self._m)
         self._tls = _Scratch()
         self._get = lib.kvt_mvcc_get
-        self._put = lib.kvt_mvcc_put
+        calls = _direct_calls(ffi, lib, self._m, durable)
+        self._put = calls.put
+        # get_kv(key, rev): the live version of key at rev as a KeyValue, or None.
+        # O(log n), one C call that builds the KeyValue (kvtrees._direct)
+        self.get_kv = calls.get_kv
+        # txn(request) -> response bytes: a txn of the native shape (txn_codec.encode),
+        # durable on return when the core is; one C call, the GIL released
+        self.txn = calls.txn
         self._unpack = ffi.unpack
         self._OK, self._NOTFOUND = lib.KVT_OK, lib.KVT_NOTFOUND
         self._EBUFSMALL, self._ETOOLARGE = lib.KVT_EBUFSMALL, lib.KVT_ETOOLARGE
@@ -183,21 +200,6 @@ class NativeCore:
             return None
         return self._get_slow(key, rev, rc)
 
-    def get_kv(self, key: bytes, rev: int) -> Optional[KeyValue]:
-        """The live version of key at rev as a KeyValue, or None. O(log n), one C call."""
-        t = self._tls
-        kv = t.kv
-        rc = self._get(self._m, key, len(key), rev, t.buf, t.cap, kv)
-        if rc == self._OK:
-            if kv.tombstone:
-                return None
-            return _new_kv(KeyValue, (key, self._unpack(t.cbuf, kv.vlen), kv.create, kv.mod,
-                                      kv.version, kv.lease))
-        if rc == self._NOTFOUND:
-            return None
-        e = self._get_slow(key, rev, rc)
-        return None if e is None or e.tombstone else e.to_kv()
-
     def _get_slow(self, key: bytes, rev: int, rc: int) -> Optional[Entry]:
         t = self._tls
         try:
@@ -219,40 +221,15 @@ class NativeCore:
         """Commit key=value at the next revision. Returns (revision, create_revision,
         version, prev): prev is the previous live Entry or None, or PREV_UNKNOWN when it
         exists but was not asked for. Durable on return when the core is. O(log n), one
-        C call with the GIL released."""
-        t = self._tls
-        res = t.res
-        rc = self._put(self._m, key, len(key), value, len(value), lease, want_prev,
-                       t.buf, t.cap, res)
-        if rc < 0:
-            raise error_from_code(rc)
+        C call (kvtrees._direct) that gives up the GIL only to wait (for the fsync, or
+        for the writer lock when another thread holds it)."""
+        rev, create, version, p = self._put(key, value, lease, want_prev)
         if not want_prev:
-            return res.rev, res.create, res.version, (PREV_UNKNOWN if res.version > 1
-                                                      else None)
-        rev, create, version = res.rev, res.create, res.version
-        p = res.prev
-        if not p.mod:
+            return rev, create, version, (PREV_UNKNOWN if version > 1 else None)
+        if p is None:
             return rev, create, version, None
-        if res.prev_heap:
-            old = self._unpack(self._ffi.cast("char *", res.prev_heap), p.vlen)
-            self._lib.kvt_mvcc_release(res.prev_heap)
-        else:
-            old = self._unpack(t.cbuf, p.vlen)
-        return rev, create, version, Entry(key, p.mod, False, p.create, p.version, p.lease,
-                                           old)
-
-    def txn(self, request: bytes) -> bytes:
-        """Run a txn of the native shape (txn_codec.encode); returns the response bytes.
-        Durable on return when the core is. One C call with the GIL released."""
-        t = self._tls
-        rc = self._lib.kvt_mvcc_txn(self._m, request, len(request), t.resp, t.resp_len)
-        if rc < 0:
-            raise error_from_code(rc)
-        p = t.resp[0]
-        try:
-            return self._unpack(self._ffi.cast("char *", p), t.resp_len[0])
-        finally:
-            self._lib.kvt_mvcc_release(p)
+        mod, pcreate, pversion, please, old = p
+        return rev, create, version, Entry(key, mod, False, pcreate, pversion, please, old)
 
     def range(self, lo: bytes, hi: bytes, rev: int, limit: int, keys_only: bool,
               count_only: bool) -> tuple:

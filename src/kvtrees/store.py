@@ -440,8 +440,9 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
         start, end, prev_kv = req
         if end is None and self._native and not self._applying:
             op = Delete(start, None, prev_kv)
-            _, (res,) = self._txn_native(
-                txn_codec.encode([], [op], [], self._hub.watched()), [op], [])
+            watched = self._hub.watched()
+            _, (res,) = self._txn_native(txn_codec.encode([], [op], [], watched), [op], [],
+                                         watched)
             return res
         with self._writing():
             self._check_open()
@@ -478,9 +479,10 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
     def _apply_txn(self, req: TxnRequest):
         compare, success, failure = req
         if self._native and not self._quota and not self._applying:
-            req = txn_codec.encode(compare, success, failure, self._hub.watched())
+            watched = self._hub.watched()
+            req = txn_codec.encode(compare, success, failure, watched)
             if req is not None:
-                return self._txn_native(req, success, failure)
+                return self._txn_native(req, success, failure, watched)
         with self._writing():
             self._check_open()
             w = WriteSet(self)
@@ -490,14 +492,18 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
             self._commit(w)
             return ok, _fix_revisions(responses, self._head)
 
-    def _txn_native(self, req: bytes, success: list, failure: list):
-        """A txn of single-key compares and ops: one native call (kvt_mvcc_txn)."""
+    def _txn_native(self, req: bytes, success: list, failure: list, watched: bool):
+        """A txn of single-key compares and ops: one native call (kvt_mvcc_txn). The
+        changes go to the watchers if one was there when the request was encoded or is
+        there now (as _put_native: one that joins later replays the revision)."""
         if self._closed:
             raise ClosedError("store is closed")
-        ok, responses, rev, changes = txn_codec.decode(self._core.txn(req), success,
-                                                       failure, PREV_UNKNOWN)
+        resp = self._core.txn(req)
+        hub = self._hub
+        ok, responses, rev, changes = txn_codec.decode(resp, success, failure, PREV_UNKNOWN,
+                                                       watched or hub.watched())
         if changes:
-            self._hub.hand_over(rev, lambda: changes)
+            hub.hand_over(rev, lambda: changes)
         return ok, responses
 
     def _run_txn(self, w: WriteSet, compare, success, failure):

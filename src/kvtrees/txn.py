@@ -27,6 +27,8 @@ _KV_FIELD = {"value": "value", "version": "version", "create": "create_revision"
 
 def to_key(key: Any) -> bytes:
     """str (utf-8) or bytes-like -> non-empty bytes; TypeError/ValueError otherwise."""
+    if type(key) is bytes and key:      # the common case first
+        return key
     if isinstance(key, str):
         key = _utf8(key, "key")
     elif isinstance(key, (bytes, bytearray, memoryview)):
@@ -47,6 +49,8 @@ def _utf8(text: str, what: str) -> bytes:
 
 
 def to_value(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
     if isinstance(value, str):
         return _utf8(value, "value")
     if isinstance(value, (bytes, bytearray, memoryview)):

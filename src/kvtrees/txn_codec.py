@@ -85,10 +85,11 @@ def _entry(kv: KeyValue) -> Entry:
                  kv.value)
 
 
-def decode(resp: bytes, success: list, failure: list, prev_unknown) -> tuple:
+def decode(resp: bytes, success: list, failure: list, prev_unknown,
+           want_changes: bool = True) -> tuple:
     """(succeeded, responses, revision, changes): responses as Store.transaction returns
     them; changes the (new Entry, previous Entry | None | prev_unknown) pairs of the
-    writes, for the watchers. O(response size)."""
+    writes, for the watchers (empty unless want_changes). O(response size)."""
     ok, rev = _REV.unpack_from(resp, 0)
     off = 9
     responses, changes = [], []
@@ -108,11 +109,9 @@ def decode(resp: bytes, success: list, failure: list, prev_unknown) -> tuple:
             create, version = _QQ.unpack_from(resp, off)
             off += 16
             existed = version > 1
-            new = Entry(op.key, rev, False, create, version, op.lease, op.value)
         else:
             existed = resp[off] == 1
             off += 1
-            new = Entry(op.key, rev, True, 0, 0, 0, b"")
         prev = None
         if resp[off]:
             prev, off = _kv(resp, off + 1)
@@ -123,7 +122,9 @@ def decode(resp: bytes, success: list, failure: list, prev_unknown) -> tuple:
         else:
             responses.append(_new(DeleteResult, (1 if existed else 0,
                                                  [prev] if op.prev_kv and prev else [], rev)))
-        if kind == _PUT or existed:
+        if want_changes and (kind == _PUT or existed):
+            new = (Entry(op.key, rev, False, create, version, op.lease, op.value)
+                   if kind == _PUT else Entry(op.key, rev, True, 0, 0, 0, b""))
             changes.append((new, _entry(prev) if prev else (prev_unknown if existed else None)))
     return bool(ok), responses, rev, changes
 

@@ -40,7 +40,6 @@
 #define WAL_MAGIC  "KVTWAL01"
 /* A batch holds at most a couple of maximal values plus keys and framing: anything
  * longer is a damaged length field, never a reason for a huge allocation. */
-
 #define MAX_RECORD ((uint64_t)KVT_MAX_RECORD)
 #define SCAN_CHUNK (64u * 1024u)
 #define PREALLOC_MIN (64u * 1024u)

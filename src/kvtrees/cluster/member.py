@@ -28,6 +28,11 @@ from .store import ClusterStore
 
 log = logging.getLogger(__name__)
 RAFT_DIR = "raft"
+# Raft ticks per heartbeat interval: the election timeout's random part is drawn in
+# ticks, so with one tick per heartbeat (100 ms) two followers drew the same tick one
+# time in ten and split the vote, which cost a further 1-2 s election timeout (the
+# 1.6-2.2 s failovers of bench/CLUSTER_RESULTS.md); at 10 ms two draws rarely meet.
+TICKS_PER_HEARTBEAT = 10
 
 
 def open_cluster_store(path: str, engine: Optional[str] = None, request_timeout: float = 5.0,
@@ -192,12 +197,13 @@ class ClusterMember:
         self._initial = {i: u for _, u, i in initial}
         store.on_members_changed = self._members_changed
         self._members_changed(store.members)
-        election_tick = max(2, round(self.election / self.heartbeat))
+        tick = self.heartbeat / TICKS_PER_HEARTBEAT
+        election_tick = max(2, round(self.election / tick))
         node = RawNode(Config(id=self.id, storage=storage, election_tick=election_tick,
-                              heartbeat_tick=1, rng=random.Random()))
+                              heartbeat_tick=TICKS_PER_HEARTBEAT, rng=random.Random()))
         self.driver = ClusterDriver(
             node, storage, self.transport, apply=store.apply_entry,
-            tick_interval=self.heartbeat,
+            tick_interval=tick,
             on_snapshot=lambda s: store.install_snapshot(s.data, s.metadata.index),
             snapshot_data=store.snapshot_data, snapshot_every=snapshot_every,
             snapshot_keep=snapshot_keep, on_conf_change_at=self._conf_change,

@@ -287,13 +287,20 @@ class Raft:
         """The transport saw the connection from ``peer`` close. If it is our leader
         (a crashed process closes its sockets at once), stop waiting out the full
         election timeout: forget the leader, which also ends the check-quorum lease,
-        and campaign within the random part of the timeout. Safe for Raft (an election
+        and campaign within the first half of the random part of the timeout (drawn
+        again). Safe for Raft (an election
         may start at any time); pre-vote keeps it from disturbing a leader the others
         still hear. O(1)."""
         if self.state != StateType.FOLLOWER or self.lead != peer or peer == NONE:
             return
         self.lead = NONE
         self.election_elapsed = max(self.election_elapsed, self.election_timeout)
+        # the random part drawn again from the first half of the timeout: the followers
+        # still campaign apart from each other (pre-vote and a vote round take one round
+        # trip, far below a tick), and the cluster is not left waiting up to a whole
+        # election timeout more
+        self.randomized_election_timeout = self.election_timeout + self.rng.randrange(
+            max(1, self.election_timeout // 2))
 
     # ---- elections -------------------------------------------------------------------
 

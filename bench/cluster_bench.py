@@ -114,10 +114,10 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for n in list(self.procs):
-                s = self.status(n)
+                s = self.status(n, timeout=0.2)
                 if s is not None and s.leader and s.leader == s.header.member_id:
                     return n
-            time.sleep(0.05)
+            time.sleep(0.01)
         raise RuntimeError("%s: no leader in %ss" % (self.system, timeout))
 
     def healthy(self, timeout: float = 60.0) -> None:
@@ -237,13 +237,19 @@ async def failover(c: Cluster, kills: int, log) -> dict:
         await asyncio.sleep(1.0)
         for k in range(kills):
             lead = await asyncio.to_thread(c.leader)
+            before = await asyncio.to_thread(c.status, lead)
             t0 = time.monotonic()
             c.kill(lead)
+            new = await asyncio.to_thread(c.leader)      # polls the survivors' Status
+            elected = time.monotonic() - t0
             while time.monotonic() - t0 < 30 and w.first_ack_after(t0) == float("inf"):
                 await asyncio.sleep(0.01)
             times.append(w.first_ack_after(t0))
-            log("  %s kill %d (%s): next acknowledged write after %.3f s"
-                % (c.label, k + 1, lead, times[-1]))
+            after = await asyncio.to_thread(c.status, new)
+            terms = ("term %d -> %d" % (before.raftTerm, after.raftTerm)
+                     if before is not None and after is not None else "term unknown")
+            log("  %s kill %d (%s): next acknowledged write after %.3f s (%s leads, seen "
+                "after %.3f s, %s)" % (c.label, k + 1, lead, times[-1], new, elected, terms))
             c.start(lead)
             await asyncio.to_thread(wait_ready, c.client[lead])
             await asyncio.to_thread(c.healthy)

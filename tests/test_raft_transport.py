@@ -114,6 +114,28 @@ def test_transport_delivers_and_reports_failures():
         b.close()
 
 
+def test_first_message_after_a_peer_restart_is_delivered():
+    """The peer restarts on the same address (a crashed member coming back): the next
+    message goes over a new connection instead of into the old, dead one."""
+    got = []
+    b = Transport(2, on_message=got.append)
+    a = Transport(1, on_message=lambda m: None)
+    try:
+        a.add_peer(2, b.addr)
+        a.send([sample_message()])
+        wait_for(lambda: got, what="delivery")
+        addr = b.addr
+        b.close()
+        time.sleep(0.1)                         # b's FIN reaches a's idle socket
+        b = Transport(2, on_message=got.append, listen=addr)
+        a.send([sample_message()])              # one message, not a retry loop
+        wait_for(lambda: len(got) == 2, what="delivery after the restart")
+        assert a.stats.connects == 2 and a.stats.dropped == 0
+    finally:
+        a.close()
+        b.close()
+
+
 def test_corrupt_frame_closes_connection_and_sender_reconnects():
     got = []
     b = Transport(2, on_message=got.append)

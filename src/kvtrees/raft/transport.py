@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import socket
 import threading
 from typing import Callable, Dict, List, Optional, Tuple
@@ -73,8 +74,23 @@ class _PeerSender(threading.Thread):
             self._send(m)
         self._disconnect()
 
+    def _peer_closed(self) -> bool:
+        """Did the peer close our connection (it crashed or restarted)? The peer never
+        writes on it, so anything readable is its FIN or RST. Without this check the
+        first message after a peer's restart went into the dead socket and was lost
+        (the send only fails on the next one): a pre-vote lost that way stalled a
+        failover by a whole election timeout."""
+        try:
+            p = select.poll()          # (a timeout socket's recv would wait: poll first)
+            p.register(self.sock, select.POLLIN)
+            return bool(p.poll(0)) and self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _send(self, m: Message) -> None:
         try:
+            if self.sock is not None and self._peer_closed():
+                self._disconnect()
             if self.sock is None:
                 self.sock = socket.create_connection(self.addr, timeout=self.t.connect_timeout)
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

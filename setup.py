@@ -1,6 +1,7 @@
 """Build of kvtrees: metadata lives in pyproject.toml; this adds the cffi extension and
 kvtrees._pack (a small CPython extension that packs pairs for Engine.put_many) and
-kvtrees._direct (the store's put called without cffi, see its header)."""
+kvtrees._direct (the store's put, get and txn called without cffi) and kvtrees._txnpack
+(the txn request encoder in C); see their headers."""
 import os
 
 from setuptools import Extension, find_packages, setup
@@ -25,6 +26,8 @@ setup(
                            extra_compile_args=_cflags, extra_link_args=_ldflags),
                  Extension("kvtrees._direct", ["src/kvtrees/_direct.c"],
                            include_dirs=["native/include"],
+                           extra_compile_args=_cflags, extra_link_args=_ldflags),
+                 Extension("kvtrees._txnpack", ["src/kvtrees/_txnpack.c"],
                            extra_compile_args=_cflags, extra_link_args=_ldflags)],
     zip_safe=False,
 )

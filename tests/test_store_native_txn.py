@@ -139,3 +139,31 @@ def test_put_racing_revoke_never_strands_a_key(engine_name, tmp_path):
         assert db.lease_keys(lease) == []
     db.check()
     db.close()
+
+
+def test_c_encoder_matches_the_python_encoder():
+    """kvtrees._txnpack (txn_codec.encode) gives the bytes of txn_codec.encode_py, and
+    None for the same txns, over random txns that include every shape the native path
+    refuses (ranges, nested txns, get options, ignore flags, operands beyond int64)."""
+    from kvtrees.txn import Transactions
+    t = Transactions()
+    rng = random.Random(7)
+    refused = encoded = 0
+    for _ in range(3000):
+        compare, success, failure = _random_txn(t, rng)
+        if rng.random() < 0.3:
+            c = getattr(t, rng.choice(["version", "mod", "create"]))(
+                rng.choice(KEYS), b"z" if rng.random() < 0.5 else None)
+            compare.append(c == rng.choice([0, 1 << 63, -(1 << 63), (1 << 63) - 1, 7]))
+        if rng.random() < 0.3:
+            success.append(rng.choice([
+                t.get(b"a", b"z"), t.get(b"a", limit=1), t.delete(b"q", b"r"),
+                t.put(b"x", b"", ignore_value=True), t.put(b"y", b"v", ignore_lease=True),
+                t.txn([], [t.put(b"n", b"1")], []), t.get_prefix(b"p"),
+                t.put(b"big", b"v", lease=(1 << 63) - 1)]))
+        want_prev = rng.random() < 0.5
+        want = txn_codec.encode_py(compare, success, failure, want_prev)
+        assert txn_codec.encode(compare, success, failure, want_prev) == want
+        refused += want is None
+        encoded += want is not None
+    assert refused > 500 and encoded > 500

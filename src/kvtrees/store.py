@@ -472,8 +472,9 @@ class Store(StoreReads, StoreWatches, StoreLeases, StoreCompaction, StoreMainten
         if size > MAX_REQUEST_BYTES:
             raise TooLargeError("request is too large (%d bytes > %d)"
                                 % (size, MAX_REQUEST_BYTES))
-        for op in _all_puts(success + failure):
-            self._check_key_size(op.key)
+        if 2 * size + 11 > mvcc.MAX_ENGINE_KEY:     # else every key fits (size counts them)
+            for op in _all_puts(success + failure):
+                self._check_key_size(op.key)
         return self.apply(TxnRequest(compare, success, failure))
 
     def _apply_txn(self, req: TxnRequest):

@@ -60,7 +60,7 @@ typedef struct txn {
 static int bad_request(void) { return kvt_seterr(KVT_EINVAL, "malformed txn request"); }
 
 /* The live version of k (found 0: none); its value in t->m->val (or the overlay). */
-static int current(txn *t, const uint8_t *k, uint32_t kl, kvt_mvcc_kv *e,
+static int current(txn *t, const uint8_t *k, uint32_t kl, int need_value, kvt_mvcc_kv *e,
                    const uint8_t **v, int *found) {
     for (uint32_t i = t->nov; i-- > 0;) {
         ov *o = &t->ovl[i];
@@ -73,6 +73,11 @@ static int current(txn *t, const uint8_t *k, uint32_t kl, kvt_mvcc_kv *e,
     }
     kvt_mvcc *m = t->m;
     *found = 0;
+    if (!need_value && mvcc_head_header(m, k, kl, e)) {   /* the header is all it needs */
+        *found = e->mod && !e->tombstone;
+        *v = NULL;
+        return KVT_OK;
+    }
     int rc = mvcc_kv_prefix(&m->key, k, kl);
     if (rc == KVT_ETOOLARGE) return KVT_OK;     /* too long to be stored: absent */
     KVT_TRY(rc);
@@ -98,7 +103,7 @@ static int compare_holds(txn *t, rd *r, int *holds) {
     kvt_mvcc_kv e = {0};
     const uint8_t *v = NULL;
     int found = 0;
-    KVT_TRY(current(t, k, kl, &e, &v, &found));
+    KVT_TRY(current(t, k, kl, target == T_VALUE, &e, &v, &found));
     if (target == T_VALUE) {             /* as etcd: fails on a missing key */
         int c = found ? kvt_keycmp(v, e.vlen, operand, vl) : 0;
         *holds = found && cmp_int(op, c, 0);
@@ -166,7 +171,7 @@ static int run_op(txn *t, rd *r) {
     kvt_mvcc_kv cur = {0};
     const uint8_t *cv = NULL;
     int found = 0;
-    KVT_TRY(current(t, k, kl, &cur, &cv, &found));
+    KVT_TRY(current(t, k, kl, kind == TX_GET || (flags & 1), &cur, &cv, &found));
     KVT_TRY(out_u8(t, kind));
     if (kind == TX_GET) {
         KVT_TRY(out_u8(t, (uint8_t)found));
@@ -235,7 +240,8 @@ static int txn_locked(txn *t, rd *r, uint64_t *lsn) {
     KVT_TRY(kvt_db_usable(m->db, 1));
     KVT_TRY(kvt_db_commit_logged(m->db, m->rec.data, m->rec.len, lsn));
     kvt_put64(t->out->data + rev_at, t->rev);
-    for (uint32_t i = 0; i < t->nov; i++) kvt_mvcc_note(m, t->ovl[i].k, t->ovl[i].kl, t->rev);
+    for (uint32_t i = 0; i < t->nov; i++)    /* the header each key's write left */
+        mvcc_note_header(m, t->ovl[i].k, t->ovl[i].kl, &t->ovl[i].e);
     kvt_mvcc_set_head(m, t->rev);
     return KVT_OK;
 }

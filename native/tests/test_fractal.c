@@ -118,6 +118,11 @@ int kvt_blob_view_read(kvt_blob_view *v, size_t off, size_t n, uint8_t *tmp, con
     return kvt_seterr(KVT_EINVAL, "fake pager: no views");
 }
 int kvt_blob_view_close(kvt_blob_view *v, int rc) { (void)v; return rc; }
+int kvt_blob_view_ptr(kvt_blob_view *v, size_t off, size_t n, const uint8_t **out) {
+    (void)v; (void)off; (void)n; (void)out;
+    return kvt_seterr(KVT_EINVAL, "fake pager: no views");
+}
+void kvt_blob_view_prefetch(const kvt_blob_view *v, size_t off, size_t n) { (void)v; (void)off; (void)n; }
 static int fp_checkpoint(kvt_pager *p, const uint8_t *meta, size_t len) {
     for (uint64_t i = 1; i < p->n; i++)
         if (p->b[i].pending) { p->b[i].pending = 0; free(p->b[i].data); p->b[i].data = NULL; }

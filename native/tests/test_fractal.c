@@ -507,21 +507,26 @@ static int test_tombstones(void) {
     return 0;
 }
 
-/* Blobs written before the record index (test hook) still answer gets, read in place by
- * walking their records, beside new blobs that have the index. */
-static int test_legacy_blobs(void) {
+/* Blobs written before the record index, or with it after the records (test hooks),
+ * still answer gets, read in place (walked, or searched through the tail index),
+ * beside new blobs that have the index in front. */
+static int legacy_blobs(int *hook) {
     H h;
     if (h_open(&h, 8192, 1024, 64 << 10)) return 1;
-    ft_test_no_index = 1;
+    *hook = 1;
     int rc = random_ops(&h, 4000, MAXK);
     if (rc == 0) rc = h_clean_reopen(&h);         /* nothing cached: gets read the blobs */
-    ft_test_no_index = 0;
+    *hook = 0;
     if (rc || verify_all(&h)) return 1;
     if (random_ops(&h, 1500, MAXK) || verify_all(&h)) return 1;
     if (h_clean_reopen(&h) || verify_all(&h)) return 1;
     h_close(&h);
     ref_clear();
     return 0;
+}
+
+static int test_legacy_blobs(void) {
+    return legacy_blobs(&ft_test_no_index) || legacy_blobs(&ft_test_tail_index);
 }
 
 static int test_ascending(void) {

@@ -42,6 +42,7 @@
 #define FT_INT_H
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include "kvt_engine.h"
 #include "kvt_error.h"
 
@@ -74,6 +75,14 @@ enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4, FT_SEGME
 /* 8 key bytes from p (n of them, zero-padded) as a big-endian word: words that differ
  * order their keys like memcmp; equal words leave it to a full comparison. */
 static inline uint64_t ft_key_word(const uint8_t *p, size_t n) {
+    if (n >= 8) {                                  /* the usual case: one load */
+        uint64_t w;
+        memcpy(&w, p, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        return w;
+    }
     uint64_t w = 0;
     for (size_t i = 0; i < 8; i++) w = w << 8 | (i < n ? p[i] : 0);
     return w;

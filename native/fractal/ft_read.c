@@ -147,9 +147,10 @@ static int search_front(kvt_engine *e, uint64_t id, kvt_blob_view *v, uint32_t c
     uint32_t o, lo = 0, hi = cnt;
     if (common > KVT_MAX_KEY) return view_corrupt(e, id, "record index prefix");
     if (kl < common) return KVT_OK;               /* shorter than every key: absent */
-    prefetch_probes(v, 32, cnt, 8);
     int rc = kvt_blob_view_ptr(v, 32, 8 * (size_t)cnt, &words);
     if (rc != KVT_OK && rc != KVT_NOTFOUND) return rc;
+    for (uint32_t d = 2; words && d <= 8; d *= 2)      /* see prefetch_probes */
+        for (uint32_t j = 1; j < d; j += 2) __builtin_prefetch(words + 8 * (size_t)(cnt / d * j));
     uint64_t want = ft_key_word(k + common, kl - common), w;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -309,33 +310,63 @@ static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t 
     return found;
 }
 
+/* Hint that basement id, with cnt entries, will be searched: its header and the words
+ * the search probes first (FT_INDEX_FRONT layout, ft_node.c). */
+static void get_prefetch(kvt_engine *e, uint64_t id, uint32_t cnt) {
+    uint64_t pg, len;
+    if (ft_blob_loc(e, id, &pg, &len) != KVT_OK) return;    /* reported by find_rec */
+    size_t off[4] = { 24, 32 + 8 * (size_t)(cnt / 2), 32 + 8 * (size_t)(cnt / 4),
+                      32 + 8 * (size_t)(cnt / 4 * 3) };
+    kvt_blob_prefetch(e->p, pg, len, off, 4);
+}
+
+static void unpin_walk(kvt_engine *e, fnode **path, int depth) {
+    for (int d = 0; d < depth; d++) ft_unpin(e, path[d]);
+}
+
 /* Walk down: the first PUT/DEL message or the basement entry is the base, the upserts
- * met above it are folded onto it (ups holds their operands, oldest first). */
+ * met above it are folded onto it (ups holds their operands, oldest first). The path is
+ * pinned down to the leaf before the buffers on it are probed, so that the basement's
+ * cache misses (it is seldom cached) overlap with the filter and segment probes. */
 static int lookup_walk(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *ups, kvt_buf *out) {
-    fnode *n, *c;
-    int nups = 0;
-    uint64_t hash = ft_bloom_hash(k, kl);
+    fnode *path[64], *n;
+    uint32_t idx[64];
+    int depth = 0, nups = 0, rc = KVT_OK;
     KVT_TRY(ft_get(e, e->root, &n));
     while (n->kind == FT_INTERNAL) {
-        uint32_t i = fpiv_child(n->piv, n->n - 1, k, kl);
-        int rc = lookup_part(e, n, i, k, kl, hash, &nups, ups, out);
-        if (rc != NO_MSG && rc != UPS_MSG) {
-            ft_unpin(e, n);
-            return rc;
+        if (depth == 64) {                         /* n pinned, not on the path */
+            rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu: path deeper than 64",
+                            (unsigned long long)n->id);
+            break;
         }
-        rc = ft_get(e, n->child[i], &c);
-        ft_unpin(e, n);
-        if (rc < 0) return rc;
-        n = c;
+        idx[depth] = fpiv_child(n->piv, n->n - 1, k, kl);
+        path[depth++] = n;
+        fnode *c;
+        rc = ft_get(e, n->child[idx[depth - 1]], &c);
+        n = rc == KVT_OK ? c : NULL;
+        if (rc < 0) break;
     }
-    if (n->kind != FT_LEAF) {
-        ft_unpin(e, n);
-        return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a leaf", (unsigned long long)n->id);
+    if (rc == KVT_OK && n->kind != FT_LEAF)
+        rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a leaf", (unsigned long long)n->id);
+    if (rc < 0) {
+        if (n) ft_unpin(e, n);
+        unpin_walk(e, path, depth);
+        return rc;
     }
-    uint64_t bid = n->child[fpiv_child(n->piv, n->n - 1, k, kl)];
+    uint32_t b = fpiv_child(n->piv, n->n - 1, k, kl);
+    uint64_t bid = n->child[b];
+    get_prefetch(e, bid, n->bcount[b]);
     ft_unpin(e, n);
+    uint64_t hash = ft_bloom_hash(k, kl);
+    rc = NO_MSG;
+    for (int d = 0; d < depth && (rc == NO_MSG || rc == UPS_MSG); d++) {
+        int r = lookup_part(e, path[d], idx[d], k, kl, hash, &nups, ups, out);
+        if (r != NO_MSG && r != UPS_MSG) rc = r;
+    }
+    unpin_walk(e, path, depth);
+    if (rc != NO_MSG && rc != UPS_MSG) return rc;
     hit h;
-    int rc = find_rec(e, bid, FT_BASEMENT, k, kl, &h);
+    rc = find_rec(e, bid, FT_BASEMENT, k, kl, &h);
     if (rc == KVT_OK) rc = answer(e, h.have ? &h.rec : NULL, nups, ups, out);
     return hit_done(e, &h, rc);
 }

@@ -75,6 +75,7 @@ static int write_run(kvt_pager *p, const uint8_t *data, size_t len, kvt_pgno *fi
 static int write_chain(kvt_pager *p, const uint8_t *data, size_t len, kvt_pgno *first) {
     uint64_t n = ov_pages(p, len);
     kvt_pgno next = 0;
+    p->pool_blobs = 1;
     for (uint64_t i = n; i-- > 0;) {
         frame *f;
         KVT_TRY(pager_alloc_locked(p, KVT_PT_OVERFLOW, &f));
@@ -297,7 +298,8 @@ int kvt_blob_view_open(kvt_pager *p, kvt_pgno first, size_t len, kvt_blob_view *
         rc = kvt_seterr(KVT_ECORRUPT, "%s: blob page %" PRIu64 " out of range (%" PRIu64
                         " pages)", p->path, first, p->npages);
     /* a blob built in the pool (read-only replay, or a full disk) is not in the file */
-    if (rc == KVT_OK && !pool_lookup(p, first)) base = map_span_locked(p, first, n);
+    if (rc == KVT_OK && !(p->pool_blobs && pool_lookup(p, first)))
+        base = map_span_locked(p, first, n);
     for (uint64_t i = 0; base && i < n; i++)
         if (bm_get(&p->verb, first + i)) v->seen |= 1ull << i;
     pthread_mutex_unlock(&p->mu);
@@ -349,6 +351,20 @@ int kvt_blob_view_read(kvt_blob_view *v, size_t off, size_t n, uint8_t *tmp,
     }
     *out = tmp;
     return KVT_OK;
+}
+
+void kvt_blob_prefetch(kvt_pager *p, kvt_pgno first, size_t len, const size_t *off,
+                       unsigned n) {
+    uint64_t np = ov_pages(p, len);
+    pthread_mutex_lock(&p->mu);
+    const uint8_t *base = len && np <= MAP_RUN_MAX ? map_span_locked(p, first, np) : NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (!base) return;
+    __builtin_prefetch(base + OV_LEN);                /* view_open checks the first page */
+    for (unsigned i = 0; i < n; i++)
+        if (off[i] < len)
+            __builtin_prefetch(base + off[i] / ov_cap(p) * p->page_size + OV_DATA +
+                               off[i] % ov_cap(p));
 }
 
 void kvt_blob_view_prefetch(const kvt_blob_view *v, size_t off, size_t n) {

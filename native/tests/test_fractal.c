@@ -122,6 +122,9 @@ int kvt_blob_view_ptr(kvt_blob_view *v, size_t off, size_t n, const uint8_t **ou
     (void)v; (void)off; (void)n; (void)out;
     return kvt_seterr(KVT_EINVAL, "fake pager: no views");
 }
+void kvt_blob_prefetch(kvt_pager *p, kvt_pgno first, size_t len, const size_t *off, unsigned n) {
+    (void)p; (void)first; (void)len; (void)off; (void)n;
+}
 void kvt_blob_view_prefetch(const kvt_blob_view *v, size_t off, size_t n) { (void)v; (void)off; (void)n; }
 static int fp_checkpoint(kvt_pager *p, const uint8_t *meta, size_t len) {
     for (uint64_t i = 1; i < p->n; i++)

@@ -218,6 +218,13 @@ int  ft_get(kvt_engine *e, uint64_t id, fnode **out);   /* pinned */
 /* The cached node id pinned in *out (a hit), or KVT_NOTFOUND with *out NULL (counted as
  * a miss): nothing is loaded. */
 int  ft_peek(kvt_engine *e, uint64_t id, fnode **out);
+/* A walk of cached nodes under one lock: between ft_lock and ft_unlock, pin node id if
+ * it is cached (a hit) or get NULL (nothing counted: unlock and ft_get it, which loads
+ * it and counts the miss), and unpin. No I/O and no other ft_ call while locked. */
+void ft_lock(kvt_engine *e);
+void ft_unlock(kvt_engine *e);
+fnode *ft_pin_locked(kvt_engine *e, uint64_t id);
+void ft_unpin_locked(kvt_engine *e, fnode *n);
 /* Where node id's blob is (KVT_ECORRUPT for an unknown id). */
 int  ft_blob_loc(kvt_engine *e, uint64_t id, uint64_t *pgno, uint64_t *len);
 /* ft_get of a node that must be of that kind (else KVT_ECORRUPT, nothing pinned). */

@@ -275,39 +275,17 @@ static int answer(kvt_engine *e, const frec *r, int nups, const kvt_buf *ups, kv
     return rc;
 }
 
-/* The message for k in run pn: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none,
- * UPS_MSG an upsert (its operand added to ups). Reads the one segment that may hold k,
- * only if its filter says so. */
-static int lookup_run(kvt_engine *e, const fnode *pn, const uint8_t *k, size_t kl,
-                      uint64_t hash, int *nups, kvt_buf *ups, kvt_buf *out) {
+/* The message for k in segment id: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none,
+ * UPS_MSG an upsert (its operand added to ups). */
+static int lookup_seg(kvt_engine *e, uint64_t id, const uint8_t *k, size_t kl, int *nups,
+                      kvt_buf *ups, kvt_buf *out) {
     hit h;
-    uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
-    if (!pn->n || !ft_bloom_maybe_h(pn, j, hash)) return NO_MSG;
-    int rc = find_rec(e, pn->child[j], FT_SEGMENT, k, kl, &h);
+    int rc = find_rec(e, id, FT_SEGMENT, k, kl, &h);
     if (rc < 0) return hit_done(e, &h, rc);
     if (!h.have) rc = NO_MSG;
     else if (h.rec.type != FT_UPSERT) rc = answer(e, &h.rec, *nups, ups, out);
     else if ((rc = prepend(ups, &h.rec)) == KVT_OK) { rc = UPS_MSG; (*nups)++; }
-    rc = hit_done(e, &h, rc);
-    return rc;
-}
-
-/* The message for k in buffer i of n, its runs newest first; answers as lookup_run.
- * The partitions are small and usually cached. hash: ft_bloom_hash(k). */
-static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t *k, size_t kl,
-                       uint64_t hash, int *nups, kvt_buf *ups, kvt_buf *out) {
-    uint64_t id = n->part[i];
-    int found = NO_MSG;
-    while (id) {
-        fnode *pn;
-        KVT_TRY(get_part_id(e, id, &pn));
-        int rc = lookup_run(e, pn, k, kl, hash, nups, ups, out);
-        id = pn->older;
-        ft_unpin(e, pn);
-        if (rc == UPS_MSG) found = UPS_MSG;
-        else if (rc != NO_MSG) return rc;
-    }
-    return found;
+    return hit_done(e, &h, rc);
 }
 
 /* Hint that basement id, with cnt entries, will be searched: its header and the words
@@ -320,53 +298,83 @@ static void get_prefetch(kvt_engine *e, uint64_t id, uint32_t cnt) {
     kvt_blob_prefetch(e->p, pg, len, off, 4);
 }
 
-static void unpin_walk(kvt_engine *e, fnode **path, int depth) {
-    for (int d = 0; d < depth; d++) ft_unpin(e, path[d]);
+/* Pin node id during the locked walk: cached, else loaded (the lock dropped meanwhile). */
+static int walk_pin(kvt_engine *e, uint64_t id, fnode **out) {
+    *out = ft_pin_locked(e, id);
+    if (*out) return KVT_OK;
+    ft_unlock(e);
+    int rc = ft_get(e, id, out);
+    ft_lock(e);
+    if (rc < 0) *out = NULL;
+    return rc;
 }
 
-/* Walk down: the first PUT/DEL message or the basement entry is the base, the upserts
- * met above it are folded onto it (ups holds their operands, oldest first). The path is
- * pinned down to the leaf before the buffers on it are probed, so that the basement's
- * cache misses (it is seldom cached) overlap with the filter and segment probes. */
-static int lookup_walk(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *ups, kvt_buf *out) {
-    fnode *path[64], *n;
-    uint32_t idx[64];
-    int depth = 0, nups = 0, rc = KVT_OK;
-    KVT_TRY(ft_get(e, e->root, &n));
-    while (n->kind == FT_INTERNAL) {
-        if (depth == 64) {                         /* n pinned, not on the path */
+/* The path of k, under one lock (the nodes on it are cached as a rule): the segments
+ * whose filter may hold k, in the order a get must read them (levels top down, runs
+ * newest first: the first message met is the newest), into seg[*nseg], and the
+ * basement (*bid, with *bcnt entries). */
+static int walk_path(kvt_engine *e, const uint8_t *k, size_t kl, uint64_t *seg,
+                     uint32_t *nseg, uint64_t *bid, uint32_t *bcnt) {
+    uint64_t hash = ft_bloom_hash(k, kl);
+    fnode *n, *pn, *c;
+    int depth = 0;
+    ft_lock(e);
+    int rc = walk_pin(e, e->root, &n);
+    while (rc == KVT_OK && n->kind == FT_INTERNAL) {
+        if (++depth > 64) {
             rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu: path deeper than 64",
                             (unsigned long long)n->id);
             break;
         }
-        idx[depth] = fpiv_child(n->piv, n->n - 1, k, kl);
-        path[depth++] = n;
-        fnode *c;
-        rc = ft_get(e, n->child[idx[depth - 1]], &c);
-        n = rc == KVT_OK ? c : NULL;
+        uint32_t i = fpiv_child(n->piv, n->n - 1, k, kl), runs = 0;
+        for (uint64_t id = n->part[i]; id && rc == KVT_OK; runs++) {
+            if (runs == FT_MAX_RUNS) {
+                rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu: more than %u runs",
+                                (unsigned long long)n->id, FT_MAX_RUNS);
+                break;
+            }
+            if ((rc = walk_pin(e, id, &pn)) < 0) break;
+            if (pn->kind != FT_PARTITION)
+                rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is of kind %u, expected "
+                                "kind %u", (unsigned long long)id, pn->kind, FT_PARTITION);
+            uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
+            if (rc == KVT_OK && pn->n && ft_bloom_maybe_h(pn, j, hash)) seg[(*nseg)++] = pn->child[j];
+            id = pn->older;
+            ft_unpin_locked(e, pn);
+        }
         if (rc < 0) break;
+        rc = walk_pin(e, n->child[i], &c);
+        ft_unpin_locked(e, n);
+        n = c;
     }
     if (rc == KVT_OK && n->kind != FT_LEAF)
         rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a leaf", (unsigned long long)n->id);
-    if (rc < 0) {
-        if (n) ft_unpin(e, n);
-        unpin_walk(e, path, depth);
-        return rc;
+    if (rc == KVT_OK) {
+        uint32_t b = fpiv_child(n->piv, n->n - 1, k, kl);
+        *bid = n->child[b];
+        *bcnt = n->bcount[b];
     }
-    uint32_t b = fpiv_child(n->piv, n->n - 1, k, kl);
-    uint64_t bid = n->child[b];
-    get_prefetch(e, bid, n->bcount[b]);
-    ft_unpin(e, n);
-    uint64_t hash = ft_bloom_hash(k, kl);
-    rc = NO_MSG;
-    for (int d = 0; d < depth && (rc == NO_MSG || rc == UPS_MSG); d++) {
-        int r = lookup_part(e, path[d], idx[d], k, kl, hash, &nups, ups, out);
-        if (r != NO_MSG && r != UPS_MSG) rc = r;
+    if (n) ft_unpin_locked(e, n);
+    ft_unlock(e);
+    return rc;
+}
+
+/* Walk down: the first PUT/DEL message or the basement entry is the base, the upserts
+ * met above it are folded onto it (ups holds their operands, oldest first). The path is
+ * walked under one lock first; then the basement's first misses are prefetched (it is
+ * seldom cached) and the segments the filters named are read in order, overlapping them. */
+static int lookup_walk(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *ups, kvt_buf *out) {
+    uint64_t seg[64 * FT_MAX_RUNS], bid = 0;
+    uint32_t nseg = 0, bcnt = 0;
+    int nups = 0;
+    KVT_TRY(walk_path(e, k, kl, seg, &nseg, &bid, &bcnt));
+    get_prefetch(e, bid, bcnt);
+    for (uint32_t i = 0; i < nseg; i++) {
+        int rc = lookup_seg(e, seg[i], k, kl, &nups, ups, out);
+        if (rc != NO_MSG && rc != UPS_MSG) return rc;
     }
-    unpin_walk(e, path, depth);
-    if (rc != NO_MSG && rc != UPS_MSG) return rc;
     hit h;
-    rc = find_rec(e, bid, FT_BASEMENT, k, kl, &h);
+    int rc = find_rec(e, bid, FT_BASEMENT, k, kl, &h);
     if (rc == KVT_OK) rc = answer(e, h.have ? &h.rec : NULL, nups, ups, out);
     return hit_done(e, &h, rc);
 }

@@ -84,3 +84,4 @@ def test_point_reads_cold(open_eng, engine_name, mmap, basement):
     read_back(eng, model, absent)
     assert list(eng.items()) == sorted(model.items())
     eng.check()
+

@@ -172,9 +172,9 @@ static int search_front(kvt_engine *e, uint64_t id, kvt_blob_view *v, uint32_t c
 static int view_walk(kvt_engine *e, uint64_t id, uint8_t kind, const uint8_t *k, size_t kl,
                      hit *h) {
     kvt_blob_view *v = &h->view;
-    uint8_t small[32], key[KVT_MAX_KEY];
-    const uint8_t *p;
-    KVT_TRY(kvt_blob_view_read(v, 0, 32, small, &p));
+    uint8_t small[28], key[KVT_MAX_KEY];
+    const uint8_t *p, *q;
+    KVT_TRY(kvt_blob_view_read(v, 0, 28, small, &p));  /* 28: an empty unindexed node */
     if (kvt_get32(p) != FT_NODE_MAGIC || p[4] != kind || kvt_get64(p + 16) != id)
         return view_corrupt(e, id, "header");
     uint32_t cnt = kvt_get32(p + 24);
@@ -184,9 +184,10 @@ static int view_walk(kvt_engine *e, uint64_t id, uint8_t kind, const uint8_t *k,
     if (p[5] == FT_INDEX_FRONT || p[5] == FT_INDEX_TAIL) {
         if (cnt > (v->len - 32) / (FT_IDX_ENTRY + FT_REC_HDR))
             return view_corrupt(e, id, "record count");
-        if (p[5] == FT_INDEX_FRONT)
-            KVT_TRY(search_front(e, id, v, cnt, kvt_get32(p + 28), k, kl, key, &r, &off, &c));
-        else if (cnt)
+        if (p[5] == FT_INDEX_FRONT) {
+            KVT_TRY(kvt_blob_view_ptr(v, 28, 4, &q));   /* the header's page: in place */
+            KVT_TRY(search_front(e, id, v, cnt, kvt_get32(q), k, kl, key, &r, &off, &c));
+        } else if (cnt)
             KVT_TRY(search_tail(e, id, v, cnt, k, kl, key, &r, &off, &c));
     } else if (p[5] == 0) {
         for (uint32_t i = 0; i < cnt; i++, off += FT_REC_HDR + (size_t)r.kl + r.vl) {

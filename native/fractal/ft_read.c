@@ -289,8 +289,8 @@ static int lookup_seg(kvt_engine *e, uint64_t id, const uint8_t *k, size_t kl, i
     return hit_done(e, &h, rc);
 }
 
-/* Hint that basement id, with cnt entries, will be searched: its header and the words
- * the search probes first (FT_INDEX_FRONT layout, ft_node.c). */
+/* Hint that basement or segment id, with cnt entries, will be searched: its header and
+ * the words the search probes first (FT_INDEX_FRONT layout, ft_node.c). */
 static void get_prefetch(kvt_engine *e, uint64_t id, uint32_t cnt) {
     uint64_t pg, len;
     if (ft_blob_loc(e, id, &pg, &len) != KVT_OK) return;    /* reported by find_rec */
@@ -315,7 +315,7 @@ static int walk_pin(kvt_engine *e, uint64_t id, fnode **out) {
  * newest first: the first message met is the newest), into seg[*nseg], and the
  * basement (*bid, with *bcnt entries). */
 static int walk_path(kvt_engine *e, const uint8_t *k, size_t kl, uint64_t *seg,
-                     uint32_t *nseg, uint64_t *bid, uint32_t *bcnt) {
+                     uint32_t *nseg, uint32_t *scnt0, uint64_t *bid, uint32_t *bcnt) {
     uint64_t hash = ft_bloom_hash(k, kl);
     fnode *n, *pn, *c;
     int depth = 0;
@@ -339,7 +339,10 @@ static int walk_path(kvt_engine *e, const uint8_t *k, size_t kl, uint64_t *seg,
                 rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is of kind %u, expected "
                                 "kind %u", (unsigned long long)id, pn->kind, FT_PARTITION);
             uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
-            if (rc == KVT_OK && pn->n && ft_bloom_maybe_h(pn, j, hash)) seg[(*nseg)++] = pn->child[j];
+            if (rc == KVT_OK && pn->n && ft_bloom_maybe_h(pn, j, hash)) {
+                if (*nseg == 0) *scnt0 = pn->bcount[j];
+                seg[(*nseg)++] = pn->child[j];
+            }
             id = pn->older;
             ft_unpin_locked(e, pn);
         }
@@ -366,10 +369,11 @@ static int walk_path(kvt_engine *e, const uint8_t *k, size_t kl, uint64_t *seg,
  * seldom cached) and the segments the filters named are read in order, overlapping them. */
 static int lookup_walk(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *ups, kvt_buf *out) {
     uint64_t seg[64 * FT_MAX_RUNS], bid = 0;
-    uint32_t nseg = 0, bcnt = 0;
+    uint32_t nseg = 0, scnt0 = 0, bcnt = 0;
     int nups = 0;
-    KVT_TRY(walk_path(e, k, kl, seg, &nseg, &bid, &bcnt));
-    get_prefetch(e, bid, bcnt);
+    KVT_TRY(walk_path(e, k, kl, seg, &nseg, &scnt0, &bid, &bcnt));
+    if (nseg) get_prefetch(e, seg[0], scnt0);   /* it usually answers: the basement waits */
+    else get_prefetch(e, bid, bcnt);
     for (uint32_t i = 0; i < nseg; i++) {
         int rc = lookup_seg(e, seg[i], k, kl, &nups, ups, out);
         if (rc != NO_MSG && rc != UPS_MSG) return rc;

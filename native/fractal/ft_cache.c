@@ -163,18 +163,26 @@ int ft_get_kind(kvt_engine *e, uint64_t id, uint8_t kind, fnode **out) {
 
 /* The cached node id pinned and made most recent, counted as a hit or a miss; NULL if
  * it is not cached. Caller holds e->mu. */
-static fnode *pin_cached(kvt_engine *e, uint64_t id) {
+fnode *ft_pin_locked(kvt_engine *e, uint64_t id) {
     fnode *n = map_find(e, id);
-    if (!n) {
-        e->misses++;
-        return NULL;
-    }
+    if (!n) return NULL;
     n->pins++;
     lru_unlink(n);
     lru_front(e, n);
     e->hits++;
     return n;
 }
+
+static fnode *pin_cached(kvt_engine *e, uint64_t id) {
+    fnode *n = ft_pin_locked(e, id);
+    if (!n) e->misses++;
+    return n;
+}
+
+void ft_lock(kvt_engine *e) { pthread_mutex_lock(&e->mu); }
+void ft_unlock(kvt_engine *e) { pthread_mutex_unlock(&e->mu); }
+
+void ft_unpin_locked(kvt_engine *e, fnode *n) { (void)e; n->pins--; }
 
 int ft_peek(kvt_engine *e, uint64_t id, fnode **out) {
     pthread_mutex_lock(&e->mu);

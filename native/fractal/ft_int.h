@@ -42,6 +42,7 @@
 #define FT_INT_H
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include "kvt_engine.h"
 #include "kvt_error.h"
 
@@ -65,12 +66,23 @@ enum { FT_INTERNAL = 1, FT_LEAF = 2, FT_BASEMENT = 3, FT_PARTITION = 4, FT_SEGME
 #define FT_MAX_RUNS 16u              /* format limit: runs chained in one child's buffer */
 #define FT_DEF_RUNS 4u               /* policy: runs before a batch merges into the newest */
 #define FT_SEG_BLOOM 256u            /* bytes of Bloom filter per buffer segment */
-#define FT_HAS_INDEX 1u             /* node header byte 5: a record index follows (ft_node.c) */
-#define FT_IDX_ENTRY 12u            /* index entry: u32 record offset, u64 key word */
+/* Node header byte 5 of a basement or segment: how its record index is stored (ft_node.c;
+ * 0: none, blobs written before it). Readers take all three forms. */
+#define FT_INDEX_TAIL  1u           /* after the records: per record offset and key word */
+#define FT_INDEX_FRONT 2u           /* before them: the key words, then the offsets */
+#define FT_IDX_ENTRY 12u            /* index bytes per record: u32 offset, u64 key word */
 
 /* 8 key bytes from p (n of them, zero-padded) as a big-endian word: words that differ
  * order their keys like memcmp; equal words leave it to a full comparison. */
 static inline uint64_t ft_key_word(const uint8_t *p, size_t n) {
+    if (n >= 8) {                                  /* the usual case: one load */
+        uint64_t w;
+        memcpy(&w, p, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        return w;
+    }
     uint64_t w = 0;
     for (size_t i = 0; i < 8; i++) w = w << 8 | (i < n ? p[i] : 0);
     return w;
@@ -94,7 +106,9 @@ typedef struct fvec {                /* sorted by (key, msn) */
     uint64_t bytes;                  /* serialized bytes of the records */
 } fvec;
 
-typedef struct fkey { uint8_t *k; uint32_t kl; } fkey;
+/* A pivot; w = ft_key_word(k, kl), its first 8 bytes, so that searches compare words
+ * first (set by fkey_set, the only way a pivot is made). */
+typedef struct fkey { uint8_t *k; uint32_t kl; uint64_t w; } fkey;
 
 typedef struct fnode {
     uint64_t id;
@@ -179,6 +193,7 @@ int  ft_fold(kvt_engine *e, const frec *old, frec *up);
 
 /* ft_node.c - (de)serialization */
 extern int ft_test_no_index;        /* test hook: write blobs as before the record index */
+extern int ft_test_tail_index;      /* test hook: write the index after the records */
 int  ft_encode(const fnode *n, kvt_buf *out);
 int  ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out);
 fnode *ft_node_alloc(uint8_t kind, uint32_t height);
@@ -192,6 +207,9 @@ int  ft_compact(fnode *b);                  /* basement: entries into one fresh 
 void ft_bloom_build(fnode *pn, uint32_t j, const fvec *v);   /* segment j's filter */
 void ft_bloom_add(fnode *pn, uint32_t j, const uint8_t *k, size_t kl);  /* one more key */
 int  ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl);
+/* The same in two steps: a get hashes its key once for all the filters on its path. */
+uint64_t ft_bloom_hash(const uint8_t *k, size_t kl);
+int  ft_bloom_maybe_h(const fnode *pn, uint32_t j, uint64_t h);
 
 /* ft_cache.c - node cache and translation table */
 int  ft_cache_init(kvt_engine *e);
@@ -200,6 +218,13 @@ int  ft_get(kvt_engine *e, uint64_t id, fnode **out);   /* pinned */
 /* The cached node id pinned in *out (a hit), or KVT_NOTFOUND with *out NULL (counted as
  * a miss): nothing is loaded. */
 int  ft_peek(kvt_engine *e, uint64_t id, fnode **out);
+/* A walk of cached nodes under one lock: between ft_lock and ft_unlock, pin node id if
+ * it is cached (a hit) or get NULL (nothing counted: unlock and ft_get it, which loads
+ * it and counts the miss), and unpin. No I/O and no other ft_ call while locked. */
+void ft_lock(kvt_engine *e);
+void ft_unlock(kvt_engine *e);
+fnode *ft_pin_locked(kvt_engine *e, uint64_t id);
+void ft_unpin_locked(kvt_engine *e, fnode *n);
 /* Where node id's blob is (KVT_ECORRUPT for an unknown id). */
 int  ft_blob_loc(kvt_engine *e, uint64_t id, uint64_t *pgno, uint64_t *len);
 /* ft_get of a node that must be of that kind (else KVT_ECORRUPT, nothing pinned). */

@@ -7,15 +7,20 @@
  *              PARTITION then: n x FT_SEG_BLOOM bytes (per-segment Bloom filters),
  *              u64 older run's partition id, u32 runs (absent in files before runs:
  *              read as 0 and 1)
- *   BASEMENT, SEGMENT: one buffer of records, then (when header byte 5, FT_HAS_INDEX,
- *              is set; files written before it have 0 there) the record index:
- *              count x (u32 blob offset of the record, u64 key word), u32 L, where L
- *              is the length of the prefix all the node's keys share and the key word
- *              is the 8 key bytes after it, big-endian, zero-padded (ft_key_word). A
- *              point query binary-searches the words (one or two pages) and reads one
- *              record, in place in the read map (ft_read.c), instead of decoding it
+ *   BASEMENT, SEGMENT: records with a record index, in the form header byte 5 says:
+ *              FT_INDEX_FRONT (written now): u32 count, u32 L, count x u64 key word,
+ *                count x u32 blob offset of the record, then count x record;
+ *              FT_INDEX_TAIL (written before): buffer, then count x (u32 offset, u64
+ *                key word), u32 L;
+ *              0 (written before any index): buffer only.
+ *              L is the length of the prefix all the node's keys share and the key
+ *              word is the 8 key bytes after it, big-endian, zero-padded (ft_key_word).
+ *              A point query binary-searches the words and reads one record, in place
+ *              in the read map (ft_read.c), instead of decoding the node; in the front
+ *              form the words of a 32 KiB basement lie in its first page
  *   pivot:  u32 kl, key
- *   buffer: u32 count, count x record (u8 type, u64 msn, u32 kl, u32 vl, key, value)
+ *   buffer: u32 count, count x record
+ *   record: u8 type, u64 msn, u32 kl, u32 vl, key, value
  * A decoded basement or segment keeps the blob as its arena: its records point into
  * it (no copies); records added later are owned (one malloc each, counted in `owned`)
  * until ft_compact packs everything into a fresh arena, so the memory charge is exact.
@@ -25,7 +30,7 @@
 
 #define NODE_HDR 24u
 
-int ft_test_no_index;
+int ft_test_no_index, ft_test_tail_index;
 
 fnode *ft_node_alloc(uint8_t kind, uint32_t height) {
     fnode *n = calloc(1, sizeof *n);
@@ -86,7 +91,7 @@ int ft_is_list(const fnode *n) { return n->kind == FT_LEAF || n->kind == FT_PART
 
 /* Bytes this node holds: arena, record arrays, owned records (+16 bytes malloc overhead). */
 uint64_t ft_node_mem(const fnode *n) {
-    uint64_t m = sizeof *n + n->arena_len + (uint64_t)n->cap * 56;
+    uint64_t m = sizeof *n + n->arena_len + (uint64_t)n->cap * 64;
     if (n->kind == FT_PARTITION) m += (uint64_t)n->cap * FT_SEG_BLOOM;
     for (uint32_t i = 0; i + 1 < n->n; i++) m += n->piv[i].kl + 16;
     m += (uint64_t)n->ents.cap * sizeof(frec) + n->owned;
@@ -145,9 +150,10 @@ void ft_bloom_build(fnode *pn, uint32_t j, const fvec *v) {
     for (uint32_t i = 0; i < v->n; i++) bloom_add(f, v->r[i].k, v->r[i].kl);
 }
 
-int ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl) {
+uint64_t ft_bloom_hash(const uint8_t *k, size_t kl) { return key_hash(k, kl); }
+
+int ft_bloom_maybe_h(const fnode *pn, uint32_t j, uint64_t h) {
     const uint8_t *f = pn->bloom + (size_t)j * FT_SEG_BLOOM;
-    uint64_t h = key_hash(k, kl);
     uint32_t a = (uint32_t)h, b = (uint32_t)(h >> 32) | 1;
     for (uint32_t i = 0; i < 4; i++) {
         uint32_t bit = (a + i * b) % (FT_SEG_BLOOM * 8);
@@ -156,15 +162,18 @@ int ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl) {
     return 1;
 }
 
+int ft_bloom_maybe(const fnode *pn, uint32_t j, const uint8_t *k, size_t kl) {
+    return ft_bloom_maybe_h(pn, j, key_hash(k, kl));
+}
+
 /* ---- encoding ---- */
 
 static int put_u8(kvt_buf *b, uint8_t v) { return kvt_buf_append(b, &v, 1); }
 static int put_u32(kvt_buf *b, uint32_t v) { uint8_t x[4]; kvt_put32(x, v); return kvt_buf_append(b, x, 4); }
 static int put_u64(kvt_buf *b, uint64_t v) { uint8_t x[8]; kvt_put64(x, v); return kvt_buf_append(b, x, 8); }
 
-static int enc_vec(kvt_buf *b, const fvec *v) {
-    KVT_TRY(kvt_buf_reserve(b, b->len + 4 + v->bytes));
-    KVT_TRY(put_u32(b, v->n));
+static int enc_recs(kvt_buf *b, const fvec *v) {
+    KVT_TRY(kvt_buf_reserve(b, b->len + v->bytes));
     for (uint32_t i = 0; i < v->n; i++) {
         const frec *r = &v->r[i];
         KVT_TRY(put_u8(b, r->type));
@@ -185,15 +194,10 @@ static int enc_pivots(kvt_buf *b, const fnode *n) {
     return KVT_OK;
 }
 
-/* The record index after a buffer that starts at byte start of the blob. */
-static int enc_index(kvt_buf *b, const fvec *v, size_t start) {
+/* The record index after a buffer that starts at byte start of the blob (FT_INDEX_TAIL,
+ * written before FT_INDEX_FRONT; kept for the test hook that writes old blobs). */
+static int enc_tail_index(kvt_buf *b, const fvec *v, size_t start, uint32_t common) {
     KVT_TRY(kvt_buf_reserve(b, b->len + FT_IDX_ENTRY * (size_t)v->n + 4));
-    uint32_t common = 0;              /* keys are sorted: first and last share the most */
-    if (v->n) {
-        const frec *a = &v->r[0], *z = &v->r[v->n - 1];
-        uint32_t lim = a->kl < z->kl ? a->kl : z->kl;
-        while (common < lim && a->k[common] == z->k[common]) common++;
-    }
     size_t off = start + 4;
     for (uint32_t i = 0; i < v->n; i++) {
         const frec *r = &v->r[i];
@@ -204,18 +208,50 @@ static int enc_index(kvt_buf *b, const fvec *v, size_t start) {
     return put_u32(b, common);
 }
 
+/* Keys are sorted: the first and the last share the longest prefix. */
+static uint32_t common_prefix(const fvec *v) {
+    uint32_t common = 0;
+    if (v->n) {
+        const frec *a = &v->r[0], *z = &v->r[v->n - 1];
+        uint32_t lim = a->kl < z->kl ? a->kl : z->kl;
+        while (common < lim && a->k[common] == z->k[common]) common++;
+    }
+    return common;
+}
+
+/* FT_INDEX_FRONT: count, prefix length, all the key words, all the offsets, then the
+ * records. The words of a 32 KiB basement fit in its first page, so a get touches that
+ * page and the record's (the tail form also touched the last one or two). */
+static int enc_front(kvt_buf *b, const fvec *v) {
+    uint32_t common = common_prefix(v);
+    KVT_TRY(kvt_buf_reserve(b, b->len + 8 + FT_IDX_ENTRY * (size_t)v->n + v->bytes));
+    KVT_TRY(put_u32(b, v->n));
+    KVT_TRY(put_u32(b, common));
+    for (uint32_t i = 0; i < v->n; i++)
+        KVT_TRY(put_u64(b, ft_key_word(v->r[i].k + common, v->r[i].kl - common)));
+    size_t off = b->len + 4 * (size_t)v->n;
+    for (uint32_t i = 0; i < v->n; i++) {
+        KVT_TRY(put_u32(b, (uint32_t)off));
+        off += frec_size(&v->r[i]);
+    }
+    return enc_recs(b, v);
+}
+
 int ft_encode(const fnode *n, kvt_buf *b) {
     b->len = 0;
     KVT_TRY(put_u32(b, FT_NODE_MAGIC));
-    int index = ft_is_records(n) && !ft_test_no_index;
-    uint8_t kind[4] = { n->kind, index ? FT_HAS_INDEX : 0, 0, 0 };
+    uint8_t form = !ft_is_records(n) || ft_test_no_index ? 0
+                 : ft_test_tail_index ? FT_INDEX_TAIL : FT_INDEX_FRONT;
+    uint8_t kind[4] = { n->kind, form, 0, 0 };
     KVT_TRY(kvt_buf_append(b, kind, 4));
     KVT_TRY(put_u32(b, n->height));
     KVT_TRY(put_u32(b, ft_is_records(n) ? 0 : n->n));
     KVT_TRY(put_u64(b, n->id));
     if (ft_is_records(n)) {
-        KVT_TRY(enc_vec(b, &n->ents));
-        return index ? enc_index(b, &n->ents, NODE_HDR) : KVT_OK;
+        if (form == FT_INDEX_FRONT) return enc_front(b, &n->ents);
+        KVT_TRY(put_u32(b, n->ents.n));
+        KVT_TRY(enc_recs(b, &n->ents));
+        return form ? enc_tail_index(b, &n->ents, NODE_HDR, common_prefix(&n->ents)) : KVT_OK;
     }
     for (uint32_t i = 0; i < n->n; i++) {
         KVT_TRY(put_u64(b, n->child[i]));
@@ -244,9 +280,7 @@ static int rd_need(rd *r, size_t n, const char *what) {
 static uint32_t rd32(rd *r) { uint32_t v = kvt_get32(r->p + r->off); r->off += 4; return v; }
 static uint64_t rd64(rd *r) { uint64_t v = kvt_get64(r->p + r->off); r->off += 8; return v; }
 
-static int dec_vec(rd *r, fvec *v) {
-    KVT_TRY(rd_need(r, 4, "buffer count"));
-    uint32_t cnt = rd32(r);
+static int dec_recs(rd *r, fvec *v, uint32_t cnt) {
     if (cnt > (r->len - r->off) / FT_REC_HDR) return rd_err(r, "record count");
     KVT_TRY(fvec_reserve(v, cnt));
     for (uint32_t i = 0; i < cnt; i++) {
@@ -314,8 +348,32 @@ static int dec_children(rd *r, fnode *n, uint32_t cnt) {
     return KVT_OK;
 }
 
-static int dec_body(rd *r, fnode *n, uint32_t cnt) {
-    if (ft_is_records(n)) return dec_vec(r, &n->ents);
+/* Records, in any of the three forms (header byte 5). The index is used in place only
+ * (ft_read.c); decoding checks that its offsets name the records. */
+static int dec_records(rd *r, fnode *n, uint8_t form) {
+    KVT_TRY(rd_need(r, 4, "buffer count"));
+    uint32_t cnt = rd32(r);
+    if (form == FT_INDEX_FRONT) {
+        if (cnt > (r->len - r->off) / (FT_IDX_ENTRY + FT_REC_HDR)) return rd_err(r, "record count");
+        KVT_TRY(rd_need(r, 4 + FT_IDX_ENTRY * (size_t)cnt, "record index"));
+        size_t offs = r->off + 4 + 8 * (size_t)cnt;
+        r->off += 4 + FT_IDX_ENTRY * (size_t)cnt;
+        KVT_TRY(dec_recs(r, &n->ents, cnt));
+        size_t at = offs + 4 * (size_t)cnt;
+        for (uint32_t i = 0; i < cnt; at += frec_size(&n->ents.r[i]), i++)
+            if (kvt_get32(r->p + offs + 4 * (size_t)i) != at) return rd_err(r, "record index");
+        return KVT_OK;
+    }
+    KVT_TRY(dec_recs(r, &n->ents, cnt));
+    if (form != FT_INDEX_TAIL) return KVT_OK;
+    size_t ix = FT_IDX_ENTRY * (size_t)cnt + 4;
+    KVT_TRY(rd_need(r, ix, "record index"));
+    r->off += ix;
+    return KVT_OK;
+}
+
+static int dec_body(rd *r, fnode *n, uint32_t cnt, uint8_t form) {
+    if (ft_is_records(n)) return dec_records(r, n, form);
     if (cnt == 0 || cnt > 1u << 20) return rd_err(r, "child count");
     return dec_children(r, n, cnt);
 }
@@ -334,12 +392,11 @@ int ft_decode(kvt_engine *e, uint64_t id, uint8_t *data, size_t len, fnode **out
     fnode *n = ft_node_alloc(kind, height);
     if (!n) return KVT_ENOMEM;
     n->id = id;
-    int rc = dec_body(&r, n, cnt);
-    if (rc == KVT_OK && ft_is_records(n) && data[5] == FT_HAS_INDEX) {
-        size_t ix = FT_IDX_ENTRY * (size_t)n->ents.n + 4;         /* used in place only */
-        rc = rd_need(&r, ix, "record index");
-        r.off += rc == KVT_OK ? ix : 0;
+    if (data[5] > FT_INDEX_FRONT || (data[5] && !ft_is_records(n))) {
+        ft_node_destroy(n);
+        return rd_err(&r, "record index form");
     }
+    int rc = dec_body(&r, n, cnt, data[5]);
     if (rc == KVT_OK && r.off != len) rc = rd_err(&r, "trailing bytes");
     if (rc < 0) {
         ft_node_destroy(n);        /* records point into data (not owned): kept */

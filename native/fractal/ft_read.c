@@ -67,8 +67,30 @@ static int view_rec(kvt_engine *e, uint64_t id, kvt_blob_view *v, size_t off,
     return KVT_OK;
 }
 
-/* Index entry i (idx: where the index starts): the record's offset and key word. */
-static int view_entry(kvt_blob_view *v, size_t idx, uint32_t i, uint32_t *off, uint64_t *word) {
+/* The records with k's word from index position lo on, in order (words sorted): the
+ * one equal to k, if any, in *r at *off (*c 0). entry(i) gives record i's offset and
+ * word. Only an exact match is wanted, so k is never compared with the keys' shared
+ * prefix first: a k outside it matches no record whatever word it lands on. */
+#define SCAN_WORD(entry)                                                        \
+    for (; lo < cnt; lo++) {                                                    \
+        KVT_TRY(entry);                                                         \
+        if (w != want) break;                                                   \
+        KVT_TRY(view_rec(e, id, v, o, k, kl, keybuf, r, c));                    \
+        if (*c >= 0) { *off = o; break; }                                       \
+    }
+
+/* Prefetch the index entries the first three levels of a binary search over cnt
+ * entries of size sz at blob offset at will probe: their cache misses overlap instead
+ * of following each other. */
+static void prefetch_probes(const kvt_blob_view *v, size_t at, uint32_t cnt, size_t sz) {
+    for (uint32_t d = 2; d <= 8; d *= 2)
+        for (uint32_t j = 1; j < d; j += 2)
+            kvt_blob_view_prefetch(v, at + sz * (size_t)(cnt / d * j), sz);
+}
+
+/* FT_INDEX_TAIL (blobs written before FT_INDEX_FRONT): entries of u32 offset and u64
+ * word after the records, then the prefix length. */
+static int entry_tail(kvt_blob_view *v, size_t idx, uint32_t i, uint32_t *off, uint64_t *word) {
     uint8_t small[FT_IDX_ENTRY];
     const uint8_t *p;
     KVT_TRY(kvt_blob_view_read(v, idx + FT_IDX_ENTRY * (size_t)i, FT_IDX_ENTRY, small, &p));
@@ -77,40 +99,71 @@ static int view_entry(kvt_blob_view *v, size_t idx, uint32_t i, uint32_t *off, u
     return KVT_OK;
 }
 
-/* With the record index: the record for k, if any, in *r at *off (*c 0: found). The
- * words after the shared prefix decide almost every step of the binary search inside
- * the index (a page or two); only the record(s) with k's word are read. */
-static int view_search(kvt_engine *e, uint64_t id, kvt_blob_view *v, uint32_t cnt,
+static int search_tail(kvt_engine *e, uint64_t id, kvt_blob_view *v, uint32_t cnt,
                        const uint8_t *k, size_t kl, uint8_t *keybuf, frec *r, size_t *off,
                        int *c) {
     size_t idx = v->len - 4 - FT_IDX_ENTRY * (size_t)cnt;
     uint8_t small[4];
     const uint8_t *p;
-    *c = 1;
-    if (cnt == 0) return KVT_OK;
+    kvt_blob_view_prefetch(v, v->len - 4, 4);
+    prefetch_probes(v, idx, cnt, FT_IDX_ENTRY);
     KVT_TRY(kvt_blob_view_read(v, v->len - 4, 4, small, &p));
-    uint32_t common = kvt_get32(p), o;
-    uint64_t w;
-    KVT_TRY(view_entry(v, idx, 0, &o, &w));
-    KVT_TRY(view_rec(e, id, v, o, k, kl, keybuf, r, c));       /* the first key */
-    if (common > r->kl) return view_corrupt(e, id, "record index prefix");
-    if (*c >= 0) { *off = o; return KVT_OK; }                   /* k is at or before it */
-    if (kl < common || memcmp(k, r->k, common) != 0) return KVT_OK;   /* outside: absent */
-    uint64_t want = ft_key_word(k + common, kl - common);
-    uint32_t lo = 1, hi = cnt;
+    uint32_t common = kvt_get32(p), o, lo = 0, hi = cnt;
+    if (common > KVT_MAX_KEY) return view_corrupt(e, id, "record index prefix");
+    if (kl < common) return KVT_OK;               /* shorter than every key: absent */
+    uint64_t want = ft_key_word(k + common, kl - common), w;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        KVT_TRY(view_entry(v, idx, mid, &o, &w));
+        KVT_TRY(entry_tail(v, idx, mid, &o, &w));
         if (w < want) lo = mid + 1;
         else hi = mid;
     }
-    for (; lo < cnt; lo++) {                     /* the records with k's word, in order */
-        KVT_TRY(view_entry(v, idx, lo, &o, &w));
-        if (w != want) break;
-        KVT_TRY(view_rec(e, id, v, o, k, kl, keybuf, r, c));
-        if (*c >= 0) { *off = o; return KVT_OK; }
+    SCAN_WORD(entry_tail(v, idx, lo, &o, &w))
+    return KVT_OK;
+}
+
+/* FT_INDEX_FRONT: from byte 32 the cnt words, then the cnt offsets. The words of a
+ * basement of default size lie in its first page: the search runs on them in place. */
+static int front_entry(kvt_blob_view *v, const uint8_t *words, uint32_t cnt, uint32_t i,
+                       uint32_t *off, uint64_t *word) {
+    uint8_t small[8];
+    const uint8_t *p;
+    if (words) {
+        *word = kvt_get64(words + 8 * (size_t)i);
+    } else {
+        KVT_TRY(kvt_blob_view_read(v, 32 + 8 * (size_t)i, 8, small, &p));
+        *word = kvt_get64(p);
     }
-    *c = 1;
+    KVT_TRY(kvt_blob_view_read(v, 32 + 8 * (size_t)cnt + 4 * (size_t)i, 4, small, &p));
+    *off = kvt_get32(p);
+    return KVT_OK;
+}
+
+static int search_front(kvt_engine *e, uint64_t id, kvt_blob_view *v, uint32_t cnt,
+                        uint32_t common, const uint8_t *k, size_t kl, uint8_t *keybuf,
+                        frec *r, size_t *off, int *c) {
+    const uint8_t *words = NULL, *p;
+    uint8_t small[8];
+    uint32_t o, lo = 0, hi = cnt;
+    if (common > KVT_MAX_KEY) return view_corrupt(e, id, "record index prefix");
+    if (kl < common) return KVT_OK;               /* shorter than every key: absent */
+    int rc = kvt_blob_view_ptr(v, 32, 8 * (size_t)cnt, &words);
+    if (rc != KVT_OK && rc != KVT_NOTFOUND) return rc;
+    for (uint32_t d = 2; words && d <= 8; d *= 2)      /* see prefetch_probes */
+        for (uint32_t j = 1; j < d; j += 2) __builtin_prefetch(words + 8 * (size_t)(cnt / d * j));
+    uint64_t want = ft_key_word(k + common, kl - common), w;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (words) {
+            w = kvt_get64(words + 8 * (size_t)mid);
+        } else {
+            KVT_TRY(kvt_blob_view_read(v, 32 + 8 * (size_t)mid, 8, small, &p));
+            w = kvt_get64(p);
+        }
+        if (w < want) lo = mid + 1;
+        else hi = mid;
+    }
+    SCAN_WORD(front_entry(v, words, cnt, lo, &o, &w))
     return KVT_OK;
 }
 
@@ -120,27 +173,38 @@ static int view_walk(kvt_engine *e, uint64_t id, uint8_t kind, const uint8_t *k,
                      hit *h) {
     kvt_blob_view *v = &h->view;
     uint8_t small[28], key[KVT_MAX_KEY];
-    const uint8_t *p;
-    KVT_TRY(kvt_blob_view_read(v, 0, 28, small, &p));
+    const uint8_t *p, *q;
+    KVT_TRY(kvt_blob_view_read(v, 0, 28, small, &p));  /* 28: an empty unindexed node */
     if (kvt_get32(p) != FT_NODE_MAGIC || p[4] != kind || kvt_get64(p + 16) != id)
         return view_corrupt(e, id, "header");
     uint32_t cnt = kvt_get32(p + 24);
     frec r;
     int c = 1;
     size_t off = 28;
-    if (p[5] == FT_HAS_INDEX) {
+    if (p[5] == FT_INDEX_FRONT || p[5] == FT_INDEX_TAIL) {
         if (cnt > (v->len - 32) / (FT_IDX_ENTRY + FT_REC_HDR))
             return view_corrupt(e, id, "record count");
-        KVT_TRY(view_search(e, id, v, cnt, k, kl, key, &r, &off, &c));
-    } else {
+        if (p[5] == FT_INDEX_FRONT) {
+            KVT_TRY(kvt_blob_view_ptr(v, 28, 4, &q));   /* the header's page: in place */
+            KVT_TRY(search_front(e, id, v, cnt, kvt_get32(q), k, kl, key, &r, &off, &c));
+        } else if (cnt)
+            KVT_TRY(search_tail(e, id, v, cnt, k, kl, key, &r, &off, &c));
+    } else if (p[5] == 0) {
         for (uint32_t i = 0; i < cnt; i++, off += FT_REC_HDR + (size_t)r.kl + r.vl) {
             KVT_TRY(view_rec(e, id, v, off, k, kl, key, &r, &c));
             if (c >= 0) break;
         }
+    } else {
+        return view_corrupt(e, id, "record index form");
     }
     if (c != 0) return KVT_OK;                     /* not here */
-    KVT_TRY(kvt_buf_reserve(&h->tmp, r.vl ? r.vl : 1));
-    KVT_TRY(kvt_blob_view_read(v, off + FT_REC_HDR + r.kl, r.vl, h->tmp.data, &r.v));
+    size_t at = off + FT_REC_HDR + r.kl;
+    int rc = kvt_blob_view_ptr(v, at, r.vl, &r.v);  /* in place unless it straddles pages */
+    if (rc == KVT_NOTFOUND) {
+        KVT_TRY(kvt_buf_reserve(&h->tmp, r.vl));
+        rc = kvt_blob_view_read(v, at, r.vl, h->tmp.data, &r.v);
+    }
+    KVT_TRY(rc);
     r.k = k;                                       /* the key bytes may be on the stack */
     h->rec = r;
     h->have = 1;
@@ -212,65 +276,108 @@ static int answer(kvt_engine *e, const frec *r, int nups, const kvt_buf *ups, kv
     return rc;
 }
 
-/* The message for k in run pn: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none,
- * UPS_MSG an upsert (its operand added to ups). Reads the one segment that may hold k,
- * only if its filter says so. */
-static int lookup_run(kvt_engine *e, const fnode *pn, const uint8_t *k, size_t kl,
-                      int *nups, kvt_buf *ups, kvt_buf *out) {
+/* The message for k in segment id: KVT_OK/KVT_NOTFOUND with the answer, NO_MSG none,
+ * UPS_MSG an upsert (its operand added to ups). */
+static int lookup_seg(kvt_engine *e, uint64_t id, const uint8_t *k, size_t kl, int *nups,
+                      kvt_buf *ups, kvt_buf *out) {
     hit h;
-    uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
-    if (!pn->n || !ft_bloom_maybe(pn, j, k, kl)) return NO_MSG;
-    int rc = find_rec(e, pn->child[j], FT_SEGMENT, k, kl, &h);
+    int rc = find_rec(e, id, FT_SEGMENT, k, kl, &h);
     if (rc < 0) return hit_done(e, &h, rc);
     if (!h.have) rc = NO_MSG;
     else if (h.rec.type != FT_UPSERT) rc = answer(e, &h.rec, *nups, ups, out);
     else if ((rc = prepend(ups, &h.rec)) == KVT_OK) { rc = UPS_MSG; (*nups)++; }
-    rc = hit_done(e, &h, rc);
+    return hit_done(e, &h, rc);
+}
+
+/* Hint that basement or segment id, with cnt entries, will be searched: its header and
+ * the words the search probes first (FT_INDEX_FRONT layout, ft_node.c). */
+static void get_prefetch(kvt_engine *e, uint64_t id, uint32_t cnt) {
+    uint64_t pg, len;
+    if (ft_blob_loc(e, id, &pg, &len) != KVT_OK) return;    /* reported by find_rec */
+    size_t off[4] = { 24, 32 + 8 * (size_t)(cnt / 2), 32 + 8 * (size_t)(cnt / 4),
+                      32 + 8 * (size_t)(cnt / 4 * 3) };
+    kvt_blob_prefetch(e->p, pg, len, off, 4);
+}
+
+/* Pin node id during the locked walk: cached, else loaded (the lock dropped meanwhile). */
+static int walk_pin(kvt_engine *e, uint64_t id, fnode **out) {
+    *out = ft_pin_locked(e, id);
+    if (*out) return KVT_OK;
+    ft_unlock(e);
+    int rc = ft_get(e, id, out);
+    ft_lock(e);
+    if (rc < 0) *out = NULL;
     return rc;
 }
 
-/* The message for k in buffer i of n, its runs newest first; answers as lookup_run.
- * The partitions are small and usually cached. */
-static int lookup_part(kvt_engine *e, const fnode *n, uint32_t i, const uint8_t *k, size_t kl,
-                       int *nups, kvt_buf *ups, kvt_buf *out) {
-    uint64_t id = n->part[i];
-    int found = NO_MSG;
-    while (id) {
-        fnode *pn;
-        KVT_TRY(get_part_id(e, id, &pn));
-        int rc = lookup_run(e, pn, k, kl, nups, ups, out);
-        id = pn->older;
-        ft_unpin(e, pn);
-        if (rc == UPS_MSG) found = UPS_MSG;
-        else if (rc != NO_MSG) return rc;
+/* The path of k, under one lock (the nodes on it are cached as a rule): the segments
+ * whose filter may hold k, in the order a get must read them (levels top down, runs
+ * newest first: the first message met is the newest), into seg[*nseg], and the
+ * basement (*bid, with *bcnt entries). */
+static int walk_path(kvt_engine *e, const uint8_t *k, size_t kl, uint64_t *seg,
+                     uint32_t *nseg, uint32_t *scnt0, uint64_t *bid, uint32_t *bcnt) {
+    uint64_t hash = ft_bloom_hash(k, kl);
+    fnode *n, *pn, *c;
+    int depth = 0;
+    ft_lock(e);
+    int rc = walk_pin(e, e->root, &n);
+    while (rc == KVT_OK && n->kind == FT_INTERNAL) {
+        if (++depth > 64) {
+            rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu: path deeper than 64",
+                            (unsigned long long)n->id);
+            break;
+        }
+        uint32_t i = fpiv_child(n->piv, n->n - 1, k, kl), runs = 0;
+        for (uint64_t id = n->part[i]; id && rc == KVT_OK; runs++) {
+            if (runs == FT_MAX_RUNS) {
+                rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu: more than %u runs",
+                                (unsigned long long)n->id, FT_MAX_RUNS);
+                break;
+            }
+            if ((rc = walk_pin(e, id, &pn)) < 0) break;
+            if (pn->kind != FT_PARTITION)
+                rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is of kind %u, expected "
+                                "kind %u", (unsigned long long)id, pn->kind, FT_PARTITION);
+            uint32_t j = pn->n ? fpiv_child(pn->piv, pn->n - 1, k, kl) : 0;
+            if (rc == KVT_OK && pn->n && ft_bloom_maybe_h(pn, j, hash)) {
+                if (*nseg == 0) *scnt0 = pn->bcount[j];
+                seg[(*nseg)++] = pn->child[j];
+            }
+            id = pn->older;
+            ft_unpin_locked(e, pn);
+        }
+        if (rc < 0) break;
+        rc = walk_pin(e, n->child[i], &c);
+        ft_unpin_locked(e, n);
+        n = c;
     }
-    return found;
+    if (rc == KVT_OK && n->kind != FT_LEAF)
+        rc = kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a leaf", (unsigned long long)n->id);
+    if (rc == KVT_OK) {
+        uint32_t b = fpiv_child(n->piv, n->n - 1, k, kl);
+        *bid = n->child[b];
+        *bcnt = n->bcount[b];
+    }
+    if (n) ft_unpin_locked(e, n);
+    ft_unlock(e);
+    return rc;
 }
 
 /* Walk down: the first PUT/DEL message or the basement entry is the base, the upserts
- * met above it are folded onto it (ups holds their operands, oldest first). */
+ * met above it are folded onto it (ups holds their operands, oldest first). The path is
+ * walked under one lock first; then the basement's first misses are prefetched (it is
+ * seldom cached) and the segments the filters named are read in order, overlapping them. */
 static int lookup_walk(kvt_engine *e, const uint8_t *k, size_t kl, kvt_buf *ups, kvt_buf *out) {
-    fnode *n, *c;
+    uint64_t seg[64 * FT_MAX_RUNS], bid = 0;
+    uint32_t nseg = 0, scnt0 = 0, bcnt = 0;
     int nups = 0;
-    KVT_TRY(ft_get(e, e->root, &n));
-    while (n->kind == FT_INTERNAL) {
-        uint32_t i = fpiv_child(n->piv, n->n - 1, k, kl);
-        int rc = lookup_part(e, n, i, k, kl, &nups, ups, out);
-        if (rc != NO_MSG && rc != UPS_MSG) {
-            ft_unpin(e, n);
-            return rc;
-        }
-        rc = ft_get(e, n->child[i], &c);
-        ft_unpin(e, n);
-        if (rc < 0) return rc;
-        n = c;
+    KVT_TRY(walk_path(e, k, kl, seg, &nseg, &scnt0, &bid, &bcnt));
+    if (nseg) get_prefetch(e, seg[0], scnt0);   /* it usually answers: the basement waits */
+    else get_prefetch(e, bid, bcnt);
+    for (uint32_t i = 0; i < nseg; i++) {
+        int rc = lookup_seg(e, seg[i], k, kl, &nups, ups, out);
+        if (rc != NO_MSG && rc != UPS_MSG) return rc;
     }
-    if (n->kind != FT_LEAF) {
-        ft_unpin(e, n);
-        return kvt_seterr(KVT_ECORRUPT, "fractal: node %llu is not a leaf", (unsigned long long)n->id);
-    }
-    uint64_t bid = n->child[fpiv_child(n->piv, n->n - 1, k, kl)];
-    ft_unpin(e, n);
     hit h;
     int rc = find_rec(e, bid, FT_BASEMENT, k, kl, &h);
     if (rc == KVT_OK) rc = answer(e, h.have ? &h.rec : NULL, nups, ups, out);

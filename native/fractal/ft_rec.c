@@ -76,12 +76,21 @@ void fvec_free(fvec *v) {
     *v = (fvec){0};
 }
 
+/* k against pivot p: their first 8 bytes (p->w, kept beside the pointer) decide most
+ * comparisons without touching the pivot's bytes (a cache miss each: they are mallocs
+ * of their own). */
+static inline int piv_cmp(const fkey *p, uint64_t w, const uint8_t *k, size_t kl) {
+    if (p->w != w) return p->w < w ? -1 : 1;
+    return kvt_keycmp(p->k, p->kl, k, kl);
+}
+
 /* Child index for key k: the number of pivots <= k. */
 uint32_t fpiv_child(const fkey *piv, uint32_t npiv, const uint8_t *k, size_t kl) {
     uint32_t lo = 0, hi = npiv;
+    uint64_t w = ft_key_word(k, kl);
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (kvt_keycmp(piv[mid].k, piv[mid].kl, k, kl) <= 0) lo = mid + 1; else hi = mid;
+        if (piv_cmp(&piv[mid], w, k, kl) <= 0) lo = mid + 1; else hi = mid;
     }
     return lo;
 }
@@ -89,9 +98,10 @@ uint32_t fpiv_child(const fkey *piv, uint32_t npiv, const uint8_t *k, size_t kl)
 /* Child holding the greatest key < k: the number of pivots < k. */
 uint32_t fpiv_child_lt(const fkey *piv, uint32_t npiv, const uint8_t *k, size_t kl) {
     uint32_t lo = 0, hi = npiv;
+    uint64_t w = ft_key_word(k, kl);
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (kvt_keycmp(piv[mid].k, piv[mid].kl, k, kl) < 0) lo = mid + 1; else hi = mid;
+        if (piv_cmp(&piv[mid], w, k, kl) < 0) lo = mid + 1; else hi = mid;
     }
     return lo;
 }
@@ -102,6 +112,7 @@ int fkey_set(fkey *d, const uint8_t *k, size_t kl) {
     memcpy(m, k, kl);
     d->k = m;
     d->kl = (uint32_t)kl;
+    d->w = ft_key_word(k, kl);
     return KVT_OK;
 }
 

@@ -158,6 +158,16 @@ int  kvt_blob_view_open(kvt_pager *p, kvt_pgno first, size_t len, kvt_blob_view 
 int  kvt_blob_view_read(kvt_blob_view *v, size_t off, size_t n, uint8_t *tmp,
                         const uint8_t **out);
 int  kvt_blob_view_close(kvt_blob_view *v, int rc);
+/* As view_read, in place only: KVT_NOTFOUND when the bytes straddle two pages. */
+int  kvt_blob_view_ptr(kvt_blob_view *v, size_t off, size_t n, const uint8_t **out);
+/* Hint that blob (first, len) will be viewed soon: the CPU prefetches its first page's
+ * header and the bytes at the n blob offsets off[] (no check, no fault; nothing when the
+ * blob could not be viewed), so the misses overlap with the caller's other work. */
+void kvt_blob_prefetch(kvt_pager *p, kvt_pgno first, size_t len, const size_t *off,
+                       unsigned n);
+/* Hint that bytes [off, off+n) of an open view will be read soon (a CPU prefetch, no
+ * check, no fault: it lets independent cache misses overlap). */
+void kvt_blob_view_prefetch(const kvt_blob_view *v, size_t off, size_t n);
 
 /* Consistency walk. Between begin and end the engine calls check_ref for every page its
  * state references (each exactly once); end verifies that referenced, free, deferred-free

@@ -75,6 +75,7 @@ static int write_run(kvt_pager *p, const uint8_t *data, size_t len, kvt_pgno *fi
 static int write_chain(kvt_pager *p, const uint8_t *data, size_t len, kvt_pgno *first) {
     uint64_t n = ov_pages(p, len);
     kvt_pgno next = 0;
+    p->pool_blobs = 1;
     for (uint64_t i = n; i-- > 0;) {
         frame *f;
         KVT_TRY(pager_alloc_locked(p, KVT_PT_OVERFLOW, &f));
@@ -297,7 +298,8 @@ int kvt_blob_view_open(kvt_pager *p, kvt_pgno first, size_t len, kvt_blob_view *
         rc = kvt_seterr(KVT_ECORRUPT, "%s: blob page %" PRIu64 " out of range (%" PRIu64
                         " pages)", p->path, first, p->npages);
     /* a blob built in the pool (read-only replay, or a full disk) is not in the file */
-    if (rc == KVT_OK && !pool_lookup(p, first)) base = map_span_locked(p, first, n);
+    if (rc == KVT_OK && !(p->pool_blobs && pool_lookup(p, first)))
+        base = map_span_locked(p, first, n);
     for (uint64_t i = 0; base && i < n; i++)
         if (bm_get(&p->verb, first + i)) v->seen |= 1ull << i;
     pthread_mutex_unlock(&p->mu);
@@ -317,28 +319,66 @@ int kvt_blob_view_open(kvt_pager *p, kvt_pgno first, size_t len, kvt_blob_view *
     return rc;
 }
 
-int kvt_blob_view_read(kvt_blob_view *v, size_t off, size_t n, uint8_t *tmp,
-                       const uint8_t **out) {
+static int view_bounds(const kvt_blob_view *v, size_t off, size_t n) {
     if (off > v->len || n > v->len - off)
         return kvt_seterr(KVT_ECORRUPT, "%s: blob at page %" PRIu64 ": read of %zu bytes at "
                           "%zu past its %zu bytes", v->p->path, v->first, n, off, v->len);
-    size_t cap = ov_cap(v->p);
-    uint64_t i = off / cap;
-    size_t in = off % cap;
+    return KVT_OK;
+}
+
+int kvt_blob_view_ptr(kvt_blob_view *v, size_t off, size_t n, const uint8_t **out) {
+    KVT_TRY(view_bounds(v, off, n));
+    if (n == 0) { *out = v->base; return KVT_OK; }  /* touches no page (off may be len) */
+    size_t cap = ov_cap(v->p), in = off % cap;
+    if (in + n > cap) return KVT_NOTFOUND;
     const uint8_t *pg;
-    KVT_TRY(view_page(v, i, &pg));
-    if (in + n <= cap) {                     /* within one page: in place */
-        *out = pg + OV_DATA + in;
-        return KVT_OK;
-    }
-    for (size_t done = 0; done < n; i++, in = 0) {   /* across pages: copied */
-        if (done) KVT_TRY(view_page(v, i, &pg));
+    KVT_TRY(view_page(v, off / cap, &pg));
+    *out = pg + OV_DATA + in;
+    return KVT_OK;
+}
+
+int kvt_blob_view_read(kvt_blob_view *v, size_t off, size_t n, uint8_t *tmp,
+                       const uint8_t **out) {
+    int rc = kvt_blob_view_ptr(v, off, n, out);
+    if (rc != KVT_NOTFOUND) return rc;
+    size_t cap = ov_cap(v->p), in = off % cap;      /* across pages: copied */
+    const uint8_t *pg;
+    for (size_t done = 0, i = off / cap; done < n; i++, in = 0) {
+        KVT_TRY(view_page(v, i, &pg));
         size_t k = cap - in < n - done ? cap - in : n - done;
         memcpy(tmp + done, pg + OV_DATA + in, k);
         done += k;
     }
     *out = tmp;
     return KVT_OK;
+}
+
+void kvt_blob_prefetch(kvt_pager *p, kvt_pgno first, size_t len, const size_t *off,
+                       unsigned n) {
+    uint64_t np = ov_pages(p, len);
+    pthread_mutex_lock(&p->mu);
+    const uint8_t *base = len && np <= MAP_RUN_MAX ? map_span_locked(p, first, np) : NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (!base) return;
+    __builtin_prefetch(base + OV_LEN);                /* view_open checks the first page */
+    for (unsigned i = 0; i < n; i++)
+        if (off[i] < len)
+            __builtin_prefetch(base + off[i] / ov_cap(p) * p->page_size + OV_DATA +
+                               off[i] % ov_cap(p));
+}
+
+void kvt_blob_view_prefetch(const kvt_blob_view *v, size_t off, size_t n) {
+    if (!v->base || off >= v->len) return;
+    if (n == 0) n = 1;
+    if (n > v->len - off) n = v->len - off;
+    size_t cap = ov_cap(v->p), end = off + n;
+    while (off < end) {                           /* one page's slice at a time */
+        const uint8_t *pg = v->base + off / cap * v->p->page_size + OV_DATA;
+        size_t a = off % cap, b = end - off < cap - a ? a + (end - off) : cap;
+        for (size_t o = a; o < b; o += 64) __builtin_prefetch(pg + o);
+        __builtin_prefetch(pg + b - 1);
+        off += b - a;
+    }
 }
 
 int kvt_blob_view_close(kvt_blob_view *v, int rc) {

@@ -68,6 +68,8 @@ struct kvt_pager {
     uint64_t ckpt_npages;        /* page count of the durable checkpoint */
     int nospace;                 /* a data-file write hit ENOSPC since the last checkpoint
                                   * attempt: write-back and blobs stay in the pool */
+    int pool_blobs;              /* a blob was ever built in the pool (write_chain):
+                                  * until then a view need not look for its pages there */
     uint64_t npages;             /* logical size in pages (meta pages included) */
     uint8_t engine_meta[KVT_ENGINE_META_MAX];
     size_t engine_meta_len;

@@ -106,6 +106,20 @@ int  kvt_pager_retire(kvt_pager *p, kvt_page *pg);
 /* Retired pages are written in runs of adjacent page numbers (one write, not one per
  * page); this writes the pending run now (a checkpoint does too). */
 int  kvt_pager_retire_flush(kvt_pager *p);
+/* Pages logged by reference (native/db/paged.c: a full leaf written once, the log
+ * naming it instead of repeating its entries). retire_sealed: retire a page whose
+ * content is final, setting its checksum now into *crc. log_pages (after the record's
+ * pages were retired): write the pending run and, for each page whose file copy is
+ * exactly what was sealed, set logged[i] and take it out of the current gen's
+ * in-place set: later writes copy it and its free waits for the next checkpoint, so
+ * the file keeps it as long as the log names it. read_page: a page's bytes from the
+ * file, verified (recovery). sync: fsync the data file (before a log sync that must
+ * cover records naming pages). */
+int  kvt_pager_retire_sealed(kvt_pager *p, kvt_page *pg, uint32_t *crc);
+int  kvt_pager_log_pages(kvt_pager *p, const kvt_pgno *pg, const uint32_t *crc, size_t n,
+                         uint8_t *logged);
+int  kvt_pager_read_page(kvt_pager *p, kvt_pgno pgno, uint8_t *buf);
+int  kvt_pager_sync(kvt_pager *p);
 /* Make a pinned page writable and dirty. May replace *pg by a copy at a new pgno
  * (the old one is unpinned): the caller must then store (*pg)->pgno in the parent. */
 int  kvt_pager_write(kvt_pager *p, kvt_page **pg);

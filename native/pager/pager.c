@@ -428,6 +428,23 @@ int kvt_pager_free(kvt_pager *p, kvt_pgno pgno) {
     return rc;
 }
 
+/* Recovery reads a page the log names straight from the file (the pool and the
+ * allocator do not know it yet): checksum and page number verified. */
+int kvt_pager_read_page(kvt_pager *p, kvt_pgno pgno, uint8_t *buf) {
+    if (pgno < 2) return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 " named by the log",
+                                    p->path, pgno);
+    KVT_TRY(kvt_file_read_full(p->file, buf, p->page_size, pgno * p->page_size));
+    return page_verify(p, buf, pgno);
+}
+
+int kvt_pager_sync(kvt_pager *p) {
+    pthread_mutex_lock(&p->mu);
+    int rc = pager_check_usable(p);
+    if (rc == KVT_OK && (rc = kvt_file_sync(p->file)) < 0) rc = pager_fail(p, rc);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
 /* ---- checkpoint ---- */
 
 static int sync_file(kvt_pager *p) {

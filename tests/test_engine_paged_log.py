@@ -152,3 +152,46 @@ def test_sync_makes_logged_pages_durable(engine_name, tmp_path):
         eng.check()
     prefixes = [dict(kv for p in loads[:n] for kv in p) for n in range(6, 11)]
     assert got in prefixes, f"batches up to the sync lost: {len(got)} keys"
+
+
+def test_crash_during_recovery_keeps_logged_pages(engine_name, tmp_path):
+    """A recovery that fails before its checkpoint (here: the data file's first fsync)
+    must leave the pages the log names where they were: not cut off with the data
+    file's unsaved tail, not overwritten by pages the replay allocated. The next open
+    recovers every acknowledged op."""
+    path = str(tmp_path / "db")
+    opts = small_options(engine_name, wal_limit=64 << 20)
+    ops = paged_ops(5)
+    assert run_writer(path, engine_name, 5, opts) == len(ops) - 1
+    fv = kvtrees.FaultVFS()
+    fv.only("data.kvt")
+    fv.fail_syncs(1)
+    with pytest.raises(kvtrees.KvtreesError):
+        kvtrees.open_engine(path, engine=engine_name, _vfs=fv, **opts)
+    fv.close()
+    with kvtrees.open_engine(path, engine=engine_name, **opts) as eng:
+        assert_state(eng, model(ops))
+        eng.check()
+
+
+def test_full_disk_recovery_keeps_logged_pages(engine_name, tmp_path):
+    """Recovery on a full disk defers its checkpoint (open succeeds, the log is kept);
+    closing then gives back the space of the failed checkpoint, which must not cut the
+    pages the log still names."""
+    path = str(tmp_path / "db")
+    opts = small_options(engine_name, wal_limit=64 << 20)
+    ops = paged_ops(3)
+    assert run_writer(path, engine_name, 3, opts) == len(ops) - 1
+    fv = kvtrees.FaultVFS()
+    fv.only("data.kvt")
+    fv.fail_writes(1, persistent=True, nospace=True)
+    eng = kvtrees.open_engine(path, engine=engine_name, _vfs=fv, **opts)
+    assert_state(eng, model(ops))
+    try:
+        eng.close()
+    except kvtrees.NoSpaceError:
+        pass
+    fv.close()
+    with kvtrees.open_engine(path, engine=engine_name, **opts) as eng:
+        assert_state(eng, model(ops))
+        eng.check()

@@ -251,12 +251,14 @@ static int recover(kvt_db *db) {
     KVT_TRY(check_log_follows_data(db));    /* before anything in data.kvt changes */
     kvt_paged_replay pages;                 /* pages the log names: read them first */
     int rc = kvt_db_paged_scan(db, &pages);
-    if (rc == KVT_OK) rc = kvt_pager_discard_unsaved(db->pager);
+    int named = pages.n > 0;                /* then the file keeps what follows the ckpt */
+    if (rc == KVT_OK && !named) rc = kvt_pager_discard_unsaved(db->pager);
     struct replay_ctx c = {db, 0};
     db->replay = &pages;
     if (rc == KVT_OK)
         rc = kvt_wal_replay(db->wal, kvt_pager_ckpt_gen(db->pager), kvt_db_replay_fn, &c);
     db->replay = NULL;
+    db->logged_bytes = pages.n * (uint64_t)kvt_pager_page_size(db->pager);   /* until reset */
     kvt_db_paged_free(&pages);
     if (rc == KVT_OK && c.records && !db->opt.read_only) {
         /* Not needed for correctness: on a full disk the log is kept and open succeeds. */
@@ -267,7 +269,7 @@ static int recover(kvt_db *db) {
     if (rc < 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", kvt_errmsg());
-        (void)kvt_pager_discard_unsaved(db->pager);   /* pages replay wrote back */
+        if (!named) (void)kvt_pager_discard_unsaved(db->pager);   /* replay's pages */
         return kvt_seterr(rc, "%s", msg);
     }
     return KVT_OK;
@@ -348,8 +350,9 @@ int kvt_close(kvt_db *db) {
     pthread_mutex_lock(&db->writer);
     if (!db->opt.read_only && !atomic_load(&db->fatal)) rc = checkpoint_now(db);
     if (rc == KVT_ENOSPC && !atomic_load(&db->fatal)) {
-        /* Nothing is lost (the log holds it): give back what the checkpoint wrote. */
-        rc = kvt_pager_discard_unsaved(db->pager);
+        /* Nothing is lost (the log holds it): give back what the checkpoint wrote,
+         * unless the log names pages past the checkpoint's end (paged.c). */
+        rc = db->logged_bytes ? KVT_OK : kvt_pager_discard_unsaved(db->pager);
     }
     pthread_mutex_unlock(&db->writer);
     char msg[512];

@@ -12,8 +12,10 @@
  * never loses an acknowledged commit; a failure after the apply latches the handle
  * (the record is then neither logged nor acknowledged, and reopening recovers without
  * it: all or nothing).
- * Recovery reads every named page from the file before anything is written or cut
- * (kvt_db_paged_scan), then replays: a PAGE op puts the page's entries again. A page
+ * Recovery reads every named page from the file first (kvt_db_paged_scan) and keeps
+ * them in place until its checkpoint is durable (reserved: never reallocated, and the
+ * file is not cut back to the checkpoint's length), so a crash during recovery finds
+ * them again; replay then puts each page's entries again. A page
  * the file does not hold as logged (lost with the OS cache, which sync mode "none"
  * allows) ends the log before that record, like a torn tail. An explicit sync first
  * fsyncs the data file (kvt_db_paged_sync), so a durable record never names a page
@@ -161,7 +163,11 @@ int kvt_db_paged_scan(kvt_db *db, kvt_paged_replay *r) {
     r->stop_at = UINT64_MAX;
     if (!db->ops->put_page) return KVT_OK;   /* an engine that never logs pages */
     scan_ctx c = {db, r};
-    return kvt_wal_scan(db->wal, kvt_pager_ckpt_gen(db->pager), scan_record, &c);
+    KVT_TRY(kvt_wal_scan(db->wal, kvt_pager_ckpt_gen(db->pager), scan_record, &c));
+    /* Replay allocates pages: none of these until a checkpoint no longer needs them. */
+    for (size_t i = 0; i < r->n && !db->opt.read_only; i++)
+        KVT_TRY(kvt_pager_reserve(db->pager, r->pgno[i]));
+    return KVT_OK;
 }
 
 int kvt_db_paged_apply(kvt_db *db, const batch_op *o) {

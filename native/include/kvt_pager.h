@@ -113,13 +113,17 @@ int  kvt_pager_retire_flush(kvt_pager *p);
  * exactly what was sealed, set logged[i] and take it out of the current gen's
  * in-place set: later writes copy it and its free waits for the next checkpoint, so
  * the file keeps it as long as the log names it. read_page: a page's bytes from the
- * file, verified (recovery). sync: fsync the data file (before a log sync that must
+ * file, verified (recovery; the file is then not cut back to the checkpoint). sync: fsync the data file (before a log sync that must
  * cover records naming pages). */
 int  kvt_pager_retire_sealed(kvt_pager *p, kvt_page *pg, uint32_t *crc);
 int  kvt_pager_log_pages(kvt_pager *p, const kvt_pgno *pg, const uint32_t *crc, size_t n,
                          uint8_t *logged);
 int  kvt_pager_read_page(kvt_pager *p, kvt_pgno pgno, uint8_t *buf);
 int  kvt_pager_sync(kvt_pager *p);
+/* Recovery: keep page pgno (named by the log, not by the checkpoint) from being
+ * allocated, and so overwritten, until the next checkpoint is durable; a crash during
+ * recovery then finds it again. */
+int  kvt_pager_reserve(kvt_pager *p, kvt_pgno pgno);
 /* Make a pinned page writable and dirty. May replace *pg by a copy at a new pgno
  * (the old one is unpinned): the caller must then store (*pg)->pgno in the parent. */
 int  kvt_pager_write(kvt_pager *p, kvt_page **pg);

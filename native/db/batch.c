@@ -1,8 +1,9 @@
 /* batch.c - atomic write batches: the WAL record format, commit and apply.
  *
  * A batch is built directly in its WAL record form, so commit appends it as is:
- *   u32 count, then per op: u8 op (1 put, 2 delete, 3 upsert), u32 klen, [u32 vlen],
- *   key, [value]   (vlen and value for put and upsert: the upsert's operand)
+ *   u32 count, then per op: u8 op (1 put, 2 delete, 3 upsert, 4 page), u32 klen,
+ *   [u32 vlen], key, [value]   (vlen and value for put and upsert: the upsert's operand;
+ *   a page op, written only by paged.c, names a full leaf: key u64 page, value u32 crc)
  * (little-endian). Commit order: writer mutex, WAL append, exclusive rwlock, apply every
  * op to the engine, unlock, checkpoint if the log or the deferred frees grew too large,
  * writer mutex unlock, then wait for durability per the sync mode (group commit).

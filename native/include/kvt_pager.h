@@ -97,6 +97,9 @@ const uint8_t *kvt_pager_engine_meta(const kvt_pager *p, size_t *len);
  * data: call kvt_pager_write() first, which returns a pool page instead. */
 int  kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out);
 void kvt_pager_unpin(kvt_pager *p, kvt_page *pg);
+/* A hint that page pgno will be read soon: its first 4 KiB are prefetched from the read
+ * map (nothing without one). Never faults, never blocks. */
+void kvt_pager_prefetch(kvt_pager *p, kvt_pgno pgno);
 /* Unpin a page the caller will not need again soon (a leaf a sequential load has
  * filled): when no one else pins it, it is written soon if dirty (as an eviction would,
  * same copy-on-write rules) and its frame is reused for the next page, so a load does

@@ -47,24 +47,30 @@ static uint32_t cell_size(const bt_tree *t, size_t kl, size_t vl) {
 }
 
 /* The cursor's leaf is full: a new rightmost leaf holding just the new cell, its
- * separator appended to the parent, and the cursor moved to the new leaf. The caller
- * checked that the parent has room for any separator. (Errors here are damage or no
- * memory; the db layer then latches the handle, so a page or blob built for the cell is
- * never referenced and vanishes with the uncheckpointed state.) */
+ * separator appended to the parent, and the cursor moved to the new leaf; *done 0 (and
+ * nothing changed) when the parent has no room for the separator. The room is checked
+ * for this separator, not for the largest cell: suffix truncation makes separators a
+ * few bytes, and a parent short of a quarter page holds dozens more of them. (Errors
+ * here are damage or no memory; the db layer then latches the handle, so a page or
+ * blob built for the cell is never referenced and vanishes with the uncheckpointed
+ * state.) */
 static int split_append_leaf(bt_tree *t, const uint8_t *k, size_t kl, const uint8_t *v,
-                             size_t vl) {
+                             size_t vl, int *done) {
     bt_path *path = &t->app.path;
     uint32_t lv = path->depth - 1;
     kvt_page *leaf = path->pg[lv], *parent = path->pg[lv - 1], *r;
     bt_cell last;
     uint8_t cell[BT_MAX_PAGE / 4], sep[BT_MAX_PAGE / 4];       /* >= max_local */
     uint32_t n, sepn;
+    *done = 0;
     KVT_TRY(bt_cell_at(t, leaf, bt_count(leaf->data) - 1, &last));
+    KVT_TRY(bt_build_leaf(t, k, kl, v, vl, cell, &n));
+    KVT_TRY(bt_leaf_separator(t, last.p, cell, KVT_PGNO_NONE, sep, &sepn));
+    if (!bt_fits(t, parent->data, sepn)) return KVT_OK;      /* the parent splits */
     KVT_TRY(kvt_pager_alloc(t->pager, BT_LEAF, &r));
     bt_page_init(t, r->data, 1);
     t->pages++;
-    int rc = bt_build_leaf(t, k, kl, v, vl, cell, &n);
-    if (rc == KVT_OK) rc = bt_insert_raw(t, r, 0, cell, n);
+    int rc = bt_insert_raw(t, r, 0, cell, n);
     if (rc == KVT_OK) rc = bt_leaf_separator(t, last.p, cell, r->pgno, sep, &sepn);
     if (rc == KVT_OK) rc = bt_insert_raw(t, parent, bt_count(parent->data), sep, sepn);
     if (rc < 0) {
@@ -73,7 +79,8 @@ static int split_append_leaf(bt_tree *t, const uint8_t *k, size_t kl, const uint
     }
     path->pg[lv] = r;
     path->idx[lv - 1] = bt_count(parent->data);
-    return kvt_pager_retire(t->pager, leaf);   /* full for good: written once, now */
+    *done = 1;
+    return bt_log_retire(t, leaf);      /* full for good: written once, now */
 }
 
 int bt_append_put(bt_tree *t, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
@@ -98,11 +105,13 @@ int bt_append_put(bt_tree *t, const uint8_t *k, size_t kl, const uint8_t *v, siz
         uint8_t cell[BT_MAX_PAGE / 4];  /* >= max_local */
         KVT_TRY(bt_build_leaf(t, k, kl, v, vl, cell, &n));
         KVT_TRY(bt_insert_raw(t, leaf, bt_count(leaf->data), cell, n));
-    } else if (bt_fits(t, path->pg[path->depth - 2]->data, t->max_local)) {
-        KVT_TRY(split_append_leaf(t, k, kl, v, vl));
     } else {
-        bt_append_drop(t);              /* the parent splits too: the normal path */
-        return KVT_OK;
+        int split;
+        KVT_TRY(split_append_leaf(t, k, kl, v, vl, &split));
+        if (!split) {
+            bt_append_drop(t);          /* the parent splits too: the normal path */
+            return KVT_OK;
+        }
     }
     t->entries++;
     t->app.version = t->version;

@@ -80,6 +80,24 @@ typedef struct bt_append {
     int live;
 } bt_append;
 
+/* Leaves collected for logging by reference (bt_log.c) while one ascending record is
+ * applied: page numbers, sealed checksums and the first/last keys (offsets in keys). */
+typedef struct bt_log_entry {
+    kvt_pgno pgno;
+    uint32_t crc, foff, flen, loff, llen;
+} bt_log_entry;
+
+typedef struct bt_log {
+    int on;
+    size_t n, cap;
+    bt_log_entry *e;
+    kvt_buf keys;
+    kvt_pgno *pg;            /* cap each: the arguments of kvt_pager_log_pages */
+    uint32_t *crc;
+    uint8_t *ok;
+    struct kvt_logged_page *out;
+} bt_log;
+
 typedef struct bt_tree {
     kvt_pager *pager;
     uint32_t ps;            /* page size */
@@ -95,6 +113,7 @@ typedef struct bt_tree {
     uint64_t version;       /* bumped by every put/delete (writer only) */
     bt_rootidx ridx;
     bt_append app;          /* writer only */
+    bt_log log;             /* writer only */
 } bt_tree;
 
 /* A decoded, bounds-checked cell. Pointers point into the pinned page. */
@@ -219,6 +238,17 @@ int  bt_append_put(bt_tree *t, const uint8_t *k, size_t kl, const uint8_t *v, si
  * path as the cursor (takes over the pins). */
 void bt_append_keep(bt_tree *t, bt_path *path);
 void bt_append_drop(bt_tree *t);
+
+/* ---- leaves logged by reference (bt_log.c) ---- */
+/* Retire a leaf the append cursor filled (kvt_pager_retire), collecting it when a
+ * logged record is being applied and every cell is inline. */
+int  bt_log_retire(bt_tree *t, kvt_page *leaf);
+void bt_log_free(bt_tree *t);
+/* The engine ops (kvt_engine.h): log_begin, log_end, put_page (put: the engine's put). */
+void bt_log_begin(bt_tree *t);
+int  bt_log_end(bt_tree *t, int ok, const struct kvt_logged_page **out, size_t *n);
+int  bt_log_put_page(bt_tree *t, kvt_pgno pgno, const uint8_t *page,
+                     int (*put)(bt_tree *, const uint8_t *, size_t, const uint8_t *, size_t));
 
 /* ---- root digest (bt_root.c) ---- */
 void bt_rootidx_init(bt_tree *t);

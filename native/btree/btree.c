@@ -73,6 +73,7 @@ static int bt_open(kvt_pager *p, const kvt_engine_config *cfg, const uint8_t *me
 static void bt_close(kvt_engine *e) {
     if (!e) return;
     bt_append_drop(&e->t);
+    bt_log_free(&e->t);
     bt_rootidx_free(&e->t);
     free(e->t.tmp);
     free(e);
@@ -351,6 +352,20 @@ static int bt_apply_end(kvt_engine *e) {
     return kvt_pager_retire_flush(e->t.pager);
 }
 
+static void bt_log_begin_op(kvt_engine *e) { bt_log_begin(&e->t); }
+
+static int bt_log_end_op(kvt_engine *e, int ok, const kvt_logged_page **out, size_t *n) {
+    return bt_log_end(&e->t, ok, out, n);
+}
+
+static int put_tree(bt_tree *t, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
+    return guarded_put((kvt_engine *)t, k, kl, v, vl);   /* t is the engine's first member */
+}
+
+static int bt_put_page_op(kvt_engine *e, kvt_pgno pgno, const uint8_t *page) {
+    return bt_log_put_page(&e->t, pgno, page, put_tree);
+}
+
 static void bt_stats(kvt_engine *e, kvt_engine_stats *out) {
     out->height = e->t.height;
     out->entries = e->t.entries;
@@ -374,4 +389,7 @@ const kvt_engine_ops kvt_btree_ops = {
     .scan_at = guarded_scan_at,
     .stats = bt_stats,
     .apply_end = bt_apply_end,
+    .log_begin = bt_log_begin_op,
+    .log_end = bt_log_end_op,
+    .put_page = bt_put_page_op,
 };

@@ -1,8 +1,9 @@
 /* batch.c - atomic write batches: the WAL record format, commit and apply.
  *
  * A batch is built directly in its WAL record form, so commit appends it as is:
- *   u32 count, then per op: u8 op (1 put, 2 delete, 3 upsert), u32 klen, [u32 vlen],
- *   key, [value]   (vlen and value for put and upsert: the upsert's operand)
+ *   u32 count, then per op: u8 op (1 put, 2 delete, 3 upsert, 4 page), u32 klen,
+ *   [u32 vlen], key, [value]   (vlen and value for put and upsert: the upsert's operand;
+ *   a page op, written only by paged.c, names a full leaf: key u64 page, value u32 crc)
  * (little-endian). Commit order: writer mutex, WAL append, exclusive rwlock, apply every
  * op to the engine, unlock, checkpoint if the log or the deferred frees grew too large,
  * writer mutex unlock, then wait for durability per the sync mode (group commit).
@@ -20,12 +21,6 @@ struct kvt_batch {
 
 /* ---- record parsing / applying --------------------------------------------------- */
 
-typedef struct batch_op {
-    uint8_t op;
-    const uint8_t *k, *v;
-    uint32_t kl, vl;
-} batch_op;
-
 static int bad_record(size_t off) {
     return kvt_seterr(KVT_ECORRUPT, "wal.log: malformed batch record at byte %zu", off);
 }
@@ -38,17 +33,22 @@ static int next_op(const uint8_t *rec, size_t len, size_t *off, batch_op *o) {
     o->kl = kvt_get32(rec + p + 1);
     p += 5;
     o->vl = 0;
-    if (o->op == KVT_BATCH_OP_PUT || o->op == KVT_BATCH_OP_UPSERT) {
+    if (o->op == KVT_BATCH_OP_PUT || o->op == KVT_BATCH_OP_UPSERT || o->op == KVT_BATCH_OP_PAGE) {
         if (len - p < 4) return bad_record(p);
         o->vl = kvt_get32(rec + p);
         p += 4;
     } else if (o->op != KVT_BATCH_OP_DEL) return bad_record(*off);
     if (o->kl == 0 || o->kl > KVT_MAX_KEY || o->vl > KVT_MAX_VALUE) return bad_record(*off);
+    if (o->op == KVT_BATCH_OP_PAGE && (o->kl != 8 || o->vl != 8)) return bad_record(*off);
     if (len - p < (size_t)o->kl + o->vl) return bad_record(*off);
     o->k = rec + p;
     o->v = rec + p + o->kl;
     *off = p + o->kl + o->vl;
     return KVT_OK;
+}
+
+int kvt_db_record_next(const uint8_t *rec, size_t len, size_t *off, batch_op *o) {
+    return next_op(rec, len, off, o);
 }
 
 /* An upsert through the engine's own op, or as get + append + put when it has none. */
@@ -74,6 +74,7 @@ static int apply_ops(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
         KVT_TRY(next_op(rec, len, &off, &o));
         if (o.op == KVT_BATCH_OP_PUT) KVT_TRY(db->ops->put(db->eng, o.k, o.kl, o.v, o.vl));
         else if (o.op == KVT_BATCH_OP_UPSERT) KVT_TRY(apply_upsert(db, &o));
+        else if (o.op == KVT_BATCH_OP_PAGE) KVT_TRY(kvt_db_paged_apply(db, &o));
         else KVT_TRY(db->ops->del(db->eng, o.k, o.kl, existed));
     }
     if (off != len) return bad_record(off);
@@ -151,7 +152,8 @@ static uint64_t mono_ns(void) {
  * deferred pages (at most the last checkpoint's) keep the file under about twice its
  * live size, and dirty pages are bounded by the cache anyway. */
 static int need_checkpoint_after(kvt_db *db, size_t more) {
-    if (kvt_wal_bytes(db->wal) + more > db->opt.wal_limit) return 1;
+    /* Pages the log names count as log: recovery reads them as it reads the log. */
+    if (kvt_wal_bytes(db->wal) + db->logged_bytes + more > db->opt.wal_limit) return 1;
     uint64_t pending = kvt_pager_pending_free(db->pager);
     if (pending <= db->opt.wal_limit) return 0;
     kvt_pager_stats ps;
@@ -167,9 +169,16 @@ int kvt_db_checkpoint_due(kvt_db *db, size_t len) {
 
 /* Under the writer mutex: log, apply, maybe checkpoint. */
 static int commit_locked(kvt_db *db, const uint8_t *rec, size_t len, int *existed,
-                         uint64_t *lsn) {
+                         uint64_t *lsn, int ascending) {
     KVT_TRY(kvt_db_usable(db, 1));
-    int rc = kvt_wal_append(db->wal, rec, len, lsn);
+    int rc;
+    if (ascending && (rc = kvt_db_paged_commit(db, rec, len, lsn)) <= 0) {
+        KVT_TRY(rc);
+        atomic_fetch_add_explicit(&db->commits, 1, memory_order_relaxed);
+        if (need_checkpoint(db)) KVT_TRY(kvt_db_checkpoint_locked(db));
+        return KVT_OK;
+    }
+    rc = kvt_wal_append(db->wal, rec, len, lsn);
     /* Refused before anything was written (too large, no memory): not fatal. A failed
      * write latches (the log may hold a torn record now). */
     if (rc == KVT_ETOOLARGE || rc == KVT_ENOMEM) return rc;
@@ -202,22 +211,29 @@ static int wait_durable(kvt_db *db, uint64_t lsn) {
 
 int kvt_db_commit_logged(kvt_db *db, const uint8_t *rec, size_t len, uint64_t *lsn) {
     pthread_mutex_lock(&db->writer);
-    int rc = commit_locked(db, rec, len, NULL, lsn);
+    int rc = commit_locked(db, rec, len, NULL, lsn, 0);
     pthread_mutex_unlock(&db->writer);
     return rc;
 }
 
 int kvt_db_sync_upto(kvt_db *db, uint64_t lsn) {
+    if (atomic_load(&db->data_unsynced)) {   /* pages the log names, before the log */
+        pthread_mutex_lock(&db->writer);
+        int r = kvt_db_paged_sync(db);
+        pthread_mutex_unlock(&db->writer);
+        KVT_TRY(r);
+    }
     int rc = kvt_wal_sync(db->wal, lsn);
     if (rc < 0) return kvt_db_latch(db, rc);
     atomic_store_explicit(&db->last_sync_ns, mono_ns(), memory_order_relaxed);
     return KVT_OK;
 }
 
-static int commit_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed) {
+static int commit_record(kvt_db *db, const uint8_t *rec, size_t len, int *existed,
+                         int ascending) {
     uint64_t lsn = 0;
     pthread_mutex_lock(&db->writer);
-    int rc = commit_locked(db, rec, len, existed, &lsn);
+    int rc = commit_locked(db, rec, len, existed, &lsn, ascending);
     pthread_mutex_unlock(&db->writer);
     KVT_TRY(rc);
     return wait_durable(db, lsn);
@@ -235,7 +251,7 @@ static int commit_one(kvt_db *db, const uint8_t *k, size_t kl, const uint8_t *v,
     if (!rec) return kvt_seterr(KVT_ENOMEM, "cannot allocate a %zu-byte record", len);
     kvt_put32(rec, 1);
     encode_op(rec + 4, is_put ? KVT_BATCH_OP_PUT : KVT_BATCH_OP_DEL, k, kl, v, vl);
-    int rc = commit_record(db, rec, len, existed);
+    int rc = commit_record(db, rec, len, existed, 0);
     if (rec != stack) free(rec);
     return rc;
 }
@@ -255,10 +271,13 @@ int kvt_delete(kvt_db *db, const uint8_t *k, size_t kl, int *existed) {
 
 /* Validate a packed put-many buffer (kvtrees.h): the record format with puts only, each
  * length within the limits, nothing after the last op. *n receives the op count. */
-static int check_puts(const uint8_t *buf, size_t len, uint32_t *n) {
+static int check_puts(const uint8_t *buf, size_t len, uint32_t *n, int *ascending) {
     if (!buf || len < 4) return kvt_seterr(KVT_EINVAL, "put_many: buffer of %zu bytes", len);
     *n = kvt_get32(buf);
     size_t off = 4;
+    const uint8_t *prev = NULL;
+    uint32_t prevl = 0;
+    int asc = 1;
     for (uint32_t i = 0; i < *n; i++) {
         if (len - off < 9 || buf[off] != KVT_BATCH_OP_PUT)
             return kvt_seterr(KVT_EINVAL, "put_many: op %u at byte %zu is not a put", i, off);
@@ -267,8 +286,12 @@ static int check_puts(const uint8_t *buf, size_t len, uint32_t *n) {
         off += 9;
         if (len - off < (uint64_t)kl + vl)
             return kvt_seterr(KVT_EINVAL, "put_many: op %u runs past the buffer's end", i);
+        if (asc && prev && kvt_keycmp(prev, prevl, buf + off, kl) >= 0) asc = 0;
+        prev = buf + off;
+        prevl = kl;
         off += (size_t)kl + vl;
     }
+    if (ascending) *ascending = asc;
     if (off != len)
         return kvt_seterr(KVT_EINVAL, "put_many: %zu bytes after the last of %u ops",
                           len - off, *n);
@@ -278,12 +301,13 @@ static int check_puts(const uint8_t *buf, size_t len, uint32_t *n) {
 int kvt_put_many(kvt_db *db, const uint8_t *buf, size_t len) {
     if (!db) return kvt_seterr(KVT_ECLOSED, "no handle");
     uint32_t n;
-    KVT_TRY(check_puts(buf, len, &n));
+    int ascending;
+    KVT_TRY(check_puts(buf, len, &n, &ascending));
     if (len > KVT_BATCH_MAX_BYTES)
         return kvt_seterr(KVT_ETOOLARGE, "record of %zu bytes exceeds %llu bytes", len,
                           (unsigned long long)KVT_BATCH_MAX_BYTES);
     if (n == 0) return kvt_db_usable(db, 1);
-    return commit_record(db, buf, len, NULL);
+    return commit_record(db, buf, len, NULL, ascending);
 }
 
 /* ---- batch objects ------------------------------------------------------------ */
@@ -334,7 +358,7 @@ int kvt_batch_upsert(kvt_batch *b, const uint8_t *k, size_t kl, const uint8_t *o
 int kvt_batch_put_many(kvt_batch *b, const uint8_t *buf, size_t len) {
     if (!b) return kvt_seterr(KVT_EINVAL, "NULL batch");
     uint32_t n;
-    KVT_TRY(check_puts(buf, len, &n));
+    KVT_TRY(check_puts(buf, len, &n, NULL));
     size_t ops = len - 4;
     if (n > UINT32_MAX - b->count || b->rec.len + ops > KVT_BATCH_MAX_BYTES)
         return kvt_seterr(KVT_ETOOLARGE, "batch would exceed %llu bytes or 2^32 ops",
@@ -358,7 +382,7 @@ int kvt_batch_commit(kvt_batch *b) {
     if (!b) return kvt_seterr(KVT_EINVAL, "NULL batch");
     if (!b->count) return kvt_db_usable(b->db, 1);
     kvt_put32(b->rec.data, b->count);
-    int rc = commit_record(b->db, b->rec.data, b->rec.len, NULL);
+    int rc = commit_record(b->db, b->rec.data, b->rec.len, NULL, 0);
     kvt_batch_clear(b);
     return rc;
 }

@@ -227,6 +227,7 @@ struct replay_ctx { kvt_db *db; uint64_t records; };
 
 int kvt_db_replay_fn(void *ctx, const uint8_t *rec, size_t len) {
     struct replay_ctx *c = ctx;
+    if (c->db->replay && c->records == c->db->replay->stop_at) return 1;   /* log ends */
     c->records++;
     return kvt_db_apply_record(c->db, rec, len, NULL);
 }
@@ -248,9 +249,17 @@ static int check_log_follows_data(kvt_db *db) {
 static int recover(kvt_db *db) {
     KVT_TRY(kvt_wal_open(db->vfs, db->wal_path, db->opt.read_only, &db->wal_io, &db->wal));
     KVT_TRY(check_log_follows_data(db));    /* before anything in data.kvt changes */
-    KVT_TRY(kvt_pager_discard_unsaved(db->pager));
+    kvt_paged_replay pages;                 /* pages the log names: read them first */
+    int rc = kvt_db_paged_scan(db, &pages);
+    int named = pages.n > 0;                /* then the file keeps what follows the ckpt */
+    if (rc == KVT_OK && !named) rc = kvt_pager_discard_unsaved(db->pager);
     struct replay_ctx c = {db, 0};
-    int rc = kvt_wal_replay(db->wal, kvt_pager_ckpt_gen(db->pager), kvt_db_replay_fn, &c);
+    db->replay = &pages;
+    if (rc == KVT_OK)
+        rc = kvt_wal_replay(db->wal, kvt_pager_ckpt_gen(db->pager), kvt_db_replay_fn, &c);
+    db->replay = NULL;
+    db->logged_bytes = pages.n * (uint64_t)kvt_pager_page_size(db->pager);   /* until reset */
+    kvt_db_paged_free(&pages);
     if (rc == KVT_OK && c.records && !db->opt.read_only) {
         /* Not needed for correctness: on a full disk the log is kept and open succeeds. */
         pthread_mutex_lock(&db->writer);
@@ -260,7 +269,7 @@ static int recover(kvt_db *db) {
     if (rc < 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", kvt_errmsg());
-        (void)kvt_pager_discard_unsaved(db->pager);   /* pages replay wrote back */
+        if (!named) (void)kvt_pager_discard_unsaved(db->pager);   /* replay's pages */
         return kvt_seterr(rc, "%s", msg);
     }
     return KVT_OK;
@@ -295,6 +304,7 @@ static int free_db(kvt_db *db, int have_sync) {
         pthread_rwlock_destroy(&db->rw);
         pthread_mutex_destroy(&db->writer);
     }
+    kvt_buf_free(&db->paged_rec);
     free(db->dir);
     free(db->data_path);
     free(db->wal_path);
@@ -340,8 +350,9 @@ int kvt_close(kvt_db *db) {
     pthread_mutex_lock(&db->writer);
     if (!db->opt.read_only && !atomic_load(&db->fatal)) rc = checkpoint_now(db);
     if (rc == KVT_ENOSPC && !atomic_load(&db->fatal)) {
-        /* Nothing is lost (the log holds it): give back what the checkpoint wrote. */
-        rc = kvt_pager_discard_unsaved(db->pager);
+        /* Nothing is lost (the log holds it): give back what the checkpoint wrote,
+         * unless the log names pages past the checkpoint's end (paged.c). */
+        rc = db->logged_bytes ? KVT_OK : kvt_pager_discard_unsaved(db->pager);
     }
     pthread_mutex_unlock(&db->writer);
     char msg[512];
@@ -372,6 +383,8 @@ static int checkpoint_now(kvt_db *db) {
     db->ckpt_refused_at = 0;
     rc = kvt_wal_reset(db->wal, kvt_pager_ckpt_gen(db->pager));
     if (rc < 0) return kvt_db_latch(db, rc);
+    db->logged_bytes = 0;                   /* the data file is fsynced and the log empty */
+    atomic_store(&db->data_unsynced, 0);
     atomic_fetch_add(&db->checkpoints, 1);
     atomic_store(&db->last_sync_ns, now_ns());
     return KVT_OK;
@@ -414,9 +427,11 @@ int kvt_sync(kvt_db *db) {
     KVT_TRY(kvt_db_usable(db, 0));
     if (db->opt.read_only) return KVT_OK;
     pthread_mutex_lock(&db->writer);
+    int rc = kvt_db_paged_sync(db);         /* pages the log names, before the log */
     uint64_t lsn = kvt_wal_lsn(db->wal);
     pthread_mutex_unlock(&db->writer);
-    int rc = kvt_wal_sync(db->wal, lsn);
+    KVT_TRY(rc);
+    rc = kvt_wal_sync(db->wal, lsn);
     if (rc < 0) return kvt_db_latch(db, rc);
     atomic_store(&db->last_sync_ns, now_ns());
     return KVT_OK;

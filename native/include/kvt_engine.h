@@ -41,6 +41,14 @@ typedef struct kvt_scan_pos { uint64_t w[KVT_SCAN_POS_WORDS]; } kvt_scan_pos;
 /* Visitor for scan: return 0 to continue, 1 to stop, < 0 to abort with that error. */
 typedef int (*kvt_scan_fn)(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
 
+/* A full leaf page a record's log entry names instead of its entries (log_end). */
+typedef struct kvt_logged_page {
+    kvt_pgno pgno;
+    uint32_t crc;              /* the page's checksum field as written */
+    uint32_t first_len, last_len;
+    const uint8_t *first, *last;   /* its smallest and largest key */
+} kvt_logged_page;
+
 typedef struct kvt_engine_ops {
     uint32_t abi;              /* KVT_ENGINE_ABI */
     const char *name;          /* "btree", "fractal" */
@@ -93,6 +101,16 @@ typedef struct kvt_engine_ops {
      * rightmost write path pinned for ascending keys) and must drop it here. An error
      * (a failed write of pages the engine wrote early) fails the record's commit. */
     int  (*apply_end)(kvt_engine *e);
+    /* Optional, all three or none (native/db/paged.c: full leaves logged by reference).
+     * log_begin: the record applied next is strictly ascending; collect the pages it
+     * fills completely and retires. log_end (after apply_end; ok 0: the record failed,
+     * just stop collecting): the collected pages that kvt_pager_log_pages accepted, in
+     * key order, each with its first and last key; the array and keys stay valid until
+     * the next log_begin. put_page (recovery): put every entry of such a page, given as
+     * verified bytes read from the file. */
+    void (*log_begin)(kvt_engine *e);
+    int  (*log_end)(kvt_engine *e, int ok, const struct kvt_logged_page **out, size_t *n);
+    int  (*put_page)(kvt_engine *e, kvt_pgno pgno, const uint8_t *page);
 } kvt_engine_ops;
 
 extern const kvt_engine_ops kvt_btree_ops;

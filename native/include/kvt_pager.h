@@ -97,6 +97,9 @@ const uint8_t *kvt_pager_engine_meta(const kvt_pager *p, size_t *len);
  * data: call kvt_pager_write() first, which returns a pool page instead. */
 int  kvt_pager_get(kvt_pager *p, kvt_pgno pgno, kvt_page **out);
 void kvt_pager_unpin(kvt_pager *p, kvt_page *pg);
+/* A hint that page pgno will be read soon: its first 4 KiB are prefetched from the read
+ * map (nothing without one). Never faults, never blocks. */
+void kvt_pager_prefetch(kvt_pager *p, kvt_pgno pgno);
 /* Unpin a page the caller will not need again soon (a leaf a sequential load has
  * filled): when no one else pins it, it is written soon if dirty (as an eviction would,
  * same copy-on-write rules) and its frame is reused for the next page, so a load does
@@ -106,6 +109,24 @@ int  kvt_pager_retire(kvt_pager *p, kvt_page *pg);
 /* Retired pages are written in runs of adjacent page numbers (one write, not one per
  * page); this writes the pending run now (a checkpoint does too). */
 int  kvt_pager_retire_flush(kvt_pager *p);
+/* Pages logged by reference (native/db/paged.c: a full leaf written once, the log
+ * naming it instead of repeating its entries). retire_sealed: retire a page whose
+ * content is final, setting its checksum now into *crc. log_pages (after the record's
+ * pages were retired): write the pending run and, for each page whose file copy is
+ * exactly what was sealed, set logged[i] and take it out of the current gen's
+ * in-place set: later writes copy it and its free waits for the next checkpoint, so
+ * the file keeps it as long as the log names it. read_page: a page's bytes from the
+ * file, verified (recovery; the file is then not cut back to the checkpoint). sync: fsync the data file (before a log sync that must
+ * cover records naming pages). */
+int  kvt_pager_retire_sealed(kvt_pager *p, kvt_page *pg, uint32_t *crc);
+int  kvt_pager_log_pages(kvt_pager *p, const kvt_pgno *pg, const uint32_t *crc, size_t n,
+                         uint8_t *logged);
+int  kvt_pager_read_page(kvt_pager *p, kvt_pgno pgno, uint8_t *buf);
+int  kvt_pager_sync(kvt_pager *p);
+/* Recovery: keep page pgno (named by the log, not by the checkpoint) from being
+ * allocated, and so overwritten, until the next checkpoint is durable; a crash during
+ * recovery then finds it again. */
+int  kvt_pager_reserve(kvt_pager *p, kvt_pgno pgno);
 /* Make a pinned page writable and dirty. May replace *pg by a copy at a new pgno
  * (the old one is unpinned): the caller must then store (*pg)->pgno in the parent. */
 int  kvt_pager_write(kvt_pager *p, kvt_page **pg);

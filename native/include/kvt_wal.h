@@ -24,6 +24,13 @@ int kvt_wal_close(kvt_wal *w);
 /* Replay, in order, every intact record written after checkpoint gen. A log that names a
  * newer gen than the checkpoint (its checkpoint header was lost) -> KVT_ECORRUPT. */
 int kvt_wal_replay(kvt_wal *w, uint64_t gen, kvt_wal_replay_fn fn, void *ctx);
+/* As replay, but only reads (no cut, no state change): a first pass over the log.
+ * In both, a callback returning > 0 ends the walk before that record (replay then cuts
+ * the log there, as a torn tail). */
+int kvt_wal_scan(kvt_wal *w, uint64_t gen, kvt_wal_replay_fn fn, void *ctx);
+/* Make sure the file has allocated blocks for a record of len bytes at the tail, so
+ * that appending it cannot fail for lack of space (KVT_ENOSPC: it could not). */
+int kvt_wal_reserve(kvt_wal *w, size_t len);
 /* Append one record (not yet durable); *lsn_out = LSN just past it. KVT_ENOSPC: the
  * disk refused it; the log was cut back to where it ended and stays usable (the record
  * is not logged). Any other write failure is fatal for the log. */

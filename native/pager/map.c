@@ -152,6 +152,17 @@ const uint8_t *map_span_locked(const kvt_pager *p, kvt_pgno first, uint64_t n) {
     return p->map + first * p->page_size;
 }
 
+void kvt_pager_prefetch(kvt_pager *p, kvt_pgno pgno) {
+    /* A hint, unlocked: the mapping only changes under the writer, and a prefetch of an
+     * address that is no longer (or not yet) mapped does not fault. */
+    const uint8_t *m = __atomic_load_n(&p->map, __ATOMIC_RELAXED);
+    uint64_t pages = __atomic_load_n(&p->file_pages, __ATOMIC_RELAXED);
+    if (!m || pgno < 2 || pgno >= pages || pgno >= p->map_len / p->page_size) return;
+    const uint8_t *d = m + pgno * p->page_size;
+    uint32_t n = p->page_size < 4096 ? p->page_size : 4096;
+    for (uint32_t off = 0; off < n; off += 64) __builtin_prefetch(d + off, 0, 3);
+}
+
 void map_truncated(kvt_pager *p, uint64_t npages) {
     if (npages < p->file_pages) p->file_pages = npages;
 }

@@ -428,6 +428,51 @@ int kvt_pager_free(kvt_pager *p, kvt_pgno pgno) {
     return rc;
 }
 
+/* Recovery reads a page the log names straight from the file (the pool and the
+ * allocator do not know it yet): checksum and page number verified. */
+int kvt_pager_read_page(kvt_pager *p, kvt_pgno pgno, uint8_t *buf) {
+    if (pgno < 2) return kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 " named by the log",
+                                    p->path, pgno);
+    KVT_TRY(kvt_file_read_full(p->file, buf, p->page_size, pgno * p->page_size));
+    return page_verify(p, buf, pgno);
+}
+
+/* The page becomes a deferred free: out of the allocator's reach until the next
+ * checkpoint is durable (then released as usual). Pages between the logical end and
+ * pgno become free pages. */
+int kvt_pager_reserve(kvt_pager *p, kvt_pgno pgno) {
+    pthread_mutex_lock(&p->mu);
+    int rc = pager_check_usable(p);
+    if (rc == KVT_OK && pgno < 2)
+        rc = kvt_seterr(KVT_ECORRUPT, "%s: reserve of page %" PRIu64, p->path, pgno);
+    if (rc == KVT_OK && pgno >= p->npages) {
+        uint64_t old = p->npages;
+        rc = fm_grow(p, pgno + 1);
+        for (uint64_t i = old; rc == KVT_OK && i <= pgno; i++) fm_free(p, i);
+    }
+    if (rc == KVT_OK && !bm_get(&p->deferb, pgno)) {
+        if (!bm_get(&p->freeb, pgno))
+            rc = kvt_seterr(KVT_ECORRUPT, "%s: page %" PRIu64 " named by the log is in use "
+                            "by the checkpoint", p->path, pgno);
+        else {
+            bm_clr(&p->freeb, pgno);
+            p->nfree--;
+            bm_set(&p->deferb, pgno);
+            p->ndefer++;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+int kvt_pager_sync(kvt_pager *p) {
+    pthread_mutex_lock(&p->mu);
+    int rc = pager_check_usable(p);
+    if (rc == KVT_OK && (rc = kvt_file_sync(p->file)) < 0) rc = pager_fail(p, rc);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
 /* ---- checkpoint ---- */
 
 static int sync_file(kvt_pager *p) {

@@ -428,3 +428,43 @@ void kvt_pager_unpin(kvt_pager *p, kvt_page *pg) {
     else if (f->pin) f->pin--;
     pthread_mutex_unlock(&p->mu);
 }
+
+/* ---- pages logged by reference (native/db/paged.c) ------------------------------ */
+
+int kvt_pager_retire_sealed(kvt_pager *p, kvt_page *pg, uint32_t *crc) {
+    pthread_mutex_lock(&p->mu);
+    int rc = KVT_OK;
+    if (map_owns(p, pg)) {              /* never dirty: nothing this record wrote */
+        *crc = 0;
+        map_release(p, pg);
+    } else {
+        page_seal(p, pg->data);         /* the checksum the log record will name */
+        *crc = kvt_get32(pg->data);
+        rc = pool_retire(p, (frame *)pg);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+/* A page is logged only if the file holds exactly what was sealed: it is new this gen
+ * (so nothing durable names it), and either has no frame (written, then dropped) or a
+ * clean frame with that checksum. Logged, it leaves newb: from now on it is copied on
+ * write and its free is deferred to the next checkpoint, as for a checkpointed page,
+ * so the file keeps it unchanged for as long as the log may name it. */
+int kvt_pager_log_pages(kvt_pager *p, const kvt_pgno *pg, const uint32_t *crc, size_t n,
+                        uint8_t *logged) {
+    pthread_mutex_lock(&p->mu);
+    int rc = pager_check_usable(p);
+    if (rc == KVT_OK && p->nretired) rc = pool_retire_flush(p);
+    for (size_t i = 0; i < n; i++) {
+        logged[i] = 0;
+        if (rc < 0 || !crc[i] || pg[i] < 2 || pg[i] >= p->npages || !bm_get(&p->newb, pg[i]))
+            continue;
+        frame *f = pool_lookup(p, pg[i]);
+        if (f && (f->dirty || f->loading || kvt_get32(f->page.data) != crc[i])) continue;
+        bm_clr(&p->newb, pg[i]);
+        logged[i] = 1;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}

@@ -343,6 +343,15 @@ static void preallocate(kvt_wal *w, uint64_t need) {
     }
 }
 
+int kvt_wal_reserve(kvt_wal *w, size_t len) {
+    KVT_TRY(usable_for_write(w));
+    uint64_t need = w->tail + REC_HDR + len;
+    preallocate(w, need);
+    if (w->alloc < need)
+        return kvt_seterr(KVT_ENOSPC, "%s: cannot reserve %zu bytes for a record", w->path, len);
+    return KVT_OK;
+}
+
 /* A record at least this large is written as header + payload (two writes) instead of
  * being copied behind its header first: the copy of a large batch (a put_many of 1000
  * pairs is ~125 KiB) costs more than a second syscall. A crash between the two leaves a
@@ -524,6 +533,7 @@ static int walk_records(scan *s, kvt_wal_replay_fn fn, void *ctx, uint64_t *end)
         if (kvt_get64(hdr + 8) != s->gen) return KVT_OK;   /* another gen ends the log */
         int rc = fn(ctx, s->payload, (size_t)len);
         if (rc < 0) return rc;
+        if (rc > 0) return KVT_OK;     /* the caller ends the log before this record */
         off += REC_HDR + len;
     }
 }
@@ -559,6 +569,16 @@ int kvt_wal_replay(kvt_wal *w, uint64_t gen, kvt_wal_replay_fn fn, void *ctx) {
         return KVT_OK;
     }
     return kvt_wal_reset(w, gen);
+}
+
+int kvt_wal_scan(kvt_wal *w, uint64_t gen, kvt_wal_replay_fn fn, void *ctx) {
+    if (!w->have_header || w->hdr_gen != gen) return KVT_OK;
+    scan s = {w, gen, 0, NULL, 0};
+    uint64_t end = FILE_HDR;
+    int rc = kvt_file_size(w->f, &s.size);
+    if (rc == KVT_OK) rc = walk_records(&s, fn, ctx, &end);
+    free(s.payload);
+    return rc;
 }
 
 int kvt_wal_header_gen(const kvt_wal *w, uint64_t *gen) {

@@ -43,12 +43,18 @@ _batch_put = lib.kvt_batch_put
 _put_many = lib.kvt_put_many
 _batch_put_many = lib.kvt_batch_put_many
 _iter_new = lib.kvt_iter_new
+_iter_free = lib.kvt_iter_free
 _NO_BOUND = (ffi.NULL, 0)
 _weakref = weakref.ref
 
 
 def _new_chunk():
     return ffi.new("kvt_chunk *")
+
+
+_new = ffi.new
+_CHUNK_T = ffi.typeof("kvt_chunk *")
+_new_lock = threading.Lock
 
 
 _EMPTY = iter(())
@@ -276,17 +282,33 @@ class _Iter(_Child):
 
     def __init__(self, engine: "Engine", start, end, reverse: bool, mode: int) -> None:
         self._engine = engine
-        self._lock = threading.Lock()
+        self._lock = _new_lock()
         self._ptr = None
-        s, sl = _bound(start, "start") if start is not None else _NO_BOUND
-        e, el = _bound(end, "end") if end is not None else _NO_BOUND
+        # bytes bounds (the common case) skip _bound's checks and copy
+        if start is None:
+            s, sl = _NO_BOUND
+        elif type(start) is bytes and len(start) <= MAX_KEY:
+            s, sl = start, len(start)
+        else:
+            s, sl = _bound(start, "start")
+        if end is None:
+            e, el = _NO_BOUND
+        elif type(end) is bytes and len(end) <= MAX_KEY:
+            e, el = end, len(end)
+        else:
+            e, el = _bound(end, "end")
         self._mode = mode
-        self._chunk = _new_chunk()
+        self._chunk = _new(_CHUNK_T)
         self._cur = _EMPTY            # iterator over the current chunk's entries
         self._finished = False
         with engine._close_lock:      # also guards the engine's shared out-pointer
             out = engine._iter_out
-            check(_iter_new(engine._live(), s, sl, e, el, 1 if reverse else 0, out))
+            db = engine._db
+            if db is None:
+                raise _closed()
+            rc = _iter_new(db, s, sl, e, el, 1 if reverse else 0, out)
+            if rc:
+                check(rc)
             self._ptr = out[0]
             engine._children.add(_weakref(self, engine._child_gone))
 
@@ -294,6 +316,19 @@ class _Iter(_Child):
         lib.kvt_iter_free(self._ptr)
         self._cur = _EMPTY            # __next__ stops now; a for loop inside a chunk
                                       # ends it (bytes already copied), then stops
+
+    def __del__(self) -> None:
+        # _Child.__del__ inlined (every seek ends here): the lock still orders it
+        # against an engine.close() releasing its children from another thread
+        try:
+            if self._ptr is not None:
+                with self._lock:
+                    if self._ptr is not None:
+                        _iter_free(self._ptr)
+                        self._cur = _EMPTY
+                        self._ptr = None
+        except Exception:
+            pass
 
     def _refill(self) -> bool:
         """Next chunk into self._cur (caller holds the lock); False at the end."""

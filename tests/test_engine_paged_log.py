@@ -16,7 +16,7 @@ import pytest
 
 import kvtrees
 from conftest import small_options
-from helpers.paged_ops import LOAD_BATCH, load_batches, model, paged_ops
+from helpers.paged_ops import LOAD_BATCH, load_batches, model, model_op, paged_ops
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "paged_writer.py")
 KEYS = (b"k", b"l")
@@ -89,13 +89,7 @@ def test_kill9_mid_load(engine_name, tmp_path):
         if len(m) == len(got) and m == got:
             matches.append(n)
         if n < len(ops):
-            op = ops[n]
-            if op[0] == "many":
-                m.update(op[1])
-            elif op[0] == "put":
-                m[op[1]] = op[2]
-            else:
-                m.pop(op[1], None)
+            model_op(m, ops[n])
     assert matches, f"state is not the ops up to any point after the last ack ({acked})"
 
 

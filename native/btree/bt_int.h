@@ -160,6 +160,25 @@ void bt_remove_slot(uint8_t *d, uint32_t i, uint32_t cell_size);
 int  bt_compact(const bt_tree *t, kvt_page *pg);
 
 /* ---- keys (bt_key.c) ---- */
+/* Leaf slot i of page d when its cell is the common kind (key and value inline) and
+ * lies inside the page: key and value pointers without the full decode. 0: take the
+ * checked path (visit). The bounds are the ones decode_in checks for such a cell. */
+static inline int bt_inline_cell(const bt_tree *t, const uint8_t *d, uint32_t i,
+                                 const uint8_t **k, uint32_t *kl, const uint8_t **v,
+                                 uint32_t *vl) {
+    uint32_t off = kvt_get16(d + BT_HDR + 2u * i);
+    if (off < bt_lo(d) || off + BT_LEAF_FIXED > t->ps) return 0;
+    const uint8_t *p = d + off;
+    uint32_t klen = kvt_get16(p), vraw = kvt_get32(p + 2);
+    if (klen == 0 || klen > t->kmax || (vraw & BT_VOVF)) return 0;
+    if ((uint64_t)off + BT_LEAF_FIXED + klen + vraw > t->ps) return 0;
+    *k = p + BT_LEAF_FIXED;
+    *kl = klen;
+    *v = *k + klen;
+    *vl = vraw;
+    return 1;
+}
+
 /* The first 8 bytes of a key as a big-endian word, zero-padded: words that differ order
  * their keys like memcmp; equal words leave the decision to a full comparison. */
 static inline uint64_t bt_be_prefix(const uint8_t *p, size_t n) {

@@ -12,22 +12,6 @@
 #include <stdlib.h>
 #include "bt_int.h"
 
-/* Cell i of leaf d when inline and inside the page (as bt_scan's inline_cell). */
-static int cell_inline(const bt_tree *t, const uint8_t *d, uint32_t i, const uint8_t **k,
-                       uint32_t *kl, const uint8_t **v, uint32_t *vl) {
-    uint32_t off = kvt_get16(d + BT_HDR + 2u * i);
-    if (off < bt_lo(d) || off + BT_LEAF_FIXED > t->ps) return 0;
-    const uint8_t *p = d + off;
-    uint32_t klen = kvt_get16(p), vraw = kvt_get32(p + 2);
-    if (klen == 0 || klen > t->kmax || (vraw & BT_VOVF)) return 0;
-    if ((uint64_t)off + BT_LEAF_FIXED + klen + vraw > t->ps) return 0;
-    *k = p + BT_LEAF_FIXED;
-    *kl = klen;
-    *v = *k + klen;
-    *vl = vraw;
-    return 1;
-}
-
 static int grow(bt_log *l) {
     if (l->n < l->cap) return KVT_OK;
     size_t cap = l->cap ? 2 * l->cap : 64;
@@ -52,9 +36,9 @@ int bt_log_retire(bt_tree *t, kvt_page *leaf) {
     uint32_t n = bt_count(d), kl0, kl1, vl;
     if (!l->on || n == 0 || grow(l) != KVT_OK) return kvt_pager_retire(t->pager, leaf);
     for (uint32_t i = 1; i + 1 < n; i++)
-        if (!cell_inline(t, d, i, &k0, &kl0, &v, &vl)) return kvt_pager_retire(t->pager, leaf);
-    if (!cell_inline(t, d, 0, &k0, &kl0, &v, &vl) ||
-        !cell_inline(t, d, n - 1, &k1, &kl1, &v, &vl))
+        if (!bt_inline_cell(t, d, i, &k0, &kl0, &v, &vl)) return kvt_pager_retire(t->pager, leaf);
+    if (!bt_inline_cell(t, d, 0, &k0, &kl0, &v, &vl) ||
+        !bt_inline_cell(t, d, n - 1, &k1, &kl1, &v, &vl))
         return kvt_pager_retire(t->pager, leaf);
     bt_log_entry *e = &l->e[l->n];
     e->pgno = leaf->pgno;
@@ -122,7 +106,7 @@ int bt_log_put_page(bt_tree *t, kvt_pgno pgno, const uint8_t *page,
     uint32_t n = bt_count(page), kl, vl;
     const uint8_t *k, *v;
     for (uint32_t i = 0; i < n; i++) {
-        if (!cell_inline(t, page, i, &k, &kl, &v, &vl))
+        if (!bt_inline_cell(t, page, i, &k, &kl, &v, &vl))
             return kvt_seterr(KVT_ECORRUPT, "btree: logged page %llu: cell %u is not inline",
                               (unsigned long long)pgno, i);
         KVT_TRY(put(t, k, kl, v, vl));

@@ -88,24 +88,6 @@ static int next_leaf(bt_cursor *c) {
     return descend_edge(c, lv);
 }
 
-/* Leaf slot i of page d when its cell is the common kind (key and value inline) and
- * lies inside the page: key and value pointers without the full decode. 0: take the
- * checked path (visit). The bounds are the ones decode_in checks for such a cell. */
-static inline int inline_cell(const bt_tree *t, const uint8_t *d, uint32_t i,
-                              const uint8_t **k, uint32_t *kl, const uint8_t **v, uint32_t *vl) {
-    uint32_t off = kvt_get16(d + BT_HDR + 2u * i);
-    if (off < bt_lo(d) || off + BT_LEAF_FIXED > t->ps) return 0;
-    const uint8_t *p = d + off;
-    uint32_t klen = kvt_get16(p), vraw = kvt_get32(p + 2);
-    if (klen == 0 || klen > t->kmax || (vraw & BT_VOVF)) return 0;
-    if ((uint64_t)off + BT_LEAF_FIXED + klen + vraw > t->ps) return 0;
-    *k = p + BT_LEAF_FIXED;
-    *kl = klen;
-    *v = *k + klen;
-    *vl = vraw;
-    return 1;
-}
-
 /* Start loading the leaf the scan moves to after this one (its parent is pinned unless
  * the scan resumed at a leaf): on a cold page the checksum of its first read and the
  * visits then find it in the CPU cache instead of waiting on memory. */
@@ -123,7 +105,7 @@ static void prefetch_next_leaf(bt_cursor *c) {
 static int visit(bt_cursor *c, uint32_t i, kvt_scan_fn fn, void *ctx) {
     const uint8_t *k, *v;
     uint32_t kl, vl;
-    if (inline_cell(c->t, c->pg[c->t->height - 1]->data, i, &k, &kl, &v, &vl))
+    if (bt_inline_cell(c->t, c->pg[c->t->height - 1]->data, i, &k, &kl, &v, &vl))
         return fn(ctx, k, kl, v, vl);
     bt_cell cell;                      /* spilled key, overflow value, or damage */
     bt_tree *t = c->t;

@@ -119,8 +119,11 @@ def _pack(pairs: Any) -> bytes:
 
 
 def _bound(b: Any, name: str):
+    """(pointer, length) of an iterator bound; bytes (the common case) go as they are."""
     if b is None:
-        return ffi.NULL, 0
+        return _NO_BOUND
+    if type(b) is bytes and len(b) <= MAX_KEY:
+        return b, len(b)
     if isinstance(b, str):
         raise TypeError(f"{name} must be bytes, not str")
     if not isinstance(b, (bytes, bytearray, memoryview)):
@@ -284,19 +287,8 @@ class _Iter(_Child):
         self._engine = engine
         self._lock = _new_lock()
         self._ptr = None
-        # bytes bounds (the common case) skip _bound's checks and copy
-        if start is None:
-            s, sl = _NO_BOUND
-        elif type(start) is bytes and len(start) <= MAX_KEY:
-            s, sl = start, len(start)
-        else:
-            s, sl = _bound(start, "start")
-        if end is None:
-            e, el = _NO_BOUND
-        elif type(end) is bytes and len(end) <= MAX_KEY:
-            e, el = end, len(end)
-        else:
-            e, el = _bound(end, "end")
+        s, sl = _bound(start, "start")
+        e, el = _bound(end, "end")
         self._mode = mode
         self._chunk = _new(_CHUNK_T)
         self._cur = _EMPTY            # iterator over the current chunk's entries

@@ -49,13 +49,18 @@ def apply_op(eng, op) -> None:
         eng.delete(op[1])
 
 
+def model_op(m: dict, op) -> None:
+    """One op of a run ("many", pairs) / ("put", k, v) / ("delete", k) on the model."""
+    if op[0] == "many":
+        m.update(op[1])
+    elif op[0] == "put":
+        m[op[1]] = op[2]
+    else:
+        m.pop(op[1], None)
+
+
 def model(ops) -> dict:
     m = {}
     for op in ops:
-        if op[0] == "many":
-            m.update(op[1])
-        elif op[0] == "put":
-            m[op[1]] = op[2]
-        else:
-            m.pop(op[1], None)
+        model_op(m, op)
     return m

@@ -22,15 +22,17 @@
  * what it saves is the Python around a cffi call: reading the result struct field by
  * field and building the KeyValue in Python.
  *
- * Calls(handle, (begin, end, put, get, txn, release), raise_error, durable, KeyValue):
- *   addresses of a kvt_mvcc handle and of kvt_mvcc_put_begin, kvt_mvcc_put_end,
- *   kvt_mvcc_put, kvt_mvcc_get, kvt_mvcc_txn and kvt_mvcc_release; raise_error(rc) returns the exception for a native code (it reads the
+ * Calls(handle, (begin, end, put, get, txn, release, visible), raise_error, durable,
+ *   KeyValue): addresses of a kvt_mvcc handle and of kvt_mvcc_put_begin,
+ *   kvt_mvcc_put_end, kvt_mvcc_put, kvt_mvcc_get, kvt_mvcc_txn, kvt_mvcc_release and
+ *   kvt_mvcc_visible; raise_error(rc) returns the exception for a native code (it reads the
  *   C detail message, kept per thread); durable: the handle was opened durable;
  *   KeyValue: the tuple subclass reads return.
  * Calls.put(key, value, lease, want_prev) -> (rev, create, version, prev)
  *   key and value bytes (checked by the caller), prev None or (mod, create, version,
  *   lease, value) of the live previous version when want_prev. O(log n).
  * Calls.get_kv(key, rev) -> KeyValue or None: the live version of key at rev. O(log n).
+ * Calls.get_kv_visible(key): the same at the visible revision. O(log n).
  * Calls.txn(request) -> response bytes of kvt_mvcc_txn, the GIL released. O(ops log n).
  */
 #define PY_SSIZE_T_CLEAN
@@ -49,6 +51,7 @@ typedef int (*get_fn)(kvt_mvcc *, const uint8_t *, size_t, uint64_t, uint8_t *, 
                       kvt_mvcc_kv *);
 typedef int (*txn_fn)(kvt_mvcc *, const uint8_t *, size_t, uint8_t **, size_t *);
 typedef void (*release_fn)(void *);
+typedef uint64_t (*visible_fn)(kvt_mvcc *);
 
 #define GET_STACK 4096            /* values up to this size are read into the stack */
 
@@ -61,16 +64,17 @@ typedef struct {
     get_fn get;
     txn_fn txn;
     release_fn release;
+    visible_fn visible;
     PyObject *raise_error;
     PyTypeObject *kv_type;       /* kvtrees.mvcc.KeyValue, a tuple subclass */
     int durable;                 /* the handle waits for fsyncs: put with the GIL released */
 } Calls;
 
 static int Calls_init(Calls *self, PyObject *args, PyObject *kw) {
-    unsigned long long m, b, e, p, g, t, r;
+    unsigned long long m, b, e, p, g, t, r, v;
     PyObject *raise_error, *kv_type;
     int durable;
-    if (!PyArg_ParseTuple(args, "K(KKKKKK)OpO!:Calls", &m, &b, &e, &p, &g, &t, &r,
+    if (!PyArg_ParseTuple(args, "K(KKKKKKK)OpO!:Calls", &m, &b, &e, &p, &g, &t, &r, &v,
                           &raise_error, &durable, &PyType_Type, &kv_type))
         return -1;
     if (!PyType_IsSubtype((PyTypeObject *)kv_type, &PyTuple_Type)) {
@@ -78,7 +82,7 @@ static int Calls_init(Calls *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     self->durable = durable;
-    if (!m || !b || !e || !p || !g || !t || !r) {
+    if (!m || !b || !e || !p || !g || !t || !r || !v) {
         PyErr_SetString(PyExc_ValueError, "Calls: NULL address");
         return -1;
     }
@@ -89,6 +93,7 @@ static int Calls_init(Calls *self, PyObject *args, PyObject *kw) {
     self->get = (get_fn)(uintptr_t)g;
     self->txn = (txn_fn)(uintptr_t)t;
     self->release = (release_fn)(uintptr_t)r;
+    self->visible = (visible_fn)(uintptr_t)v;
     Py_INCREF(raise_error);
     Py_XSETREF(self->raise_error, raise_error);
     Py_INCREF(kv_type);
@@ -178,14 +183,10 @@ static PyObject *new_kv(Calls *self, PyObject *key, const char *v, size_t vl,
     return out;
 }
 
-/* get_kv(key, rev) -> KeyValue or None: the live version of key at rev. The GIL is
- * released around the read (it may wait for the disk); values up to GET_STACK bytes
- * are read into the stack, longer ones into a buffer of the size the first read
- * reported. */
-static PyObject *Calls_get_kv(Calls *self, PyObject *args) {
-    PyObject *key;
-    unsigned long long rev;
-    if (!PyArg_ParseTuple(args, "SK:get_kv", &key, &rev)) return NULL;
+/* The live version of key at rev as a KeyValue, or None. The GIL is released around
+ * the read (it may wait for the disk); values up to GET_STACK bytes are read into the
+ * stack, longer ones into a buffer of the size the first read reported. */
+static PyObject *get_kv_at(Calls *self, PyObject *key, uint64_t rev) {
     const uint8_t *k = (const uint8_t *)PyBytes_AS_STRING(key);
     size_t kl = (size_t)PyBytes_GET_SIZE(key);
     uint8_t stack[GET_STACK], *buf = stack;
@@ -213,6 +214,24 @@ static PyObject *Calls_get_kv(Calls *self, PyObject *args) {
     return out;
 }
 
+/* get_kv(key, rev) -> KeyValue or None */
+static PyObject *Calls_get_kv(Calls *self, PyObject *args) {
+    PyObject *key;
+    unsigned long long rev;
+    if (!PyArg_ParseTuple(args, "SK:get_kv", &key, &rev)) return NULL;
+    return get_kv_at(self, key, rev);
+}
+
+/* get_kv_visible(key) -> KeyValue or None: at the visible revision, read here (one
+ * call instead of two from Python). */
+static PyObject *Calls_get_kv_visible(Calls *self, PyObject *key) {
+    if (!PyBytes_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "get_kv_visible: key must be bytes");
+        return NULL;
+    }
+    return get_kv_at(self, key, self->visible(self->m));
+}
+
 /* txn(request) -> response bytes (kvt_mvcc_txn's encodings), the GIL released. */
 static PyObject *Calls_txn(Calls *self, PyObject *arg) {
     if (!PyBytes_Check(arg)) {
@@ -237,6 +256,8 @@ static PyMethodDef Calls_methods[] = {
     {"txn", (PyCFunction)Calls_txn, METH_O, "txn(request) -> response bytes"},
     {"get_kv", (PyCFunction)Calls_get_kv, METH_VARARGS,
      "get_kv(key, rev) -> KeyValue or None"},
+    {"get_kv_visible", (PyCFunction)Calls_get_kv_visible, METH_O,
+     "get_kv_visible(key) -> KeyValue or None, at the visible revision"},
     {"put", (PyCFunction)Calls_put, METH_VARARGS,
      "put(key, value, lease, want_prev) -> (rev, create, version, prev)"},
     {NULL, NULL, 0, NULL},

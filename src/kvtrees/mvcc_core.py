@@ -92,6 +92,10 @@ class PythonCore:
         e = mvcc.latest(self._eng, key, rev)
         return None if e is None or e.tombstone else e.to_kv()
 
+    def get_kv_visible(self, key: bytes) -> Optional[KeyValue]:
+        """get_kv at the visible revision. O(log n)."""
+        return self.get_kv(key, self.visible())
+
     def close(self) -> None:
         pass
 
@@ -120,7 +124,8 @@ def _direct_calls(ffi, lib, m, durable: bool):
     def addr(name: str) -> int:
         return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
     fns = tuple(addr(n) for n in ("kvt_mvcc_put_begin", "kvt_mvcc_put_end", "kvt_mvcc_put",
-                                  "kvt_mvcc_get", "kvt_mvcc_txn", "kvt_mvcc_release"))
+                                  "kvt_mvcc_get", "kvt_mvcc_txn", "kvt_mvcc_release",
+                                  "kvt_mvcc_visible"))
     return Calls(int(ffi.cast("uintptr_t", m)), fns, error_from_code, durable, KeyValue)
 
 
@@ -147,6 +152,7 @@ class NativeCore:
         # get_kv(key, rev): the live version of key at rev as a KeyValue, or None.
         # O(log n), one C call that builds the KeyValue (kvtrees._direct)
         self.get_kv = calls.get_kv
+        self.get_kv_visible = calls.get_kv_visible     # get_kv at visible(), one C call
         # txn(request) -> response bytes: a txn of the native shape (txn_codec.encode),
         # durable on return when the core is; one C call, the GIL released
         self.txn = calls.txn

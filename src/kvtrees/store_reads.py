@@ -39,7 +39,7 @@ class StoreReads:
             if rev < self._compact_rev:     # compacted meanwhile: the read may be partial
                 self._check_compacted(rev)
         else:       # the current revision, never below the compaction target
-            kv = core.get_kv(k, core.visible())
+            kv = core.get_kv_visible(k)
         return (kv.value, kv) if kv is not None else (None, None)
 
     def range(self, key, range_end=None, revision=None, limit=0, count_only=False,

@@ -23,14 +23,16 @@
  * field and building the KeyValue in Python.
  *
  * Calls(handle, (begin, end, put, get, txn, release, visible), raise_error, durable,
- *   KeyValue): addresses of a kvt_mvcc handle and of kvt_mvcc_put_begin,
- *   kvt_mvcc_put_end, kvt_mvcc_put, kvt_mvcc_get, kvt_mvcc_txn, kvt_mvcc_release and
- *   kvt_mvcc_visible; raise_error(rc) returns the exception for a native code (it reads the
- *   C detail message, kept per thread); durable: the handle was opened durable;
- *   KeyValue: the tuple subclass reads return.
+ *       KeyValue, Entry, prev_unknown)
+ *   addresses of a kvt_mvcc handle and of kvt_mvcc_put_begin, kvt_mvcc_put_end,
+ *   kvt_mvcc_put, kvt_mvcc_get, kvt_mvcc_txn, kvt_mvcc_release and kvt_mvcc_visible;
+ *   raise_error(rc) returns the exception for a native code (it reads the C detail
+ *   message, kept per thread); durable: the handle was opened durable; KeyValue and
+ *   Entry: the tuple subclasses reads and puts return; prev_unknown: a put's prev when
+ *   one exists but was not asked for.
  * Calls.put(key, value, lease, want_prev) -> (rev, create, version, prev)
- *   key and value bytes (checked by the caller), prev None or (mod, create, version,
- *   lease, value) of the live previous version when want_prev. O(log n).
+ *   key and value bytes (checked by the caller); prev the live previous version as an
+ *   Entry when want_prev, else prev_unknown when one exists, else None. O(log n).
  * Calls.get_kv(key, rev) -> KeyValue or None: the live version of key at rev. O(log n).
  * Calls.get_kv_visible(key): the same at the visible revision. O(log n).
  * Calls.txn(request) -> response bytes of kvt_mvcc_txn, the GIL released. O(ops log n).
@@ -67,18 +69,22 @@ typedef struct {
     visible_fn visible;
     PyObject *raise_error;
     PyTypeObject *kv_type;       /* kvtrees.mvcc.KeyValue, a tuple subclass */
+    PyTypeObject *entry_type;    /* kvtrees.mvcc.Entry, a tuple subclass */
+    PyObject *prev_unknown;      /* put's prev when it exists but was not read */
     int durable;                 /* the handle waits for fsyncs: put with the GIL released */
 } Calls;
 
 static int Calls_init(Calls *self, PyObject *args, PyObject *kw) {
     unsigned long long m, b, e, p, g, t, r, v;
-    PyObject *raise_error, *kv_type;
+    PyObject *raise_error, *kv_type, *entry_type, *prev_unknown;
     int durable;
-    if (!PyArg_ParseTuple(args, "K(KKKKKKK)OpO!:Calls", &m, &b, &e, &p, &g, &t, &r, &v,
-                          &raise_error, &durable, &PyType_Type, &kv_type))
+    if (!PyArg_ParseTuple(args, "K(KKKKKKK)OpO!O!O:Calls", &m, &b, &e, &p, &g, &t, &r, &v,
+                          &raise_error, &durable, &PyType_Type, &kv_type, &PyType_Type,
+                          &entry_type, &prev_unknown))
         return -1;
-    if (!PyType_IsSubtype((PyTypeObject *)kv_type, &PyTuple_Type)) {
-        PyErr_SetString(PyExc_TypeError, "Calls: the KeyValue type must be a tuple subclass");
+    if (!PyType_IsSubtype((PyTypeObject *)kv_type, &PyTuple_Type) ||
+        !PyType_IsSubtype((PyTypeObject *)entry_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "Calls: KeyValue and Entry must be tuple subclasses");
         return -1;
     }
     self->durable = durable;
@@ -98,12 +104,18 @@ static int Calls_init(Calls *self, PyObject *args, PyObject *kw) {
     Py_XSETREF(self->raise_error, raise_error);
     Py_INCREF(kv_type);
     Py_XSETREF(self->kv_type, (PyTypeObject *)kv_type);
+    Py_INCREF(entry_type);
+    Py_XSETREF(self->entry_type, (PyTypeObject *)entry_type);
+    Py_INCREF(prev_unknown);
+    Py_XSETREF(self->prev_unknown, prev_unknown);
     return 0;
 }
 
 static void Calls_dealloc(Calls *self) {
     Py_XDECREF(self->raise_error);
     Py_XDECREF(self->kv_type);
+    Py_XDECREF(self->entry_type);
+    Py_XDECREF(self->prev_unknown);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -117,21 +129,51 @@ static PyObject *raise_code(Calls *self, int rc) {
     return NULL;
 }
 
-static PyObject *prev_tuple(const kvt_mvcc_put_result *res) {
-    const kvt_mvcc_kv *p = &res->prev;
-    const char *data = res->prev_heap ? (const char *)res->prev_heap : "";
-    return Py_BuildValue("(KKKKy#)", (unsigned long long)p->mod,
-                         (unsigned long long)p->create, (unsigned long long)p->version,
-                         (unsigned long long)p->lease, data, (Py_ssize_t)p->vlen);
+/* An instance of tuple subclass type with the n items (references stolen; a NULL item
+ * means its creation failed: all are released, NULL returned), as tuple.__new__ builds
+ * one, without Python code. */
+static PyObject *new_record(PyTypeObject *type, PyObject **items, int n) {
+    PyObject *out = NULL;
+    int ok = 1;
+    for (int i = 0; i < n; i++) ok = ok && items[i];
+    if (ok) out = type->tp_alloc(type, n);
+    if (!out) {
+        for (int i = 0; i < n; i++) Py_XDECREF(items[i]);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) PyTuple_SET_ITEM(out, i, items[i]);
+    return out;
+}
+
+/* KeyValue(key, value, create, mod, version, lease) */
+static PyObject *new_kv(Calls *self, PyObject *key, const char *v, size_t vl,
+                        const kvt_mvcc_kv *kv) {
+    PyObject *items[6] = {
+        Py_NewRef(key), PyBytes_FromStringAndSize(v, (Py_ssize_t)vl),
+        PyLong_FromUnsignedLongLong(kv->create), PyLong_FromUnsignedLongLong(kv->mod),
+        PyLong_FromUnsignedLongLong(kv->version), PyLong_FromUnsignedLongLong(kv->lease),
+    };
+    return new_record(self->kv_type, items, 6);
+}
+
+/* Entry(key, mod, tombstone False, create, version, lease, value) */
+static PyObject *new_entry(Calls *self, PyObject *key, const char *v, size_t vl,
+                           const kvt_mvcc_kv *kv) {
+    PyObject *items[7] = {
+        Py_NewRef(key), PyLong_FromUnsignedLongLong(kv->mod), Py_NewRef(Py_False),
+        PyLong_FromUnsignedLongLong(kv->create), PyLong_FromUnsignedLongLong(kv->version),
+        PyLong_FromUnsignedLongLong(kv->lease), PyBytes_FromStringAndSize(v, (Py_ssize_t)vl),
+    };
+    return new_record(self->entry_type, items, 7);
 }
 
 static PyObject *Calls_put(Calls *self, PyObject *args) {
-    const char *k, *v;
-    Py_ssize_t kl, vl;
+    PyObject *key, *value;
     unsigned long long lease;
     int want_prev;
-    if (!PyArg_ParseTuple(args, "y#y#Kp:put", &k, &kl, &v, &vl, &lease, &want_prev))
-        return NULL;
+    if (!PyArg_ParseTuple(args, "SSKp:put", &key, &value, &lease, &want_prev)) return NULL;
+    const char *k = PyBytes_AS_STRING(key), *v = PyBytes_AS_STRING(value);
+    Py_ssize_t kl = PyBytes_GET_SIZE(key), vl = PyBytes_GET_SIZE(value);
     kvt_mvcc_put_result res;
     uint64_t lsn = 0;
     /* prev values go to the heap (no buffer): a put asking for one is rare, and a
@@ -149,38 +191,17 @@ static PyObject *Calls_put(Calls *self, PyObject *args) {
         Py_END_ALLOW_THREADS
     }
     if (rc < 0) return raise_code(self, rc);
-    PyObject *prev = NULL;
-    if (want_prev && res.prev.mod) prev = prev_tuple(&res);
+    PyObject *prev;
+    if (want_prev && res.prev.mod)
+        prev = new_entry(self, key, res.prev_heap ? (const char *)res.prev_heap : "",
+                         res.prev.vlen, &res.prev);
+    else     /* a previous version not read: it exists when this is not version 1 */
+        prev = Py_NewRef(!want_prev && res.version > 1 ? self->prev_unknown : Py_None);
     free(res.prev_heap);
-    if (want_prev && res.prev.mod && !prev) return NULL;
-    if (!prev) {
-        prev = Py_None;
-        Py_INCREF(prev);
-    }
+    if (!prev) return NULL;
     return Py_BuildValue("(KKKN)", (unsigned long long)res.rev,
                          (unsigned long long)res.create, (unsigned long long)res.version,
                          prev);
-}
-
-/* A KeyValue (key, value, create, mod, version, lease) built without Python code: the
- * tuple subclass allocated with its six items set, as tuple.__new__ does. */
-static PyObject *new_kv(Calls *self, PyObject *key, const char *v, size_t vl,
-                        const kvt_mvcc_kv *kv) {
-    PyObject *items[6] = {
-        Py_NewRef(key), PyBytes_FromStringAndSize(v, (Py_ssize_t)vl),
-        PyLong_FromUnsignedLongLong(kv->create), PyLong_FromUnsignedLongLong(kv->mod),
-        PyLong_FromUnsignedLongLong(kv->version), PyLong_FromUnsignedLongLong(kv->lease),
-    };
-    PyObject *out = NULL;
-    int ok = 1;
-    for (int i = 0; i < 6; i++) ok = ok && items[i];
-    if (ok) out = self->kv_type->tp_alloc(self->kv_type, 6);
-    if (!out) {
-        for (int i = 0; i < 6; i++) Py_XDECREF(items[i]);
-        return NULL;
-    }
-    for (int i = 0; i < 6; i++) PyTuple_SET_ITEM(out, i, items[i]);
-    return out;
 }
 
 /* The live version of key at rev as a KeyValue, or None. The GIL is released around

@@ -126,7 +126,8 @@ def _direct_calls(ffi, lib, m, durable: bool):
     fns = tuple(addr(n) for n in ("kvt_mvcc_put_begin", "kvt_mvcc_put_end", "kvt_mvcc_put",
                                   "kvt_mvcc_get", "kvt_mvcc_txn", "kvt_mvcc_release",
                                   "kvt_mvcc_visible"))
-    return Calls(int(ffi.cast("uintptr_t", m)), fns, error_from_code, durable, KeyValue)
+    return Calls(int(ffi.cast("uintptr_t", m)), fns, error_from_code, durable, KeyValue, Entry,
+                 PREV_UNKNOWN)
 
 
 class NativeCore:
@@ -148,7 +149,12 @@ class NativeCore:
         self._tls = _Scratch()
         self._get = lib.kvt_mvcc_get
         calls = _direct_calls(ffi, lib, self._m, durable)
-        self._put = calls.put
+        # put(key, value, lease, want_prev) -> (revision, create_revision, version,
+        # prev): prev the previous live Entry or None, or PREV_UNKNOWN when it exists
+        # but was not asked for. Durable on return when the core is. O(log n), one C
+        # call (kvtrees._direct) that gives up the GIL only to wait (for the fsync, or
+        # for the writer lock when another thread holds it)
+        self.put = calls.put
         # get_kv(key, rev): the live version of key at rev as a KeyValue, or None.
         # O(log n), one C call that builds the KeyValue (kvtrees._direct)
         self.get_kv = calls.get_kv
@@ -222,20 +228,6 @@ class NativeCore:
         finally:
             if t.cap > _BUF_KEEP:
                 t.reset()
-
-    def put(self, key: bytes, value: bytes, lease: int, want_prev: bool) -> tuple:
-        """Commit key=value at the next revision. Returns (revision, create_revision,
-        version, prev): prev is the previous live Entry or None, or PREV_UNKNOWN when it
-        exists but was not asked for. Durable on return when the core is. O(log n), one
-        C call (kvtrees._direct) that gives up the GIL only to wait (for the fsync, or
-        for the writer lock when another thread holds it)."""
-        rev, create, version, p = self._put(key, value, lease, want_prev)
-        if not want_prev:
-            return rev, create, version, (PREV_UNKNOWN if version > 1 else None)
-        if p is None:
-            return rev, create, version, None
-        mod, pcreate, pversion, please, old = p
-        return rev, create, version, Entry(key, mod, False, pcreate, pversion, please, old)
 
     def range(self, lo: bytes, hi: bytes, rev: int, limit: int, keys_only: bool,
               count_only: bool) -> tuple:

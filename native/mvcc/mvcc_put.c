@@ -264,14 +264,21 @@ static int finish_put(kvt_mvcc *m, int rc, uint64_t lsn, kvt_mvcc_put_result *re
     return rc;
 }
 
+/* A put's request, not yet queued. */
+static mvcc_put_req new_req(const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                            uint64_t lease, int want_prev, uint8_t *prev_buf,
+                            size_t prev_cap, kvt_mvcc_put_result *res) {
+    return (mvcc_put_req){.k = k, .kl = kl, .v = v, .vl = vl, .lease = lease,
+                          .want_prev = want_prev, .prev_buf = prev_buf,
+                          .prev_cap = prev_cap, .res = res};
+}
+
 int kvt_mvcc_put(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
                  uint64_t lease, int want_prev, uint8_t *prev_buf, size_t prev_cap,
                  kvt_mvcc_put_result *res) {
     KVT_TRY(check_put_args(k, kl, v, vl, want_prev, prev_buf, prev_cap, res));
     KVT_TRY(mvcc_enter(m));
-    mvcc_put_req r = {.k = k, .kl = kl, .v = v, .vl = vl, .lease = lease,
-                      .want_prev = want_prev, .prev_buf = prev_buf, .prev_cap = prev_cap,
-                      .res = res};
+    mvcc_put_req r = new_req(k, kl, v, vl, lease, want_prev, prev_buf, prev_cap, res);
     join_group(m, &r);                    /* returns with the put durable (or failed) */
     if (r.rc < 0) {
         kvt_seterr(r.rc, "%s", r.msg);
@@ -311,9 +318,7 @@ int kvt_mvcc_put_begin(kvt_mvcc *m, const uint8_t *k, size_t kl, const uint8_t *
     KVT_TRY(check_put_args(k, kl, v, vl, want_prev, prev_buf, prev_cap, res));
     if (!lsn) return kvt_seterr(KVT_EINVAL, "kvt_mvcc_put_begin: lsn is NULL");
     KVT_TRY(mvcc_enter(m));
-    mvcc_put_req r = {.k = k, .kl = kl, .v = v, .vl = vl, .lease = lease,
-                      .want_prev = want_prev, .prev_buf = prev_buf, .prev_cap = prev_cap,
-                      .res = res};
+    mvcc_put_req r = new_req(k, kl, v, vl, lease, want_prev, prev_buf, prev_cap, res);
     if (!try_lead_alone(m, &r)) {
         mvcc_leave(m);
         return KVT_MVCC_BUSY;

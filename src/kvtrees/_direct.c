@@ -23,13 +23,14 @@
  * field and building the KeyValue in Python.
  *
  * Calls(handle, (begin, end, put, get, txn, release, visible), raise_error, durable,
- *       KeyValue, Entry, prev_unknown)
+ *       KeyValue, Entry, prev_unknown, owner)
  *   addresses of a kvt_mvcc handle and of kvt_mvcc_put_begin, kvt_mvcc_put_end,
  *   kvt_mvcc_put, kvt_mvcc_get, kvt_mvcc_txn, kvt_mvcc_release and kvt_mvcc_visible;
  *   raise_error(rc) returns the exception for a native code (it reads the C detail
  *   message, kept per thread); durable: the handle was opened durable; KeyValue and
  *   Entry: the tuple subclasses reads and puts return; prev_unknown: a put's prev when
- *   one exists but was not asked for.
+ *   one exists but was not asked for; owner: the object that frees the handle (cffi's
+ *   gc'd pointer), kept alive while this object lives so the address stays valid.
  * Calls.put(key, value, lease, want_prev) -> (rev, create, version, prev)
  *   key and value bytes (checked by the caller); prev the live previous version as an
  *   Entry when want_prev, else prev_unknown when one exists, else None. O(log n).
@@ -71,16 +72,17 @@ typedef struct {
     PyTypeObject *kv_type;       /* kvtrees.mvcc.KeyValue, a tuple subclass */
     PyTypeObject *entry_type;    /* kvtrees.mvcc.Entry, a tuple subclass */
     PyObject *prev_unknown;      /* put's prev when it exists but was not read */
+    PyObject *owner;             /* keeps the handle m alive (it frees m when collected) */
     int durable;                 /* the handle waits for fsyncs: put with the GIL released */
 } Calls;
 
 static int Calls_init(Calls *self, PyObject *args, PyObject *kw) {
     unsigned long long m, b, e, p, g, t, r, v;
-    PyObject *raise_error, *kv_type, *entry_type, *prev_unknown;
+    PyObject *raise_error, *kv_type, *entry_type, *prev_unknown, *owner;
     int durable;
-    if (!PyArg_ParseTuple(args, "K(KKKKKKK)OpO!O!O:Calls", &m, &b, &e, &p, &g, &t, &r, &v,
+    if (!PyArg_ParseTuple(args, "K(KKKKKKK)OpO!O!OO:Calls", &m, &b, &e, &p, &g, &t, &r, &v,
                           &raise_error, &durable, &PyType_Type, &kv_type, &PyType_Type,
-                          &entry_type, &prev_unknown))
+                          &entry_type, &prev_unknown, &owner))
         return -1;
     if (!PyType_IsSubtype((PyTypeObject *)kv_type, &PyTuple_Type) ||
         !PyType_IsSubtype((PyTypeObject *)entry_type, &PyTuple_Type)) {
@@ -108,6 +110,8 @@ static int Calls_init(Calls *self, PyObject *args, PyObject *kw) {
     Py_XSETREF(self->entry_type, (PyTypeObject *)entry_type);
     Py_INCREF(prev_unknown);
     Py_XSETREF(self->prev_unknown, prev_unknown);
+    Py_INCREF(owner);
+    Py_XSETREF(self->owner, owner);
     return 0;
 }
 
@@ -116,6 +120,7 @@ static void Calls_dealloc(Calls *self) {
     Py_XDECREF(self->kv_type);
     Py_XDECREF(self->entry_type);
     Py_XDECREF(self->prev_unknown);
+    Py_XDECREF(self->owner);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -112,7 +112,6 @@ class _Scratch(threading.local):
         self.cap = cap
         self.cbuf = ffi.cast("char *", self.buf)
         self.kv = ffi.new("kvt_mvcc_kv *")
-        self.res = ffi.new("kvt_mvcc_put_result *")
         self.resp = ffi.new("uint8_t **")
         self.resp_len = ffi.new("size_t *")
 
@@ -127,7 +126,7 @@ def _direct_calls(ffi, lib, m, durable: bool):
                                   "kvt_mvcc_get", "kvt_mvcc_txn", "kvt_mvcc_release",
                                   "kvt_mvcc_visible"))
     return Calls(int(ffi.cast("uintptr_t", m)), fns, error_from_code, durable, KeyValue, Entry,
-                 PREV_UNKNOWN)
+                 PREV_UNKNOWN, m)
 
 
 class NativeCore:
